@@ -1,0 +1,317 @@
+// Checks a batch input file in one streaming pass and hands the valid request
+// lines to the caller in chunks. A file with any bad line fails the whole
+// batch (DESIGN.md "Batch states"), so errors carry line numbers and say how
+// to fix the line. Line contents are never kept: a request row stores only
+// where its line sits in the blob.
+import { isUtf8 } from 'node:buffer';
+import { scanLines, type ScannedLine } from './line-scanner.ts';
+
+export interface ValidationRules {
+  /** The batch endpoint, one of BATCH_ENDPOINTS. */
+  endpoint: string;
+  /** model_id given on batch create; used when a line's body.model is absent. */
+  modelId: string | null;
+  /** Most request (non-blank) lines a file may hold. */
+  maxLines: number;
+  /** Errors to collect before reading stops; the first ones are kept. */
+  maxErrors: number;
+  /** Completion tokens assumed for a chat/completions line that sets no max_tokens. */
+  defaultMaxTokensEstimate: number;
+  /** Rows per onRequests call; default 1000. */
+  chunkSize?: number;
+}
+
+export interface ValidRequestLine {
+  line: number;
+  offset: number;
+  length: number;
+  customId: string;
+  model: string;
+  estimatedTokens: number;
+}
+
+export interface LineError {
+  code: string;
+  message: string;
+  line: number | null;
+  param: string | null;
+}
+
+export interface ValidationOutcome {
+  ok: boolean;
+  errors: LineError[];
+  /** Request (non-blank) lines read; equals the rows handed out when ok. */
+  requestCount: number;
+  /** Sum of estimatedTokens over the valid lines. */
+  estimatedTokens: number;
+  tokensByModel: Map<string, number>;
+}
+
+export const BATCH_ENDPOINTS = [
+  '/v1/chat/completions',
+  '/v1/completions',
+  '/v1/embeddings',
+  '/v1/audio/transcriptions',
+  '/v1/audio/translations',
+] as const;
+
+export const MAX_CUSTOM_ID_LENGTH = 64;
+const DEFAULT_CHUNK_SIZE = 1000;
+
+/**
+ * Streams `source` once. Valid rows go to `onRequests` in chunks of
+ * `chunkSize`, each awaited so a slow store slows reading instead of piling
+ * rows up. Once any error is found onRequests is not called again: the batch
+ * has failed and the caller discards what it already stored. Reading stops
+ * early at the first line over `maxLines` or once `maxErrors` errors are held.
+ */
+export async function validateInput(
+  source: AsyncIterable<Uint8Array>,
+  rules: ValidationRules,
+  onRequests: (rows: ValidRequestLine[]) => Promise<void>,
+): Promise<ValidationOutcome> {
+  const checker = new LineChecker(rules);
+  const chunkSize = Math.max(1, rules.chunkSize ?? DEFAULT_CHUNK_SIZE);
+  const maxErrors = Math.max(1, rules.maxErrors);
+  const errors: LineError[] = [];
+  const tokensByModel = new Map<string, number>();
+  let estimatedTokens = 0;
+  let requestCount = 0;
+  let pending: ValidRequestLine[] = [];
+
+  for await (const scanned of scanLines(source)) {
+    if (isBlankLine(scanned.bytes)) continue;
+    if (requestCount === rules.maxLines) {
+      errors.push(tooManyRequests(scanned.line, rules.maxLines));
+      break;
+    }
+    requestCount += 1;
+    const result = checker.check(scanned);
+    if (Array.isArray(result)) {
+      errors.push(...result.slice(0, maxErrors - errors.length));
+      pending = [];
+      if (errors.length >= maxErrors) break;
+      continue;
+    }
+    estimatedTokens += result.estimatedTokens;
+    tokensByModel.set(result.model, (tokensByModel.get(result.model) ?? 0) + result.estimatedTokens);
+    if (errors.length > 0) continue;
+    pending.push(result);
+    if (pending.length === chunkSize) {
+      await onRequests(pending);
+      pending = [];
+    }
+  }
+
+  if (errors.length === 0 && pending.length > 0) await onRequests(pending);
+  if (requestCount === 0 && errors.length === 0) errors.push(emptyFile());
+  return { ok: errors.length === 0, errors, requestCount, estimatedTokens, tokensByModel };
+}
+
+// JSON's own whitespace; any other byte means the line holds something to check.
+const WHITESPACE_BYTES = new Set([0x20, 0x09, 0x0d, 0x0a, 0x0b, 0x0c]);
+
+/** Decides from the leading bytes, which for a request line is a single '{'. */
+function isBlankLine(bytes: Buffer): boolean {
+  for (let i = 0; i < bytes.length; i++) {
+    if (!WHITESPACE_BYTES.has(bytes[i])) return false;
+  }
+  return true;
+}
+
+type JsonObject = Record<string, unknown>;
+
+function isPlainObject(value: unknown): value is JsonObject {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/**
+ * Checks one line at a time and remembers the custom_ids seen so far, the
+ * only per-line state validation keeps (bounded by maxLines).
+ */
+class LineChecker {
+  private readonly customIdLines = new Map<string, number>();
+  private readonly audio: boolean;
+  private readonly expectedMethod: string;
+  private readonly promptField: string | null;
+  private readonly countsCompletionTokens: boolean;
+
+  constructor(private readonly rules: ValidationRules) {
+    if (!(BATCH_ENDPOINTS as readonly string[]).includes(rules.endpoint)) {
+      throw new TypeError(`validateInput: unsupported endpoint '${rules.endpoint}'`);
+    }
+    this.audio = rules.endpoint.startsWith('/v1/audio/');
+    this.expectedMethod = this.audio ? 'FILE' : 'POST';
+    this.promptField = promptFieldFor(rules.endpoint);
+    this.countsCompletionTokens = rules.endpoint === '/v1/chat/completions' || rules.endpoint === '/v1/completions';
+  }
+
+  /** The row for a valid line, or every problem found on it. */
+  check(scanned: ScannedLine): ValidRequestLine | LineError[] {
+    const lineNo = scanned.line;
+    if (!isUtf8(scanned.bytes)) {
+      return [lineError('invalid_utf8', lineNo, null, `line ${lineNo} is not valid UTF-8; save the file as UTF-8 text.`)];
+    }
+    const parsed = parseJsonObject(scanned.bytes, lineNo);
+    if (!isPlainObject(parsed)) return [parsed];
+
+    const errors: LineError[] = [];
+    const customId = this.checkCustomId(parsed.custom_id, lineNo, errors);
+    this.checkUrlAndMethod(parsed, lineNo, errors);
+    const body = parsed.body;
+    if (!isPlainObject(body)) {
+      errors.push(lineError('invalid_body', lineNo, 'body', `line ${lineNo} needs a "body" that is a JSON object holding the request parameters.`));
+      return errors;
+    }
+    const model = this.checkBody(body, lineNo, errors);
+    if (errors.length > 0 || customId === null || model === null) return errors;
+    return {
+      line: lineNo,
+      offset: scanned.offset,
+      length: scanned.length,
+      customId,
+      model,
+      estimatedTokens: this.estimateTokens(body),
+    };
+  }
+
+  private checkCustomId(value: unknown, lineNo: number, errors: LineError[]): string | null {
+    if (value === undefined) {
+      errors.push(lineError('missing_custom_id', lineNo, 'custom_id', `line ${lineNo} has no "custom_id"; give every request a unique custom_id string.`));
+      return null;
+    }
+    if (typeof value !== 'string' || value.length === 0) {
+      errors.push(lineError('invalid_custom_id', lineNo, 'custom_id', `line ${lineNo} has a "custom_id" that is not a non-empty string; use a string such as "request-${lineNo}".`));
+      return null;
+    }
+    if (characterCount(value) > MAX_CUSTOM_ID_LENGTH) {
+      errors.push(
+        lineError('custom_id_too_long', lineNo, 'custom_id', `line ${lineNo} has a "custom_id" longer than ${MAX_CUSTOM_ID_LENGTH} characters; shorten it.`),
+      );
+      return null;
+    }
+    const earlierLine = this.customIdLines.get(value);
+    if (earlierLine !== undefined) {
+      errors.push(
+        lineError(
+          'duplicate_custom_id',
+          lineNo,
+          'custom_id',
+          `line ${lineNo} repeats custom_id ${JSON.stringify(value)} already used on line ${earlierLine}; custom_ids must be unique within the file.`,
+        ),
+      );
+      return null;
+    }
+    this.customIdLines.set(value, lineNo);
+    return value;
+  }
+
+  private checkUrlAndMethod(parsed: JsonObject, lineNo: number, errors: LineError[]): void {
+    const { url, method } = parsed;
+    if (url !== undefined && url !== this.rules.endpoint) {
+      errors.push(
+        lineError('mismatched_url', lineNo, 'url', `line ${lineNo} has "url" ${JSON.stringify(url)} but the batch endpoint is "${this.rules.endpoint}"; make them match or drop "url".`),
+      );
+    }
+    // Audio lines must say "FILE" because their body names a file to upload, not JSON to post.
+    if ((this.audio || method !== undefined) && method !== this.expectedMethod) {
+      errors.push(
+        lineError('invalid_method', lineNo, 'method', `line ${lineNo} has "method" ${JSON.stringify(method ?? null)}; requests to ${this.rules.endpoint} use "method": "${this.expectedMethod}".`),
+      );
+    }
+  }
+
+  /** Returns the model the line runs on, or null after recording why there is none. */
+  private checkBody(body: JsonObject, lineNo: number, errors: LineError[]): string | null {
+    if (body.stream === true) {
+      errors.push(lineError('stream_not_supported', lineNo, 'body.stream', `line ${lineNo} sets "stream": true; batch requests cannot stream, remove it or set it to false.`));
+    }
+    if (this.audio && (typeof body.file !== 'string' || body.file.length === 0)) {
+      errors.push(lineError('missing_file', lineNo, 'body.file', `line ${lineNo} needs "body.file": the URL or file id of the audio to process.`));
+    }
+    return this.resolveModel(body.model, lineNo, errors);
+  }
+
+  private resolveModel(value: unknown, lineNo: number, errors: LineError[]): string | null {
+    if (value !== undefined && typeof value !== 'string') {
+      errors.push(lineError('invalid_model', lineNo, 'body.model', `line ${lineNo} has a "body.model" that is not a string; give the model name as a string.`));
+      return null;
+    }
+    if (typeof value === 'string' && value.length > 0) return value;
+    if (this.rules.modelId) return this.rules.modelId;
+    errors.push(
+      lineError('missing_model', lineNo, 'body.model', `line ${lineNo} names no model; set "body.model" on the line or model_id when creating the batch.`),
+    );
+    return null;
+  }
+
+  /** Prompt bytes / 4 (a rough tokens-per-byte ratio) plus the completion budget. */
+  private estimateTokens(body: JsonObject): number {
+    const promptTokens = this.promptField === null ? 0 : Math.ceil(jsonByteLength(body[this.promptField]) / 4);
+    const completionTokens = this.countsCompletionTokens ? completionBudget(body, this.rules.defaultMaxTokensEstimate) : 0;
+    return promptTokens + completionTokens;
+  }
+}
+
+function promptFieldFor(endpoint: string): string | null {
+  if (endpoint === '/v1/chat/completions') return 'messages';
+  if (endpoint === '/v1/completions') return 'prompt';
+  if (endpoint === '/v1/embeddings') return 'input';
+  return null;
+}
+
+function jsonByteLength(value: unknown): number {
+  if (value === undefined) return 0;
+  const text = JSON.stringify(value);
+  return text === undefined ? 0 : Buffer.byteLength(text, 'utf8');
+}
+
+function completionBudget(body: JsonObject, fallback: number): number {
+  for (const value of [body.max_tokens, body.max_completion_tokens]) {
+    if (typeof value === 'number' && Number.isFinite(value) && value >= 0) return Math.ceil(value);
+  }
+  return fallback;
+}
+
+/** The parsed object, or the error to report when the line is not a JSON object. */
+function parseJsonObject(bytes: Buffer, lineNo: number): JsonObject | LineError {
+  let value: unknown;
+  try {
+    value = JSON.parse(bytes.toString('utf8'));
+  } catch (err) {
+    const reason = err instanceof Error ? `: ${truncate(err.message, 200)}` : '';
+    return lineError('invalid_json_line', lineNo, null, `line ${lineNo} is not valid JSON${reason}; each line must be one complete JSON object.`);
+  }
+  if (isPlainObject(value)) return value;
+  return lineError('invalid_json_line', lineNo, null, `line ${lineNo} is JSON but not an object; each line must be a JSON object with "custom_id" and "body".`);
+}
+
+/** Characters as people count them: code points, so an emoji is one. */
+function characterCount(text: string): number {
+  // Every code point is at most two UTF-16 units, so short strings need no walk.
+  if (text.length <= MAX_CUSTOM_ID_LENGTH) return text.length;
+  let count = 0;
+  for (const _ of text) count += 1;
+  return count;
+}
+
+function truncate(text: string, max: number): string {
+  return text.length <= max ? text : `${text.slice(0, max)}…`;
+}
+
+function lineError(code: string, line: number | null, param: string | null, message: string): LineError {
+  return { code, message, line, param };
+}
+
+function tooManyRequests(lineNo: number, maxLines: number): LineError {
+  return lineError(
+    'too_many_requests',
+    lineNo,
+    null,
+    `line ${lineNo} is over the limit of ${maxLines} requests per batch; split the file into batches of at most ${maxLines} lines.`,
+  );
+}
+
+function emptyFile(): LineError {
+  return lineError('empty_file', null, null, 'The input file holds no requests; add one JSON request per line.');
+}

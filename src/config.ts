@@ -1,0 +1,198 @@
+// One schema for every knob Spool has. Values come from, lowest to highest
+// precedence: the defaults below, a config file (JSON or YAML), environment
+// variables, then command-line flags. Every error names the key at fault.
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+
+const MB = 1024 * 1024;
+
+const upstreamSchema = z
+  .object({
+    name: z.string().min(1).regex(/^[A-Za-z0-9._-]+$/, 'letters, digits, ".", "_" or "-" only'),
+    /** OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 */
+    baseUrl: z.string().url(),
+    apiKey: z.string().optional(),
+    /** Exact model names or globs ("*", "llama-*"). First matching upstream wins. */
+    models: z.array(z.string().min(1)).min(1).default(['*']),
+    /** Hard ceiling on concurrent requests; adaptive concurrency never exceeds it. */
+    maxConcurrency: z.number().int().positive().default(64),
+    /** Where adaptive concurrency starts. */
+    initialConcurrency: z.number().int().positive().default(8),
+    requestsPerMinute: z.number().int().positive().optional(),
+    tokensPerMinute: z.number().int().positive().optional(),
+  })
+  .strict();
+
+export type UpstreamConfig = z.infer<typeof upstreamSchema>;
+
+export const configSchema = z
+  .object({
+    host: z.string().default('127.0.0.1'),
+    port: z.number().int().min(0).max(65535).default(8080),
+    dataDir: z.string().default('./data'),
+    /** Absolute base URL clients reach this server at; used for signed upload URLs. Derived from the request when unset. */
+    publicUrl: z.string().url().optional(),
+    /** postgres://... selects PostgreSQL; unset means SQLite in the data dir. */
+    databaseUrl: z.string().optional(),
+    /** Accepted as user "default" (admin) when set. */
+    apiKey: z.string().min(8).optional(),
+    log: z
+      .object({
+        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+        pretty: z.boolean().default(false),
+      })
+      .strict()
+      .prefault({}),
+    limits: z
+      .object({
+        maxFileBytes: z.number().int().positive().default(100 * MB),
+        maxLinesPerBatch: z.number().int().positive().default(50_000),
+        maxEnqueuedTokensPerModel: z.number().int().positive().default(30_000_000_000),
+        /** Used in the enqueued-token estimate when a line sets no max_tokens. */
+        defaultMaxTokensEstimate: z.number().int().nonnegative().default(1024),
+        defaultCompletionWindow: z.string().default('24h'),
+      })
+      .strict()
+      .prefault({}),
+    uploads: z
+      .object({
+        /** Lifetime of a signed PUT URL handed out by the Together upload flow. */
+        signedUrlTtlSeconds: z.number().int().positive().default(600),
+        /** HMAC key for signed URLs. Unset: generated once and kept in the database, shared by every process. */
+        signingSecret: z.string().min(16).optional(),
+      })
+      .strict()
+      .prefault({}),
+    worker: z
+      .object({
+        /** Run the batch worker inside `spool serve`. */
+        enabled: z.boolean().default(true),
+        /** How long a claimed batch or request stays owned without a heartbeat. */
+        leaseSeconds: z.number().positive().default(60),
+        /** How often sweeps (validation, cancel, expiry, finalization) look for work. */
+        pollIntervalMs: z.number().int().positive().default(500),
+        /** Requests claimed per round trip. */
+        claimBatchSize: z.number().int().positive().default(64),
+        maxAttempts: z.number().int().positive().default(5),
+        requestTimeoutMs: z.number().int().positive().default(600_000),
+        retryBaseDelayMs: z.number().int().positive().default(500),
+        retryMaxDelayMs: z.number().int().positive().default(60_000),
+      })
+      .strict()
+      .prefault({}),
+    upstreams: z.array(upstreamSchema).default([]),
+  })
+  .strict();
+
+export type Config = z.infer<typeof configSchema>;
+export type ConfigInput = z.input<typeof configSchema>;
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/** Environment variables that map onto config keys. Nested keys use "__": SPOOL_LIMITS__MAX_FILE_BYTES. */
+function configFromEnv(env: NodeJS.ProcessEnv): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [name, raw] of Object.entries(env)) {
+    if (raw === undefined || raw === '') continue;
+    let path: string[] | undefined;
+    if (name === 'DATABASE_URL') path = ['databaseUrl'];
+    else if (name === 'SPOOL_LOG_LEVEL') path = ['log', 'level'];
+    else if (name === 'SPOOL_CONFIG') continue;
+    else if (name.startsWith('SPOOL_')) {
+      path = name
+        .slice('SPOOL_'.length)
+        .split('__')
+        .map((part) => part.toLowerCase().replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase()));
+    }
+    if (!path) continue;
+    setPath(out, path, coerceEnvValue(raw));
+  }
+  return out;
+}
+
+function coerceEnvValue(raw: string): unknown {
+  if (raw === 'true') return true;
+  if (raw === 'false') return false;
+  if (/^-?\d+(\.\d+)?$/.test(raw) && raw.length < 16) return Number(raw);
+  if (raw.startsWith('[') || raw.startsWith('{')) {
+    try {
+      return JSON.parse(raw);
+    } catch {
+      return raw;
+    }
+  }
+  return raw;
+}
+
+function setPath(target: Record<string, unknown>, path: string[], value: unknown): void {
+  let node = target;
+  for (const key of path.slice(0, -1)) {
+    if (typeof node[key] !== 'object' || node[key] === null) node[key] = {};
+    node = node[key] as Record<string, unknown>;
+  }
+  node[path[path.length - 1]] = value;
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function deepMerge(base: Record<string, unknown>, over: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...base };
+  for (const [key, value] of Object.entries(over)) {
+    if (value === undefined) continue;
+    out[key] = isPlainObject(value) && isPlainObject(out[key]) ? deepMerge(out[key] as Record<string, unknown>, value) : value;
+  }
+  return out;
+}
+
+export function readConfigFile(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`cannot read config file ${path}: ${(err as Error).message}`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = /\.ya?ml$/i.test(path) ? parseYaml(text) : JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError(`config file ${path} is not valid ${/\.ya?ml$/i.test(path) ? 'YAML' : 'JSON'}: ${(err as Error).message}`);
+  }
+  if (parsed == null) return {};
+  if (!isPlainObject(parsed)) throw new ConfigError(`config file ${path} must hold an object at the top level`);
+  return parsed;
+}
+
+export interface LoadConfigOptions {
+  /** Values from command-line flags (already in config shape). */
+  flags?: Record<string, unknown>;
+  env?: NodeJS.ProcessEnv;
+  configPath?: string;
+}
+
+export function parseConfig(input: unknown): Config {
+  const result = configSchema.safeParse(input);
+  if (!result.success) {
+    const problems = result.error.issues.map((issue) => {
+      const key = issue.path.length > 0 ? issue.path.join('.') : '(top level)';
+      const message =
+        issue.code === 'unrecognized_keys' ? `unknown key(s) ${issue.keys.map((k) => `"${k}"`).join(', ')}` : issue.message;
+      return `${key}: ${message}`;
+    });
+    throw new ConfigError(`invalid configuration: ${problems.join('; ')}`);
+  }
+  return result.data;
+}
+
+export function loadConfig(options: LoadConfigOptions = {}): Config {
+  const env = options.env ?? process.env;
+  const configPath = options.configPath ?? env.SPOOL_CONFIG;
+  const fromFile = configPath ? readConfigFile(resolve(configPath)) : {};
+  const merged = deepMerge(deepMerge(fromFile, configFromEnv(env)), options.flags ?? {});
+  return parseConfig(merged);
+}

@@ -1,0 +1,107 @@
+// Blobs as files under one directory. Writes go to a temporary name, are
+// fsynced, then renamed into place (and the directory fsynced), so a blob is
+// either absent or complete, even across a crash or power loss.
+import { randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { dirname, join, resolve, sep } from 'node:path';
+import type { Readable } from 'node:stream';
+import { StreamMeasure } from './measure.ts';
+import { BlobNotFoundError, type BlobStore, type BlobWriteOptions, type BlobWriteResult } from './types.ts';
+
+const STALE_TEMP_MS = 6 * 60 * 60 * 1000;
+
+export class LocalBlobStore implements BlobStore {
+  private readonly root: string;
+  private readonly tmpDir: string;
+
+  constructor(root: string) {
+    this.root = resolve(root);
+    this.tmpDir = join(this.root, '.tmp');
+  }
+
+  async init(): Promise<this> {
+    await mkdir(this.tmpDir, { recursive: true });
+    // Temporaries left by a crash mid-write are garbage: no row points at them.
+    // Only stale ones go: another process may be writing into the same directory.
+    const cutoff = Date.now() - STALE_TEMP_MS;
+    for (const name of await readdir(this.tmpDir)) {
+      const path = join(this.tmpDir, name);
+      const info = await stat(path).catch(() => undefined);
+      if (info && info.mtimeMs < cutoff) await rm(path, { force: true });
+    }
+    return this;
+  }
+
+  private pathOf(key: string): string {
+    const path = resolve(this.root, key);
+    if (!path.startsWith(this.root + sep) || key.startsWith('.tmp')) throw new Error(`invalid blob key "${key}"`);
+    return path;
+  }
+
+  async write(key: string, source: AsyncIterable<Uint8Array>, options: BlobWriteOptions = {}): Promise<BlobWriteResult> {
+    const target = this.pathOf(key);
+    const tmp = join(this.tmpDir, `${randomBytes(12).toString('hex')}.part`);
+    const measure = new StreamMeasure(options.maxBytes);
+    const handle = await open(tmp, 'w', 0o600);
+    let done = false;
+    try {
+      for await (const chunk of source) {
+        measure.add(chunk);
+        let offset = 0;
+        while (offset < chunk.length) {
+          const { bytesWritten } = await handle.write(chunk, offset, chunk.length - offset);
+          offset += bytesWritten;
+        }
+      }
+      await handle.sync();
+      await handle.close();
+      done = true;
+      await mkdir(dirname(target), { recursive: true });
+      await rename(tmp, target);
+      await fsyncDir(dirname(target));
+      return measure.result();
+    } catch (err) {
+      if (!done) await handle.close().catch(() => undefined);
+      await rm(tmp, { force: true });
+      throw err;
+    }
+  }
+
+  async read(key: string, range?: { start: number; end?: number }): Promise<Readable> {
+    const path = this.pathOf(key);
+    const size = await this.size(key);
+    if (size === undefined) throw new BlobNotFoundError(key);
+    const start = range?.start ?? 0;
+    const end = range?.end ?? size;
+    // createReadStream's `end` is inclusive; an empty range still needs a valid stream.
+    if (end <= start) return createReadStream(path, { start: 0, end: -1 });
+    return createReadStream(path, { start, end: end - 1, highWaterMark: 256 * 1024 });
+  }
+
+  async size(key: string): Promise<number | undefined> {
+    try {
+      return (await stat(this.pathOf(key))).size;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    await rm(this.pathOf(key), { force: true });
+  }
+
+  async check(): Promise<void> {
+    await stat(this.root);
+  }
+}
+
+async function fsyncDir(path: string): Promise<void> {
+  const handle = await open(path, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}

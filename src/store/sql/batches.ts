@@ -1,0 +1,120 @@
+// Batch rows and the batch-level lease that serializes validation and
+// finalization across processes. The lease is an optimistic conditional
+// UPDATE (owner + expiry), which both SQLite and PostgreSQL run atomically;
+// any process may sweep, and exactly one wins each batch at a time.
+import type { Kysely, Transaction } from 'kysely';
+import type { BatchRow, BatchStatus, BatchUpdate, Database, NewBatch } from './schema.ts';
+
+type Db = Kysely<Database> | Transaction<Database>;
+
+export async function insertBatch(db: Db, row: NewBatch): Promise<void> {
+  await db.insertInto('batches').values(row).execute();
+}
+
+export async function findBatch(db: Db, id: string): Promise<BatchRow | undefined> {
+  return db.selectFrom('batches').selectAll().where('id', '=', id).executeTakeFirst();
+}
+
+export async function findUserBatch(db: Db, userId: string, id: string): Promise<BatchRow | undefined> {
+  return db.selectFrom('batches').selectAll().where('id', '=', id).where('user_id', '=', userId).executeTakeFirst();
+}
+
+export interface ListBatchesQuery {
+  userId: string;
+  limit: number;
+  after?: string;
+}
+
+/** Newest first; `after` is the id of the last batch of the previous page. Fetches limit+1 to tell has_more. */
+export async function listBatches(db: Db, q: ListBatchesQuery): Promise<BatchRow[]> {
+  let query = db.selectFrom('batches').selectAll().where('user_id', '=', q.userId);
+  if (q.after) query = query.where('id', '<', q.after);
+  return query.orderBy('id', 'desc').limit(q.limit + 1).execute();
+}
+
+/** Applies `values` only while the batch is in one of `from`; true if this caller made the transition. */
+export async function transitionBatch(
+  db: Db,
+  id: string,
+  from: readonly BatchStatus[],
+  values: BatchUpdate,
+): Promise<boolean> {
+  const result = await db
+    .updateTable('batches')
+    .set(values)
+    .where('id', '=', id)
+    .where('status', 'in', [...from])
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows) === 1;
+}
+
+export async function updateBatch(db: Db, id: string, values: BatchUpdate): Promise<void> {
+  await db.updateTable('batches').set(values).where('id', '=', id).execute();
+}
+
+/**
+ * Takes the lease on one batch in `statuses` that nobody holds (or whose
+ * holder's lease lapsed). Highest priority, then oldest, first.
+ */
+export async function claimBatchLease(
+  db: Kysely<Database>,
+  statuses: readonly BatchStatus[],
+  owner: string,
+  leaseMs: number,
+  now: number,
+  extraFilter?: (batch: BatchRow) => boolean,
+): Promise<BatchRow | undefined> {
+  const candidates = await db
+    .selectFrom('batches')
+    .selectAll()
+    .where('status', 'in', [...statuses])
+    .where((eb) => eb.or([eb('lease_expires_at', 'is', null), eb('lease_expires_at', '<', now)]))
+    .orderBy('priority', 'desc')
+    .orderBy('id', 'asc')
+    .limit(16)
+    .execute();
+  for (const candidate of candidates) {
+    if (extraFilter && !extraFilter(candidate)) continue;
+    const result = await db
+      .updateTable('batches')
+      .set({ lease_owner: owner, lease_expires_at: now + leaseMs })
+      .where('id', '=', candidate.id)
+      .where('status', '=', candidate.status)
+      .where((eb) => eb.or([eb('lease_expires_at', 'is', null), eb('lease_expires_at', '<', now)]))
+      .executeTakeFirst();
+    if (Number(result.numUpdatedRows) === 1) return { ...candidate, lease_owner: owner, lease_expires_at: now + leaseMs };
+  }
+  return undefined;
+}
+
+/** Extends a held lease; false means it lapsed and someone else may own the batch now. */
+export async function renewBatchLease(db: Db, id: string, owner: string, leaseMs: number, now: number): Promise<boolean> {
+  const result = await db
+    .updateTable('batches')
+    .set({ lease_expires_at: now + leaseMs })
+    .where('id', '=', id)
+    .where('lease_owner', '=', owner)
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows) === 1;
+}
+
+export async function releaseBatchLease(db: Db, id: string, owner: string): Promise<void> {
+  await db
+    .updateTable('batches')
+    .set({ lease_owner: null, lease_expires_at: null })
+    .where('id', '=', id)
+    .where('lease_owner', '=', owner)
+    .execute();
+}
+
+/** Open batches whose deadline has passed (the expiry sweep's input). */
+export async function listOverdueBatchIds(db: Db, now: number, limit: number): Promise<string[]> {
+  const rows = await db
+    .selectFrom('batches')
+    .select('id')
+    .where('status', 'in', ['validating', 'in_progress'])
+    .where('deadline_at', '<=', now)
+    .limit(limit)
+    .execute();
+  return rows.map((r) => r.id);
+}

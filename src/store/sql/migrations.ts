@@ -1,0 +1,122 @@
+// One migration set for both dialects, written with Kysely's schema builder in
+// portable types only (text, integer, bigint). Adding a migration: append to
+// the record below with the next sortable name; never edit a shipped one.
+import type { Kysely, Migration, MigrationProvider } from 'kysely';
+
+const initial: Migration = {
+  async up(db: Kysely<any>) {
+    await db.schema
+      .createTable('settings')
+      .addColumn('key', 'text', (c) => c.primaryKey())
+      .addColumn('value', 'text', (c) => c.notNull())
+      .execute();
+
+    await db.schema
+      .createTable('api_keys')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('user_id', 'text', (c) => c.notNull())
+      .addColumn('key_hash', 'text', (c) => c.notNull().unique())
+      .addColumn('prefix', 'text', (c) => c.notNull())
+      .addColumn('is_admin', 'integer', (c) => c.notNull().defaultTo(0))
+      .addColumn('created_at', 'bigint', (c) => c.notNull())
+      .addColumn('revoked_at', 'bigint')
+      .execute();
+
+    await db.schema
+      .createTable('files')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('user_id', 'text', (c) => c.notNull())
+      .addColumn('filename', 'text', (c) => c.notNull())
+      .addColumn('purpose', 'text', (c) => c.notNull())
+      .addColumn('file_type', 'text', (c) => c.notNull())
+      .addColumn('status', 'text', (c) => c.notNull())
+      .addColumn('bytes', 'bigint', (c) => c.notNull().defaultTo(0))
+      .addColumn('line_count', 'bigint', (c) => c.notNull().defaultTo(0))
+      .addColumn('sha256', 'text')
+      .addColumn('declared_sha256', 'text')
+      .addColumn('blob_key', 'text')
+      .addColumn('batch_id', 'text')
+      .addColumn('created_at', 'bigint', (c) => c.notNull())
+      .addColumn('expires_at', 'bigint')
+      .execute();
+    await db.schema.createIndex('files_user_id').on('files').columns(['user_id', 'id']).execute();
+    await db.schema.createIndex('files_user_sha256').on('files').columns(['user_id', 'sha256']).execute();
+
+    await db.schema
+      .createTable('batches')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('user_id', 'text', (c) => c.notNull())
+      .addColumn('input_file_id', 'text', (c) => c.notNull())
+      .addColumn('endpoint', 'text', (c) => c.notNull())
+      .addColumn('completion_window', 'text', (c) => c.notNull())
+      .addColumn('status', 'text', (c) => c.notNull())
+      .addColumn('priority', 'integer', (c) => c.notNull().defaultTo(0))
+      .addColumn('model_id', 'text')
+      .addColumn('metadata', 'text')
+      .addColumn('file_size_bytes', 'bigint', (c) => c.notNull().defaultTo(0))
+      .addColumn('created_at', 'bigint', (c) => c.notNull())
+      .addColumn('deadline_at', 'bigint', (c) => c.notNull())
+      .addColumn('in_progress_at', 'bigint')
+      .addColumn('finalizing_at', 'bigint')
+      .addColumn('completed_at', 'bigint')
+      .addColumn('failed_at', 'bigint')
+      .addColumn('expired_at', 'bigint')
+      .addColumn('cancelling_at', 'bigint')
+      .addColumn('cancelled_at', 'bigint')
+      .addColumn('output_file_id', 'text')
+      .addColumn('error_file_id', 'text')
+      .addColumn('errors', 'text')
+      .addColumn('request_total', 'bigint', (c) => c.notNull().defaultTo(0))
+      .addColumn('request_completed', 'bigint', (c) => c.notNull().defaultTo(0))
+      .addColumn('request_failed', 'bigint', (c) => c.notNull().defaultTo(0))
+      .addColumn('input_tokens', 'bigint', (c) => c.notNull().defaultTo(0))
+      .addColumn('output_tokens', 'bigint', (c) => c.notNull().defaultTo(0))
+      .addColumn('estimated_tokens', 'bigint', (c) => c.notNull().defaultTo(0))
+      .addColumn('output_expires_after_seconds', 'bigint')
+      .addColumn('lease_owner', 'text')
+      .addColumn('lease_expires_at', 'bigint')
+      .execute();
+    await db.schema.createIndex('batches_user_id').on('batches').columns(['user_id', 'id']).execute();
+    await db.schema.createIndex('batches_status').on('batches').columns(['status', 'priority', 'id']).execute();
+    await db.schema.createIndex('batches_input_file').on('batches').columns(['input_file_id', 'status']).execute();
+
+    await db.schema
+      .createTable('requests')
+      .addColumn('batch_id', 'text', (c) => c.notNull())
+      .addColumn('line', 'integer', (c) => c.notNull())
+      .addColumn('custom_id', 'text', (c) => c.notNull())
+      .addColumn('model', 'text', (c) => c.notNull())
+      .addColumn('byte_offset', 'bigint', (c) => c.notNull())
+      .addColumn('byte_length', 'integer', (c) => c.notNull())
+      .addColumn('estimated_tokens', 'bigint', (c) => c.notNull().defaultTo(0))
+      .addColumn('state', 'text', (c) => c.notNull())
+      .addColumn('attempts', 'integer', (c) => c.notNull().defaultTo(0))
+      .addColumn('not_before', 'bigint', (c) => c.notNull().defaultTo(0))
+      .addColumn('lease_owner', 'text')
+      .addColumn('lease_expires_at', 'bigint')
+      .addColumn('response_status', 'integer')
+      .addColumn('response_body', 'text')
+      .addColumn('error_code', 'text')
+      .addColumn('error_message', 'text')
+      .addColumn('request_id', 'text')
+      .addColumn('input_tokens', 'bigint', (c) => c.notNull().defaultTo(0))
+      .addColumn('output_tokens', 'bigint', (c) => c.notNull().defaultTo(0))
+      .addColumn('finished_at', 'bigint')
+      .addPrimaryKeyConstraint('requests_pk', ['batch_id', 'line'])
+      .execute();
+    await db.schema.createIndex('requests_custom_id').on('requests').columns(['batch_id', 'custom_id']).unique().execute();
+    await db.schema.createIndex('requests_batch_state').on('requests').columns(['batch_id', 'state', 'line']).execute();
+    await db.schema.createIndex('requests_model_state').on('requests').columns(['model', 'state']).execute();
+  },
+  async down(db: Kysely<any>) {
+    for (const table of ['requests', 'batches', 'files', 'api_keys', 'settings']) await db.schema.dropTable(table).execute();
+  },
+};
+
+export const migrations: Record<string, Migration> = {
+  '0001_initial': initial,
+};
+
+export const migrationProvider: MigrationProvider = {
+  getMigrations: async () => migrations,
+};

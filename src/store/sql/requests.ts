@@ -1,0 +1,89 @@
+// Request rows: one per input line, created by validation, driven by the runner.
+import type { Kysely, Transaction } from 'kysely';
+import type { Database, NewRequest, RequestRow, RequestState } from './schema.ts';
+
+type Db = Kysely<Database> | Transaction<Database>;
+
+// SQLite caps bound parameters per statement (32766 in current builds); a
+// request row has ~10 inserted columns, so 500 rows per statement stays well
+// inside it for both dialects.
+const INSERT_CHUNK = 500;
+
+export async function insertRequests(db: Db, rows: NewRequest[]): Promise<void> {
+  for (let i = 0; i < rows.length; i += INSERT_CHUNK) {
+    await db.insertInto('requests').values(rows.slice(i, i + INSERT_CHUNK)).execute();
+  }
+}
+
+export async function deleteBatchRequests(db: Db, batchId: string): Promise<void> {
+  await db.deleteFrom('requests').where('batch_id', '=', batchId).execute();
+}
+
+/** Prompt estimate + max_tokens summed over requests not yet finished, for one model. */
+export async function enqueuedTokensForModel(db: Db, model: string): Promise<number> {
+  const row = await db
+    .selectFrom('requests')
+    .select((eb) => eb.fn.sum<number>('estimated_tokens').as('total'))
+    .where('model', '=', model)
+    .where('state', 'in', ['pending', 'running'])
+    .executeTakeFirst();
+  return Number(row?.total ?? 0);
+}
+
+/** One page of a batch's requests in line order, for streaming them out without holding them all. */
+export async function pageBatchRequests(
+  db: Db,
+  batchId: string,
+  afterLine: number,
+  limit: number,
+  states?: RequestState[],
+): Promise<RequestRow[]> {
+  let query = db.selectFrom('requests').selectAll().where('batch_id', '=', batchId).where('line', '>', afterLine);
+  if (states) query = query.where('state', 'in', states);
+  return query.orderBy('line').limit(limit).execute();
+}
+
+export async function countBatchRequestsInStates(db: Db, batchId: string, states: RequestState[]): Promise<number> {
+  const row = await db
+    .selectFrom('requests')
+    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .where('batch_id', '=', batchId)
+    .where('state', 'in', states)
+    .executeTakeFirstOrThrow();
+  return Number(row.n);
+}
+
+/**
+ * Fails every request of the batch that is pending, or running under a lease
+ * that has lapsed, with the given code (batch_cancelled, batch_expired).
+ * Returns how many were failed, so the caller can count them in one update.
+ */
+export async function failOpenRequests(
+  db: Db,
+  batchId: string,
+  code: string,
+  message: string,
+  now: number,
+): Promise<number> {
+  const result = await db
+    .updateTable('requests')
+    .set({
+      state: 'failed',
+      error_code: code,
+      error_message: message,
+      response_status: null,
+      response_body: null,
+      lease_owner: null,
+      lease_expires_at: null,
+      finished_at: now,
+    })
+    .where('batch_id', '=', batchId)
+    .where((eb) =>
+      eb.or([
+        eb('state', '=', 'pending'),
+        eb.and([eb('state', '=', 'running'), eb.or([eb('lease_expires_at', 'is', null), eb('lease_expires_at', '<', now)])]),
+      ]),
+    )
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows);
+}

@@ -1,0 +1,150 @@
+// Row types for every table. Timestamps are integer milliseconds since the
+// epoch in both dialects (bigint in PostgreSQL, parsed back to number), so no
+// layer above store/ ever meets a dialect-specific date type.
+import type { ColumnType, Generated, Insertable, Selectable, Updateable } from 'kysely';
+
+export type FileStatus = 'awaiting_upload' | 'uploading' | 'processed';
+/** Internal purposes; api/ maps them to each dialect's names. */
+export type FilePurpose = 'batch' | 'batch_output' | 'fine-tune' | 'eval' | 'eval-output';
+
+export type BatchStatus =
+  | 'validating'
+  | 'failed'
+  | 'in_progress'
+  | 'finalizing'
+  | 'completed'
+  | 'expired'
+  | 'cancelling'
+  | 'cancelled';
+
+export const OPEN_BATCH_STATUSES: readonly BatchStatus[] = ['validating', 'in_progress', 'finalizing', 'cancelling'];
+export const TERMINAL_BATCH_STATUSES: readonly BatchStatus[] = ['failed', 'completed', 'expired', 'cancelled'];
+
+export type RequestState = 'pending' | 'running' | 'succeeded' | 'failed';
+
+export interface SettingsTable {
+  key: string;
+  value: string;
+}
+
+export interface ApiKeysTable {
+  id: string;
+  user_id: string;
+  /** sha256 hex of the key; keys are 192-bit random, so a fast hash is enough. */
+  key_hash: string;
+  /** First characters of the key, to tell keys apart in listings. */
+  prefix: string;
+  is_admin: number;
+  created_at: number;
+  revoked_at: number | null;
+}
+
+export interface FilesTable {
+  id: string;
+  user_id: string;
+  filename: string;
+  purpose: FilePurpose;
+  file_type: string;
+  status: FileStatus;
+  bytes: number;
+  line_count: number;
+  sha256: string | null;
+  /** sha256 a Together v2 client declared before uploading; checked on PUT. */
+  declared_sha256: string | null;
+  blob_key: string | null;
+  /** The batch that produced this file (output and error files). */
+  batch_id: string | null;
+  created_at: number;
+  expires_at: number | null;
+}
+
+export interface BatchValidationError {
+  code: string;
+  message: string;
+  line: number | null;
+  param: string | null;
+}
+
+export interface BatchesTable {
+  id: string;
+  user_id: string;
+  input_file_id: string;
+  endpoint: string;
+  completion_window: string;
+  status: BatchStatus;
+  priority: number;
+  model_id: string | null;
+  /** JSON object or null. */
+  metadata: string | null;
+  file_size_bytes: number;
+  created_at: number;
+  deadline_at: number;
+  in_progress_at: number | null;
+  finalizing_at: number | null;
+  completed_at: number | null;
+  failed_at: number | null;
+  expired_at: number | null;
+  cancelling_at: number | null;
+  cancelled_at: number | null;
+  output_file_id: string | null;
+  error_file_id: string | null;
+  /** JSON array of BatchValidationError, or null. */
+  errors: string | null;
+  request_total: number;
+  request_completed: number;
+  request_failed: number;
+  input_tokens: number;
+  output_tokens: number;
+  estimated_tokens: number;
+  output_expires_after_seconds: number | null;
+  /** A process holding the batch for validation or finalization. */
+  lease_owner: string | null;
+  lease_expires_at: number | null;
+}
+
+export interface RequestsTable {
+  batch_id: string;
+  /** 1-based line number in the input file. */
+  line: number;
+  custom_id: string;
+  model: string;
+  byte_offset: number;
+  byte_length: number;
+  estimated_tokens: number;
+  state: RequestState;
+  attempts: number;
+  /** Earliest time the request may be (re)tried, ms. */
+  not_before: number;
+  lease_owner: string | null;
+  lease_expires_at: number | null;
+  response_status: number | null;
+  /** JSON text of the upstream response body (success) or error body. */
+  response_body: string | null;
+  error_code: string | null;
+  error_message: string | null;
+  request_id: string | null;
+  input_tokens: number;
+  output_tokens: number;
+  finished_at: number | null;
+}
+
+export interface Database {
+  settings: SettingsTable;
+  api_keys: ApiKeysTable;
+  files: FilesTable;
+  batches: BatchesTable;
+  requests: RequestsTable;
+}
+
+export type ApiKeyRow = Selectable<ApiKeysTable>;
+export type FileRow = Selectable<FilesTable>;
+export type NewFile = Insertable<FilesTable>;
+export type FileUpdate = Updateable<FilesTable>;
+export type BatchRow = Selectable<BatchesTable>;
+export type NewBatch = Insertable<BatchesTable>;
+export type BatchUpdate = Updateable<BatchesTable>;
+export type RequestRow = Selectable<RequestsTable>;
+export type NewRequest = Insertable<RequestsTable>;
+
+// Kysely wants these imported even when only used in generics above.
+export type { ColumnType, Generated };

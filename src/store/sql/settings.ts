@@ -1,0 +1,20 @@
+// Process-shared settings: values every API and worker process must agree on.
+import { randomBytes } from 'node:crypto';
+import type { Kysely } from 'kysely';
+import type { Database } from './schema.ts';
+
+/** Returns the stored value, creating it with `make()` if absent; safe when processes race. */
+export async function getOrCreateSetting(db: Kysely<Database>, key: string, make: () => string): Promise<string> {
+  const existing = await db.selectFrom('settings').select('value').where('key', '=', key).executeTakeFirst();
+  if (existing) return existing.value;
+  await db
+    .insertInto('settings')
+    .values({ key, value: make() })
+    .onConflict((oc) => oc.column('key').doNothing())
+    .execute();
+  const row = await db.selectFrom('settings').select('value').where('key', '=', key).executeTakeFirstOrThrow();
+  return row.value;
+}
+
+export const getUploadSigningSecret = (db: Kysely<Database>): Promise<string> =>
+  getOrCreateSetting(db, 'upload_signing_secret', () => randomBytes(32).toString('hex'));

@@ -108,8 +108,9 @@ export async function validateInput(
   return { ok: errors.length === 0, errors, requestCount, estimatedTokens, tokensByModel };
 }
 
-// JSON's own whitespace; any other byte means the line holds something to check.
-const WHITESPACE_BYTES = new Set([0x20, 0x09, 0x0d, 0x0a, 0x0b, 0x0c]);
+// JSON's own whitespace (RFC 8259: space, tab, CR, LF); any other byte, \v and
+// \f included, means the line holds something to check.
+const WHITESPACE_BYTES = new Set([0x20, 0x09, 0x0d, 0x0a]);
 
 /** Decides from the leading bytes, which for a request line is a single '{'. */
 function isBlankLine(bytes: Buffer): boolean {
@@ -152,8 +153,10 @@ class LineChecker {
     if (!isUtf8(scanned.bytes)) {
       return [lineError('invalid_utf8', lineNo, null, `line ${lineNo} is not valid UTF-8; save the file as UTF-8 text.`)];
     }
-    const parsed = parseJsonObject(scanned.bytes, lineNo);
-    if (!isPlainObject(parsed)) return [parsed];
+    // A LineError is itself a plain object, so the outcome is tagged rather than shape-tested.
+    const outcome = parseJsonObject(scanned.bytes, lineNo);
+    if ('error' in outcome) return [outcome.error];
+    const parsed = outcome.value;
 
     const errors: LineError[] = [];
     const customId = this.checkCustomId(parsed.custom_id, lineNo, errors);
@@ -245,11 +248,14 @@ class LineChecker {
     return null;
   }
 
-  /** Prompt bytes / 4 (a rough tokens-per-byte ratio) plus the completion budget. */
+  /**
+   * Prompt bytes / 4 (a rough tokens-per-byte ratio) plus the completion budget;
+   * at least 1, so every request (audio ones, which have neither) counts.
+   */
   private estimateTokens(body: JsonObject): number {
     const promptTokens = this.promptField === null ? 0 : Math.ceil(jsonByteLength(body[this.promptField]) / 4);
     const completionTokens = this.countsCompletionTokens ? completionBudget(body, this.rules.defaultMaxTokensEstimate) : 0;
-    return promptTokens + completionTokens;
+    return Math.max(1, promptTokens + completionTokens);
   }
 }
 
@@ -274,16 +280,16 @@ function completionBudget(body: JsonObject, fallback: number): number {
 }
 
 /** The parsed object, or the error to report when the line is not a JSON object. */
-function parseJsonObject(bytes: Buffer, lineNo: number): JsonObject | LineError {
+function parseJsonObject(bytes: Buffer, lineNo: number): { value: JsonObject } | { error: LineError } {
   let value: unknown;
   try {
     value = JSON.parse(bytes.toString('utf8'));
   } catch (err) {
     const reason = err instanceof Error ? `: ${truncate(err.message, 200)}` : '';
-    return lineError('invalid_json_line', lineNo, null, `line ${lineNo} is not valid JSON${reason}; each line must be one complete JSON object.`);
+    return { error: lineError('invalid_json_line', lineNo, null, `line ${lineNo} is not valid JSON${reason}; each line must be one complete JSON object.`) };
   }
-  if (isPlainObject(value)) return value;
-  return lineError('invalid_json_line', lineNo, null, `line ${lineNo} is JSON but not an object; each line must be a JSON object with "custom_id" and "body".`);
+  if (isPlainObject(value)) return { value };
+  return { error: lineError('invalid_json_line', lineNo, null, `line ${lineNo} is JSON but not an object; each line must be a JSON object with "custom_id" and "body".`) };
 }
 
 /** Characters as people count them: code points, so an emoji is one. */

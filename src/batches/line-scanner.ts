@@ -47,7 +47,11 @@ async function* withoutLeadingBom(
       continue;
     }
     head = head.length === 0 ? chunk : Buffer.concat([head, chunk]);
-    if (head.length < UTF8_BOM.length && UTF8_BOM.subarray(0, head.length).equals(head)) continue;
+    if (head.length < UTF8_BOM.length && UTF8_BOM.subarray(0, head.length).equals(head)) {
+      // Held across the next read, so copied: some sources reuse their chunk buffers.
+      if (head === chunk) head = Buffer.from(chunk);
+      continue;
+    }
     const rest = startsWithBom(head) ? skipBom(head, onSkipped) : head;
     head = null;
     if (rest.length > 0) yield rest;

@@ -12,6 +12,8 @@ import {
   findProcessedFileBySha256,
   findUserFile,
   insertFile,
+  listFiles,
+  type ListFilesQuery,
   transitionFileStatus,
   updateFile,
 } from '../store/sql/files.ts';
@@ -192,12 +194,17 @@ export class FileService {
     if (file.blob_key) await this.blobs.delete(file.blob_key);
   }
 
-  /** Content of a processed file from byte `start` to the end. */
-  async openContent(userId: string, fileId: string, start: number): Promise<{ file: FileRow; stream: Readable }> {
+  /** Newest first unless asked otherwise; fetches one extra row so the caller can tell has_more. */
+  async list(query: Omit<ListFilesQuery, 'now'>): Promise<FileRow[]> {
+    return listFiles(this.db, { ...query, now: Date.now() });
+  }
+
+  /** Content of a processed file, bytes [start, end). */
+  async openContent(userId: string, fileId: string, start: number, end?: number): Promise<{ file: FileRow; stream: Readable }> {
     const file = await this.get(userId, fileId);
     if (file.status !== 'processed' || !file.blob_key) {
       throw badRequest(`File ${fileId} has no content yet: its upload has not completed.`, 'file_id', 'file_not_uploaded');
     }
-    return { file, stream: await this.blobs.read(file.blob_key, { start }) };
+    return { file, stream: await this.blobs.read(file.blob_key, { start, end }) };
   }
 }

@@ -52,29 +52,37 @@ export async function updateBatch(db: Db, id: string, values: BatchUpdate): Prom
   await db.updateTable('batches').set(values).where('id', '=', id).execute();
 }
 
+export interface BatchClaimFilter {
+  statuses: readonly BatchStatus[];
+  /** Only batches whose every request has a recorded outcome (the counters are kept in the same transaction as results). */
+  allRequestsDone?: boolean;
+  /** Only batches whose deadline is at or before this time. */
+  overdueAt?: number;
+}
+
 /**
- * Takes the lease on one batch in `statuses` that nobody holds (or whose
- * holder's lease lapsed). Highest priority, then oldest, first.
+ * Takes the lease on one batch matching `filter` that nobody holds (or whose
+ * holder's lease lapsed). Highest priority, then oldest, first. The claim is
+ * a conditional UPDATE, so of two processes racing for a batch one wins.
  */
 export async function claimBatchLease(
   db: Kysely<Database>,
-  statuses: readonly BatchStatus[],
+  filter: BatchClaimFilter,
   owner: string,
   leaseMs: number,
   now: number,
-  extraFilter?: (batch: BatchRow) => boolean,
 ): Promise<BatchRow | undefined> {
-  const candidates = await db
+  let query = db
     .selectFrom('batches')
     .selectAll()
-    .where('status', 'in', [...statuses])
-    .where((eb) => eb.or([eb('lease_expires_at', 'is', null), eb('lease_expires_at', '<', now)]))
-    .orderBy('priority', 'desc')
-    .orderBy('id', 'asc')
-    .limit(16)
-    .execute();
+    .where('status', 'in', [...filter.statuses])
+    .where((eb) => eb.or([eb('lease_expires_at', 'is', null), eb('lease_expires_at', '<', now)]));
+  if (filter.allRequestsDone) {
+    query = query.where((eb) => eb(eb('request_completed', '+', eb.ref('request_failed')), '>=', eb.ref('request_total')));
+  }
+  if (filter.overdueAt !== undefined) query = query.where('deadline_at', '<=', filter.overdueAt);
+  const candidates = await query.orderBy('priority', 'desc').orderBy('id', 'asc').limit(16).execute();
   for (const candidate of candidates) {
-    if (extraFilter && !extraFilter(candidate)) continue;
     const result = await db
       .updateTable('batches')
       .set({ lease_owner: owner, lease_expires_at: now + leaseMs })
@@ -107,14 +115,20 @@ export async function releaseBatchLease(db: Db, id: string, owner: string): Prom
     .execute();
 }
 
-/** Open batches whose deadline has passed (the expiry sweep's input). */
-export async function listOverdueBatchIds(db: Db, now: number, limit: number): Promise<string[]> {
-  const rows = await db
-    .selectFrom('batches')
-    .select('id')
-    .where('status', 'in', ['validating', 'in_progress'])
-    .where('deadline_at', '<=', now)
-    .limit(limit)
-    .execute();
-  return rows.map((r) => r.id);
+/** Applies `values` only while `owner` holds the lease and the batch is in one of `from`. */
+export async function updateLeasedBatch(
+  db: Db,
+  id: string,
+  owner: string,
+  from: readonly BatchStatus[],
+  values: BatchUpdate,
+): Promise<boolean> {
+  const result = await db
+    .updateTable('batches')
+    .set(values)
+    .where('id', '=', id)
+    .where('lease_owner', '=', owner)
+    .where('status', 'in', [...from])
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows) === 1;
 }

@@ -55,7 +55,9 @@ export async function countBatchRequestsInStates(db: Db, batchId: string, states
 
 /**
  * Fails every request of the batch that is pending, or running under a lease
- * that has lapsed, with the given code (batch_cancelled, batch_expired).
+ * that has lapsed (any running one when `includeInFlight`), with the given
+ * code (batch_cancelled, batch_expired). Clearing the lease owner makes a
+ * late result from the runner a no-op, since its write is conditional on it.
  * Returns how many were failed, so the caller can count them in one update.
  */
 export async function failOpenRequests(
@@ -64,6 +66,7 @@ export async function failOpenRequests(
   code: string,
   message: string,
   now: number,
+  includeInFlight = false,
 ): Promise<number> {
   const result = await db
     .updateTable('requests')
@@ -79,11 +82,46 @@ export async function failOpenRequests(
     })
     .where('batch_id', '=', batchId)
     .where((eb) =>
-      eb.or([
-        eb('state', '=', 'pending'),
-        eb.and([eb('state', '=', 'running'), eb.or([eb('lease_expires_at', 'is', null), eb('lease_expires_at', '<', now)])]),
-      ]),
+      includeInFlight
+        ? eb('state', 'in', ['pending', 'running'])
+        : eb.or([
+            eb('state', '=', 'pending'),
+            eb.and([eb('state', '=', 'running'), eb.or([eb('lease_expires_at', 'is', null), eb('lease_expires_at', '<', now)])]),
+          ]),
     )
     .executeTakeFirst();
   return Number(result.numUpdatedRows);
+}
+
+export interface BatchRequestTotals {
+  succeeded: number;
+  failed: number;
+  open: number;
+  inputTokens: number;
+  outputTokens: number;
+}
+
+/** Exact counts from the rows themselves; finalization trusts these over the running counters. */
+export async function batchRequestTotals(db: Db, batchId: string): Promise<BatchRequestTotals> {
+  const rows = await db
+    .selectFrom('requests')
+    .select((eb) => [
+      'state',
+      eb.fn.countAll<number>().as('n'),
+      eb.fn.sum<number>('input_tokens').as('input_tokens'),
+      eb.fn.sum<number>('output_tokens').as('output_tokens'),
+    ])
+    .where('batch_id', '=', batchId)
+    .groupBy('state')
+    .execute();
+  const totals: BatchRequestTotals = { succeeded: 0, failed: 0, open: 0, inputTokens: 0, outputTokens: 0 };
+  for (const row of rows) {
+    const n = Number(row.n);
+    if (row.state === 'succeeded') totals.succeeded += n;
+    else if (row.state === 'failed') totals.failed += n;
+    else totals.open += n;
+    totals.inputTokens += Number(row.input_tokens ?? 0);
+    totals.outputTokens += Number(row.output_tokens ?? 0);
+  }
+  return totals;
 }

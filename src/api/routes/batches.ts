@@ -1,0 +1,51 @@
+// /batches: create, retrieve, list, cancel in both dialects.
+import type { FastifyInstance } from 'fastify';
+import { parseCreateBatchArgs } from '../../batches/create-args.ts';
+import type { BatchService } from '../../batches/service.ts';
+import { presentBatch } from '../presenters/index.ts';
+import { asFields, optionalString, queryInteger } from '../request-fields.ts';
+
+export interface BatchesRoutesOptions {
+  batches: BatchService;
+  defaultCompletionWindow: string;
+}
+
+// Together's list is a bare array with no paging parameters; this many newest batches are shown.
+const TOGETHER_LIST_LIMIT = 1000;
+
+export async function batchesRoutes(app: FastifyInstance, options: BatchesRoutesOptions): Promise<void> {
+  const { batches } = options;
+
+  app.post('/batches', async (request, reply) => {
+    const args = parseCreateBatchArgs(request.body, options.defaultCompletionWindow);
+    const batch = await batches.create(request.principal.userId, args);
+    if (request.dialect === 'openai') return reply.status(200).send(presentBatch('openai', batch));
+    return reply.status(201).send({ job: presentBatch('together', batch), warning: null });
+  });
+
+  app.get<{ Params: { id: string } }>('/batches/:id', async (request) =>
+    presentBatch(request.dialect, await batches.get(request.principal.userId, request.params.id)),
+  );
+
+  app.get('/batches', async (request) => {
+    const query = asFields(request.query);
+    if (request.dialect === 'together') {
+      const rows = await batches.list(request.principal.userId, TOGETHER_LIST_LIMIT);
+      return rows.slice(0, TOGETHER_LIST_LIMIT).map((row) => presentBatch('together', row));
+    }
+    const limit = queryInteger(query, 'limit', { min: 1, max: 100, fallback: 20 });
+    const rows = await batches.list(request.principal.userId, limit, optionalString(query, 'after'));
+    const page = rows.slice(0, limit);
+    return {
+      object: 'list',
+      data: page.map((row) => presentBatch('openai', row)),
+      first_id: page[0]?.id ?? null,
+      last_id: page.at(-1)?.id ?? null,
+      has_more: rows.length > limit,
+    };
+  });
+
+  app.post<{ Params: { id: string } }>('/batches/:id/cancel', async (request) =>
+    presentBatch(request.dialect, await batches.cancel(request.principal.userId, request.params.id)),
+  );
+}

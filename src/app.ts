@@ -1,0 +1,97 @@
+// Starts a whole Spool process: store, HTTP API, lifecycle sweeps (and, when
+// the worker is enabled, the runner). `spool serve` and the tests both use it.
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { buildServer } from './api/server.ts';
+import { createApiKey, hasAnyActiveKey, KeyVerifier } from './auth/keys.ts';
+import type { LifecycleContext } from './batches/context.ts';
+import { BatchService } from './batches/service.ts';
+import { LifecycleSweeper } from './batches/sweeper.ts';
+import type { Config } from './config.ts';
+import { FileService } from './files/service.ts';
+import { newWorkerId } from './ids.ts';
+import { openStore, type Store } from './store/index.ts';
+import { getUploadSigningSecret } from './store/sql/settings.ts';
+
+export interface SpoolApp {
+  url: string;
+  server: FastifyInstance;
+  store: Store;
+  /** Set when this start created the first API key. */
+  initialKey?: { key: string; path: string };
+  close(): Promise<void>;
+}
+
+export async function startSpool(config: Config): Promise<SpoolApp> {
+  const store = await openStore(config);
+  try {
+    return await startOnStore(config, store);
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+}
+
+async function startOnStore(config: Config, store: Store): Promise<SpoolApp> {
+  const signingSecret = config.uploads.signingSecret ?? (await getUploadSigningSecret(store.sql.db));
+  const files = new FileService(store, {
+    maxFileBytes: config.limits.maxFileBytes,
+    signedUrlTtlSeconds: config.uploads.signedUrlTtlSeconds,
+    signingSecret,
+  });
+  const batches = new BatchService(store, { maxEnqueuedTokensPerModel: config.limits.maxEnqueuedTokensPerModel });
+  const server = await buildServer({
+    store,
+    files,
+    batches,
+    verifier: new KeyVerifier(store.sql.db, config.apiKey),
+    publicUrl: config.publicUrl,
+    defaultCompletionWindow: config.limits.defaultCompletionWindow,
+    logger: loggerOptions(config),
+  });
+  const initialKey = await ensureSomeKey(config, store);
+  const ctx: LifecycleContext = { store, config, workerId: newWorkerId(), log: server.log };
+  const sweeper = config.worker.enabled ? new LifecycleSweeper(ctx).start() : undefined;
+  server.addHook('onResponse', async (request, reply) => {
+    // A new or cancelled batch is picked up now rather than at the next poll.
+    if (request.method === 'POST' && /\/batches(\/[^/]+\/cancel)?$/.test(request.url.split('?')[0]) && reply.statusCode < 300) sweeper?.poke();
+  });
+  await server.listen({ host: config.host, port: config.port });
+  const address = server.server.address();
+  const port = typeof address === 'object' && address ? address.port : config.port;
+  const host = config.host.includes(':') ? `[${config.host}]` : config.host;
+  let closed = false;
+  return {
+    url: `http://${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${port}`,
+    server,
+    store,
+    initialKey,
+    async close() {
+      if (closed) return;
+      closed = true;
+      await server.close();
+      await sweeper?.stop();
+      await store.close();
+    },
+  };
+}
+
+function loggerOptions(config: Config) {
+  if (config.log.level === 'silent') return false;
+  return config.log.pretty
+    ? { level: config.log.level, transport: { target: 'pino-pretty', options: { translateTime: 'HH:MM:ss.l', ignore: 'pid,hostname' } } }
+    : { level: config.log.level };
+}
+
+/**
+ * First start with no key at all and no SPOOL_API_KEY: mint one so the
+ * service is usable, print it once, and keep a copy readable only by us.
+ */
+async function ensureSomeKey(config: Config, store: Store): Promise<SpoolApp['initialKey']> {
+  if (config.apiKey || (await hasAnyActiveKey(store.sql.db))) return undefined;
+  const minted = await createApiKey(store.sql.db, 'default', true);
+  const path = join(config.dataDir, 'initial-api-key');
+  writeFileSync(path, `${minted.key}\n`, { mode: 0o600 });
+  return { key: minted.key, path };
+}

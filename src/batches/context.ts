@@ -1,0 +1,14 @@
+// What the lifecycle sweeps and the runner share: the store, the knobs they
+// read, and the identity this process uses for leases.
+import type { Config } from '../config.ts';
+import type { Store } from '../store/index.ts';
+
+export interface LifecycleContext {
+  store: Store;
+  config: Config;
+  /** Lease owner id of this process. */
+  workerId: string;
+  log: { info(obj: object, msg?: string): void; warn(obj: object, msg?: string): void; error(obj: object, msg?: string): void };
+}
+
+export const leaseMs = (ctx: LifecycleContext): number => Math.round(ctx.config.worker.leaseSeconds * 1000);

@@ -1,0 +1,109 @@
+// Checks the arguments of POST /batches, in either dialect, into one
+// dialect-free shape. Every failure is a 400 that names the field.
+import { badRequest } from '../errors.ts';
+import { BATCH_ENDPOINTS } from './input-validator.ts';
+
+export interface CreateBatchArgs {
+  inputFileId: string;
+  endpoint: string;
+  completionWindow: string;
+  windowMs: number;
+  priority: number;
+  modelId: string | null;
+  metadata: Record<string, string> | null;
+  outputExpiresAfterSeconds: number | null;
+}
+
+const MAX_METADATA_KEYS = 16;
+const MAX_METADATA_KEY_LENGTH = 64;
+const MAX_METADATA_VALUE_LENGTH = 512;
+const UNIT_MS = { m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+const MIN_WINDOW_MS = 60_000;
+const MAX_WINDOW_MS = 30 * 86_400_000;
+// OpenAI's bounds for output_expires_after.seconds: one hour to thirty days.
+const MIN_OUTPUT_TTL_S = 3_600;
+const MAX_OUTPUT_TTL_S = 2_592_000;
+
+export function parseCreateBatchArgs(body: unknown, defaultWindow: string): CreateBatchArgs {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+    throw badRequest('The request body must be a JSON object with "input_file_id" and "endpoint".');
+  }
+  const fields = body as Record<string, unknown>;
+  const inputFileId = fields.input_file_id;
+  if (typeof inputFileId !== 'string' || inputFileId === '') {
+    throw badRequest("'input_file_id' is required: the id of an uploaded batch input file.", 'input_file_id');
+  }
+  const endpoint = parseEndpoint(fields.endpoint);
+  const completionWindow = fields.completion_window ?? defaultWindow;
+  if (typeof completionWindow !== 'string') throw badRequest(`'completion_window' must be a string such as "24h".`, 'completion_window');
+  return {
+    inputFileId,
+    endpoint,
+    completionWindow,
+    windowMs: parseWindow(completionWindow),
+    priority: parsePriority(fields.priority),
+    modelId: parseModelId(fields.model_id),
+    metadata: parseMetadata(fields.metadata),
+    outputExpiresAfterSeconds: parseOutputExpiresAfter(fields.output_expires_after),
+  };
+}
+
+function parseEndpoint(value: unknown): string {
+  const endpoints = BATCH_ENDPOINTS.join(', ');
+  if (typeof value !== 'string' || value === '') throw badRequest(`'endpoint' is required: one of ${endpoints}.`, 'endpoint');
+  if (!(BATCH_ENDPOINTS as readonly string[]).includes(value)) {
+    throw badRequest(`'endpoint' "${value}" is not supported: use one of ${endpoints}.`, 'endpoint');
+  }
+  return value;
+}
+
+/** "24h", "90m", "7d" (a space before the unit is tolerated). */
+export function parseWindow(value: string): number {
+  const match = /^\s*(\d+)\s*([mhd])\s*$/.exec(value);
+  const hint = `'completion_window' "${value}" is not valid: use a whole number of minutes, hours or days such as "90m", "24h" or "7d"`;
+  if (!match) throw badRequest(`${hint}.`, 'completion_window');
+  const ms = Number(match[1]) * UNIT_MS[match[2] as keyof typeof UNIT_MS];
+  if (ms < MIN_WINDOW_MS || ms > MAX_WINDOW_MS) throw badRequest(`${hint}, between 1m and 30d.`, 'completion_window');
+  return ms;
+}
+
+function parsePriority(value: unknown): number {
+  if (value === undefined || value === null) return 0;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || Math.abs(value) > 1_000_000) {
+    throw badRequest("'priority' must be an integer (higher runs first); default 0.", 'priority');
+  }
+  return value;
+}
+
+function parseModelId(value: unknown): string | null {
+  if (value === undefined || value === null || value === '') return null;
+  if (typeof value !== 'string' || value.length > 256) throw badRequest("'model_id' must be a model name (a string of at most 256 characters).", 'model_id');
+  return value;
+}
+
+function parseMetadata(value: unknown): Record<string, string> | null {
+  if (value === undefined || value === null) return null;
+  if (typeof value !== 'object' || Array.isArray(value)) throw badRequest("'metadata' must be an object of string values.", 'metadata');
+  const entries = Object.entries(value as Record<string, unknown>);
+  if (entries.length > MAX_METADATA_KEYS) throw badRequest(`'metadata' may hold at most ${MAX_METADATA_KEYS} keys.`, 'metadata');
+  for (const [key, entry] of entries) {
+    if (key.length > MAX_METADATA_KEY_LENGTH) {
+      throw badRequest(`'metadata' key "${key.slice(0, 80)}" is longer than ${MAX_METADATA_KEY_LENGTH} characters.`, 'metadata');
+    }
+    if (typeof entry !== 'string') throw badRequest(`'metadata.${key}' must be a string.`, 'metadata');
+    if (entry.length > MAX_METADATA_VALUE_LENGTH) {
+      throw badRequest(`'metadata.${key}' is longer than ${MAX_METADATA_VALUE_LENGTH} characters.`, 'metadata');
+    }
+  }
+  return value as Record<string, string>;
+}
+
+function parseOutputExpiresAfter(value: unknown): number | null {
+  if (value === undefined || value === null) return null;
+  const hint = `'output_expires_after' must be {"anchor": "created_at", "seconds": N} with N between ${MIN_OUTPUT_TTL_S} and ${MAX_OUTPUT_TTL_S}.`;
+  if (typeof value !== 'object' || Array.isArray(value)) throw badRequest(hint, 'output_expires_after');
+  const { anchor, seconds } = value as Record<string, unknown>;
+  if (anchor !== 'created_at' || typeof seconds !== 'number' || !Number.isInteger(seconds)) throw badRequest(hint, 'output_expires_after');
+  if (seconds < MIN_OUTPUT_TTL_S || seconds > MAX_OUTPUT_TTL_S) throw badRequest(hint, 'output_expires_after');
+  return seconds;
+}

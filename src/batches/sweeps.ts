@@ -1,0 +1,109 @@
+// The lifecycle sweeps after validation. Each claims one batch under its
+// lease, does one idempotent step, and lets go; any process may run them, so
+// a crash between steps only delays the next sweep.
+//
+//   cancelling ──fail pending (and, after a grace period, in-flight) as batch_cancelled──► cancelled
+//   in_progress ──all requests done──► finalizing ──► completed
+//   in_progress ──deadline passed: fail every open request as batch_expired──► finalizing ──► expired
+//   validating ──deadline passed before validation finished──► expired (no files)
+//   finalizing ──(a finalizer died)──► completed | expired
+import { claimBatchLease, releaseBatchLease, updateLeasedBatch, type BatchClaimFilter } from '../store/sql/batches.ts';
+import { countBatchRequestsInStates, deleteBatchRequests, failOpenRequests } from '../store/sql/requests.ts';
+import type { BatchRow } from '../store/sql/schema.ts';
+import { leaseMs, type LifecycleContext } from './context.ts';
+import { finalizeBatch } from './finalize.ts';
+import { BatchLeaseKeeper, LeaseLostError } from './lease-keeper.ts';
+
+/** One step on a claimed batch; returns whether it changed anything. */
+type Step = (ctx: LifecycleContext, batch: BatchRow, lease: BatchLeaseKeeper) => Promise<boolean>;
+
+// How long a cancel waits for requests already sent upstream before failing them too.
+export const CANCEL_GRACE_MS = 30_000;
+
+async function withClaimedBatch(ctx: LifecycleContext, filter: BatchClaimFilter, step: Step): Promise<boolean> {
+  const db = ctx.store.sql.db;
+  const batch = await claimBatchLease(db, filter, ctx.workerId, leaseMs(ctx), Date.now());
+  if (!batch) return false;
+  const lease = new BatchLeaseKeeper(ctx, batch.id);
+  try {
+    return await step(ctx, batch, lease);
+  } catch (err) {
+    if (!(err instanceof LeaseLostError)) ctx.log.error({ err, batchId: batch.id }, 'batch sweep step failed; it will be retried');
+    return false;
+  } finally {
+    lease.stop();
+    await releaseBatchLease(db, batch.id, ctx.workerId).catch(() => undefined);
+  }
+}
+
+/** Fails open requests with `code` and counts them on the batch, in one transaction. */
+async function failOpen(ctx: LifecycleContext, batch: BatchRow, code: string, message: string, includeInFlight: boolean): Promise<number> {
+  return ctx.store.sql.db.transaction().execute(async (tx) => {
+    const failed = await failOpenRequests(tx, batch.id, code, message, Date.now(), includeInFlight);
+    if (failed > 0) {
+      await tx
+        .updateTable('batches')
+        .set((eb) => ({ request_failed: eb('request_failed', '+', failed) }))
+        .where('id', '=', batch.id)
+        .execute();
+    }
+    return failed;
+  });
+}
+
+const openRequestCount = (ctx: LifecycleContext, batchId: string): Promise<number> =>
+  countBatchRequestsInStates(ctx.store.sql.db, batchId, ['pending', 'running']);
+
+export const finishCancellation: Step = async (ctx, batch, lease) => {
+  const graceOver = Date.now() - (batch.cancelling_at ?? 0) >= CANCEL_GRACE_MS;
+  const failed = await failOpen(ctx, batch, 'batch_cancelled', 'The batch was cancelled before this request finished.', graceOver);
+  // Requests in flight get the grace period to land; the next sweep comes back for them.
+  if ((await openRequestCount(ctx, batch.id)) > 0) return failed > 0;
+  const done = await finalizeBatch(ctx, batch, 'cancelled', lease);
+  if (done) ctx.log.info({ batchId: batch.id }, 'batch cancelled');
+  return done;
+};
+
+export const expireOverdue: Step = async (ctx, batch, lease) => {
+  const db = ctx.store.sql.db;
+  const now = Date.now();
+  if (batch.status === 'validating') {
+    await deleteBatchRequests(db, batch.id);
+    const expired = await updateLeasedBatch(db, batch.id, ctx.workerId, ['validating'], { status: 'expired', expired_at: now });
+    if (expired) ctx.log.info({ batchId: batch.id }, 'batch expired before validation finished');
+    return expired;
+  }
+  // The deadline is hard: requests in flight are failed too, and their late results are dropped.
+  await failOpen(ctx, batch, 'batch_expired', `The batch's completion window (${batch.completion_window}) ended before this request finished.`, true);
+  const moved = await updateLeasedBatch(db, batch.id, ctx.workerId, ['in_progress'], { status: 'finalizing', finalizing_at: now, expired_at: now });
+  if (!moved) return false;
+  return finalize(ctx, { ...batch, status: 'finalizing', expired_at: now }, lease);
+};
+
+export const completeDone: Step = async (ctx, batch, lease) => {
+  if ((await openRequestCount(ctx, batch.id)) > 0) return false;
+  const now = Date.now();
+  const moved = await updateLeasedBatch(ctx.store.sql.db, batch.id, ctx.workerId, ['in_progress'], { status: 'finalizing', finalizing_at: now });
+  if (!moved) return false;
+  return finalize(ctx, { ...batch, status: 'finalizing', finalizing_at: now }, lease);
+};
+
+/** Finishes a FINALIZING batch, including one whose finalizer died midway. */
+export const finalize: Step = async (ctx, batch, lease) => {
+  const status = batch.expired_at !== null ? 'expired' : 'completed';
+  const done = await finalizeBatch(ctx, batch, status, lease);
+  if (done) ctx.log.info({ batchId: batch.id, status }, 'batch finalized');
+  return done;
+};
+
+/** One pass of every post-validation sweep; true when any changed something (the loop goes again without waiting). */
+export async function runLifecycleSweeps(ctx: LifecycleContext): Promise<boolean> {
+  const now = Date.now();
+  const results = [
+    await withClaimedBatch(ctx, { statuses: ['cancelling'] }, finishCancellation),
+    await withClaimedBatch(ctx, { statuses: ['validating', 'in_progress'], overdueAt: now }, expireOverdue),
+    await withClaimedBatch(ctx, { statuses: ['in_progress'], allRequestsDone: true }, completeDone),
+    await withClaimedBatch(ctx, { statuses: ['finalizing'] }, finalize),
+  ];
+  return results.some(Boolean);
+}

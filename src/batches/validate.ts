@@ -1,0 +1,141 @@
+// The validation sweep: takes one VALIDATING batch under its lease, streams
+// its input once through the checker, and either stores one request row per
+// line and moves the batch to IN_PROGRESS, or stores no rows and fails the
+// batch with line-numbered errors. A crash at any point leaves the batch
+// VALIDATING with a lapsing lease; the next sweep deletes any half-written
+// rows and starts over, so the outcome is all rows or none.
+import type { Kysely } from 'kysely';
+import { claimBatchLease, findBatch, releaseBatchLease, transitionBatch, updateBatch } from '../store/sql/batches.ts';
+import { findFile } from '../store/sql/files.ts';
+import { deleteBatchRequests, enqueuedTokensForModel, insertRequests } from '../store/sql/requests.ts';
+import type { BatchRow, BatchValidationError, Database } from '../store/sql/schema.ts';
+import { leaseMs, type LifecycleContext } from './context.ts';
+import { validateInput, type ValidRequestLine } from './input-validator.ts';
+import { BatchLeaseKeeper, LeaseLostError } from './lease-keeper.ts';
+
+// Errors shown per failed batch; the first ones are what a user fixes first.
+const MAX_REPORTED_ERRORS = 100;
+
+/** Validates at most one batch; true when it did some work. */
+export async function validateNextBatch(ctx: LifecycleContext): Promise<boolean> {
+  const db = ctx.store.sql.db;
+  const batch = await claimBatchLease(db, { statuses: ['validating'] }, ctx.workerId, leaseMs(ctx), Date.now());
+  if (!batch) return false;
+  const lease = new BatchLeaseKeeper(ctx, batch.id);
+  try {
+    await validateBatch(ctx, batch, lease);
+  } catch (err) {
+    if (err instanceof LeaseLostError) ctx.log.warn({ batchId: batch.id }, 'lost the batch lease during validation; another process takes over');
+    else {
+      ctx.log.error({ err, batchId: batch.id }, 'validation failed unexpectedly; it will be retried');
+      await releaseBatchLease(db, batch.id, ctx.workerId).catch(() => undefined);
+    }
+  } finally {
+    lease.stop();
+  }
+  return true;
+}
+
+async function validateBatch(ctx: LifecycleContext, batch: BatchRow, lease: BatchLeaseKeeper): Promise<void> {
+  const db = ctx.store.sql.db;
+  await deleteBatchRequests(db, batch.id);
+  const file = await findFile(db, batch.input_file_id);
+  if (!file?.blob_key) {
+    await failValidation(ctx, batch, [
+      { code: 'missing_file', message: `The input file ${batch.input_file_id} no longer exists.`, line: null, param: 'input_file_id' },
+    ]);
+    return;
+  }
+  const { limits } = ctx.config;
+  const source = await ctx.store.blobs.read(file.blob_key);
+  const outcome = await validateInput(
+    source,
+    {
+      endpoint: batch.endpoint,
+      modelId: batch.model_id,
+      maxLines: limits.maxLinesPerBatch,
+      maxErrors: MAX_REPORTED_ERRORS,
+      defaultMaxTokensEstimate: limits.defaultMaxTokensEstimate,
+    },
+    async (rows) => {
+      lease.check();
+      await storeRequestRows(db, batch.id, rows);
+    },
+  );
+  lease.check();
+  if (!outcome.ok) {
+    await deleteBatchRequests(db, batch.id);
+    await failValidation(ctx, batch, outcome.errors);
+    return;
+  }
+  const overBudget = await modelsOverTokenBudget(db, outcome.tokensByModel, limits.maxEnqueuedTokensPerModel);
+  if (overBudget.length > 0) {
+    await deleteBatchRequests(db, batch.id);
+    await failValidation(ctx, batch, overBudget);
+    return;
+  }
+  const counts = { request_total: outcome.requestCount, estimated_tokens: outcome.estimatedTokens };
+  const started = await transitionBatch(db, batch.id, ['validating'], {
+    ...counts,
+    status: 'in_progress',
+    in_progress_at: Date.now(),
+    lease_owner: null,
+    lease_expires_at: null,
+  });
+  if (!started) {
+    // Cancelled while we read: keep the rows so the cancel sweep reports every line as batch_cancelled.
+    await updateBatch(db, batch.id, counts);
+    await releaseBatchLease(db, batch.id, ctx.workerId);
+  }
+  ctx.log.info({ batchId: batch.id, requests: outcome.requestCount, started }, 'batch validated');
+}
+
+async function storeRequestRows(db: Kysely<Database>, batchId: string, rows: ValidRequestLine[]): Promise<void> {
+  await db.transaction().execute((tx) =>
+    insertRequests(
+      tx,
+      rows.map((row) => ({
+        batch_id: batchId,
+        line: row.line,
+        custom_id: row.customId,
+        model: row.model,
+        byte_offset: row.offset,
+        byte_length: row.length,
+        estimated_tokens: row.estimatedTokens,
+        state: 'pending' as const,
+        attempts: 0,
+        not_before: 0,
+        input_tokens: 0,
+        output_tokens: 0,
+      })),
+    ),
+  );
+}
+
+/** The rows are already stored, so each model's enqueued total includes this batch. */
+async function modelsOverTokenBudget(db: Kysely<Database>, tokensByModel: Map<string, number>, limit: number): Promise<BatchValidationError[]> {
+  const errors: BatchValidationError[] = [];
+  for (const [model, tokens] of tokensByModel) {
+    const enqueued = await enqueuedTokensForModel(db, model);
+    if (enqueued > limit) {
+      errors.push({
+        code: 'token_limit_exceeded',
+        message: `Enqueued token limit reached for model ${model}: this batch adds about ${tokens} tokens to ${enqueued - tokens} already queued; the limit is ${limit}. Retry once running batches finish.`,
+        line: null,
+        param: null,
+      });
+    }
+  }
+  return errors;
+}
+
+async function failValidation(ctx: LifecycleContext, batch: BatchRow, errors: BatchValidationError[]): Promise<void> {
+  const db = ctx.store.sql.db;
+  const now = Date.now();
+  const released = { lease_owner: null, lease_expires_at: null, errors: JSON.stringify(errors) };
+  const failed = await transitionBatch(db, batch.id, ['validating'], { ...released, status: 'failed', failed_at: now });
+  // A cancel that arrived while we read wins: the user asked for it to stop.
+  if (!failed) await transitionBatch(db, batch.id, ['cancelling'], { ...released, status: 'cancelled', cancelled_at: now });
+  const current = await findBatch(db, batch.id);
+  ctx.log.info({ batchId: batch.id, status: current?.status, errors: errors.length }, 'batch failed validation');
+}

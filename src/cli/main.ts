@@ -1,0 +1,118 @@
+// The `spool` command.
+import { Command, InvalidArgumentError } from 'commander';
+import { startSpool } from '../app.ts';
+import { createApiKey } from '../auth/keys.ts';
+import { ConfigError, loadConfig, type Config } from '../config.ts';
+import { openStore } from '../store/index.ts';
+import { listApiKeys, revokeApiKey } from '../store/sql/keys.ts';
+
+interface CommonFlags {
+  config?: string;
+  dataDir?: string;
+}
+
+function portNumber(value: string): number {
+  const port = Number(value);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new InvalidArgumentError('a port is an integer from 0 to 65535');
+  return port;
+}
+
+function configFrom(flags: CommonFlags & { host?: string; port?: number }): Config {
+  return loadConfig({
+    configPath: flags.config,
+    flags: { host: flags.host, port: flags.port, dataDir: flags.dataDir },
+  });
+}
+
+const program = new Command()
+  .name('spool')
+  .description('Self-hosted batch inference, wire-compatible with the Together AI and OpenAI Batch APIs.')
+  .showHelpAfterError();
+
+program
+  .command('serve')
+  .description('run the HTTP API (and, unless worker.enabled=false, the batch worker)')
+  .option('--host <host>', 'address to listen on (SPOOL_HOST; default 127.0.0.1)')
+  .option('--port <port>', 'port to listen on, 0 for any free one (SPOOL_PORT; default 8080)', portNumber)
+  .option('--data-dir <dir>', 'where the database and file blobs live (SPOOL_DATA_DIR; default ./data)')
+  .option('--config <file>', 'a spool.config.json or .yaml file (SPOOL_CONFIG)')
+  .action(async (flags: CommonFlags & { host?: string; port?: number }) => {
+    const config = configFrom(flags);
+    const app = await startSpool(config);
+    if (app.initialKey) {
+      process.stdout.write(
+        `\nNo API key existed, so Spool created one for user "default" (shown only this once):\n\n  ${app.initialKey.key}\n\n` +
+          `A copy is in ${app.initialKey.path} (mode 600). Create more with \`spool keys create --user NAME\`.\n\n`,
+      );
+    }
+    process.stdout.write(`Spool listening on ${app.url} (Together API at ${app.url}/v1, OpenAI API at ${app.url}/openai/v1)\n`);
+    let stopping = false;
+    const stop = (signal: string) => {
+      if (stopping) process.exit(1);
+      stopping = true;
+      app.server.log.info({ signal }, 'shutting down');
+      app.close().then(
+        () => process.exit(0),
+        () => process.exit(1),
+      );
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+  });
+
+const keys = program.command('keys').description('manage API keys');
+
+async function withStore<T>(flags: CommonFlags, run: (store: Awaited<ReturnType<typeof openStore>>) => Promise<T>): Promise<T> {
+  const store = await openStore(configFrom(flags));
+  try {
+    return await run(store);
+  } finally {
+    await store.close();
+  }
+}
+
+keys
+  .command('create')
+  .description('create a key for a user and print it (only this once)')
+  .requiredOption('--user <name>', 'the user the key acts as')
+  .option('--admin', 'may administer the service', false)
+  .option('--data-dir <dir>', 'data directory (SPOOL_DATA_DIR)')
+  .option('--config <file>', 'config file (SPOOL_CONFIG)')
+  .action(async (flags: CommonFlags & { user: string; admin: boolean }) => {
+    const minted = await withStore(flags, (store) => createApiKey(store.sql.db, flags.user, flags.admin));
+    process.stdout.write(`${minted.key}\n`);
+    process.stderr.write(`Created key ${minted.id} for user "${minted.userId}"${minted.isAdmin ? ' (admin)' : ''}. Store it now: it is not shown again.\n`);
+  });
+
+keys
+  .command('list')
+  .description('list keys (never the secrets)')
+  .option('--data-dir <dir>', 'data directory (SPOOL_DATA_DIR)')
+  .option('--config <file>', 'config file (SPOOL_CONFIG)')
+  .action(async (flags: CommonFlags) => {
+    const rows = await withStore(flags, (store) => listApiKeys(store.sql.db));
+    if (rows.length === 0) process.stdout.write('no keys\n');
+    for (const row of rows) {
+      const state = row.revoked_at ? `revoked ${new Date(row.revoked_at).toISOString()}` : 'active';
+      process.stdout.write(`${row.id}  ${row.prefix}…  user=${row.user_id}${row.is_admin ? ' admin' : ''}  created ${new Date(row.created_at).toISOString()}  ${state}\n`);
+    }
+  });
+
+keys
+  .command('revoke')
+  .description('revoke a key by its id or its printed prefix')
+  .argument('<id-or-prefix>')
+  .option('--data-dir <dir>', 'data directory (SPOOL_DATA_DIR)')
+  .option('--config <file>', 'config file (SPOOL_CONFIG)')
+  .action(async (idOrPrefix: string, flags: CommonFlags) => {
+    const revoked = await withStore(flags, (store) => revokeApiKey(store.sql.db, idOrPrefix, Date.now()));
+    if (revoked === 0) {
+      process.stderr.write(`no active key matches "${idOrPrefix}"\n`);
+      process.exitCode = 1;
+    } else process.stdout.write(`revoked ${revoked} key(s)\n`);
+  });
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  process.stderr.write(`spool: ${err instanceof ConfigError ? err.message : err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});

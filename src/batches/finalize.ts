@@ -65,7 +65,7 @@ export async function finalizeBatch(ctx: LifecycleContext, batch: BatchRow, stat
     const done = await updateLeasedBatch(tx, batch.id, ctx.workerId, FINALIZED_FROM[status], {
       status,
       [TIMESTAMP_OF[status]]: now,
-      finalizing_at: batch.finalizing_at ?? now,
+      ...(status === 'cancelled' ? {} : { finalizing_at: batch.finalizing_at ?? now }),
       output_file_id: outputFile.id,
       error_file_id: errorFile.id,
       request_total: totals.succeeded + totals.failed,

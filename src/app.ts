@@ -12,11 +12,14 @@ import type { Config } from './config.ts';
 import { FileService } from './files/service.ts';
 import { newWorkerId } from './ids.ts';
 import { openStore, type Store } from './store/index.ts';
+import { Runner } from './runner/runner.ts';
 import { getUploadSigningSecret } from './store/sql/settings.ts';
 
 export interface SpoolApp {
   url: string;
   server: FastifyInstance;
+  /** Undefined when worker.enabled is false (an API-only process). */
+  runner?: Runner;
   store: Store;
   /** Set when this start created the first API key. */
   initialKey?: { key: string; path: string };
@@ -52,7 +55,9 @@ async function startOnStore(config: Config, store: Store): Promise<SpoolApp> {
   });
   const initialKey = await ensureSomeKey(config, store);
   const ctx: LifecycleContext = { store, config, workerId: newWorkerId(), log: server.log };
-  const sweeper = config.worker.enabled ? new LifecycleSweeper(ctx).start() : undefined;
+  const runner = config.worker.enabled ? new Runner(ctx).start() : undefined;
+  ctx.onRunnable = () => runner?.poke();
+  const sweeper = new LifecycleSweeper(ctx).start();
   server.addHook('onResponse', async (request, reply) => {
     // A new or cancelled batch is picked up now rather than at the next poll.
     if (request.method === 'POST' && /\/batches(\/[^/]+\/cancel)?$/.test(request.url.split('?')[0]) && reply.statusCode < 300) sweeper?.poke();
@@ -65,13 +70,15 @@ async function startOnStore(config: Config, store: Store): Promise<SpoolApp> {
   return {
     url: `http://${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${port}`,
     server,
+    runner,
     store,
     initialKey,
     async close() {
       if (closed) return;
       closed = true;
       await server.close();
-      await sweeper?.stop();
+      await runner?.stop();
+      await sweeper.stop();
       await store.close();
     },
   };

@@ -8,6 +8,8 @@ export interface LifecycleContext {
   config: Config;
   /** Lease owner id of this process. */
   workerId: string;
+  /** Called when a batch becomes runnable, so a worker in this process starts on it without waiting for its poll. */
+  onRunnable?: () => void;
   log: { info(obj: object, msg?: string): void; warn(obj: object, msg?: string): void; error(obj: object, msg?: string): void };
 }
 

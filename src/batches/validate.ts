@@ -82,7 +82,8 @@ async function validateBatch(ctx: LifecycleContext, batch: BatchRow, lease: Batc
     lease_owner: null,
     lease_expires_at: null,
   });
-  if (!started) {
+  if (started) ctx.onRunnable?.();
+  else {
     // Cancelled while we read: keep the rows so the cancel sweep reports every line as batch_cancelled.
     await updateBatch(db, batch.id, counts);
     await releaseBatchLease(db, batch.id, ctx.workerId);

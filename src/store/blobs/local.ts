@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { StreamMeasure } from './measure.ts';
 import { BlobNotFoundError, type BlobStore, type BlobWriteOptions, type BlobWriteResult } from './types.ts';
 
@@ -74,8 +74,8 @@ export class LocalBlobStore implements BlobStore {
     if (size === undefined) throw new BlobNotFoundError(key);
     const start = range?.start ?? 0;
     const end = range?.end ?? size;
-    // createReadStream's `end` is inclusive; an empty range still needs a valid stream.
-    if (end <= start) return createReadStream(path, { start: 0, end: -1 });
+    // createReadStream's `end` is inclusive and must be >= 0, so an empty range (an empty blob) gets an empty stream.
+    if (end <= start) return Readable.from([]);
     return createReadStream(path, { start, end: end - 1, highWaterMark: 256 * 1024 });
   }
 

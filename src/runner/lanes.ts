@@ -1,0 +1,79 @@
+// A lane per upstream: its client, its adaptive concurrency limit, its
+// optional rate limits, and the queue of claimed requests waiting for a slot.
+// Lanes are made on first use, when a claimed request names a model routed to
+// that upstream.
+import type { Config } from '../config.ts';
+import { createEchoUpstreamClient, createHttpUpstreamClient, type UpstreamClient } from '../upstreams/http-client.ts';
+import { ModelRouter } from '../upstreams/router.ts';
+import { AdaptiveLimiter } from './adaptive-limiter.ts';
+import { RateLimiter } from './rate-limiter.ts';
+
+export interface Lane<Job> {
+  name: string;
+  client: UpstreamClient;
+  limiter: AdaptiveLimiter;
+  rate: RateLimiter;
+  queue: Job[];
+}
+
+/** The embedded engine plugs in here (issue: embedded engine): a client and the model names it serves. */
+export interface EngineBinding {
+  client: UpstreamClient;
+  models: string[];
+  maxConcurrency: number;
+}
+
+// The emulator answers in-process in microseconds; its limit only bounds how much is in flight at once.
+const ECHO_CONCURRENCY = 256;
+
+export class Lanes<Job> {
+  private readonly router: ModelRouter;
+  private readonly lanes = new Map<string, Lane<Job>>();
+
+  constructor(
+    private readonly config: Config,
+    private readonly engine?: EngineBinding,
+  ) {
+    this.router = new ModelRouter(config.upstreams, { engineModels: engine?.models });
+  }
+
+  /** The lane that serves `model`, or undefined when no upstream does. */
+  forModel(model: string): Lane<Job> | undefined {
+    const route = this.router.route(model);
+    if (!route) return undefined;
+    const key = route.kind === 'upstream' ? `upstream:${route.upstream.name}` : route.kind;
+    let lane = this.lanes.get(key);
+    if (!lane) {
+      lane = this.makeLane(route);
+      this.lanes.set(key, lane);
+    }
+    return lane;
+  }
+
+  all(): Lane<Job>[] {
+    return [...this.lanes.values()];
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.all().map((lane) => lane.client.close()));
+  }
+
+  private makeLane(route: NonNullable<ReturnType<ModelRouter['route']>>): Lane<Job> {
+    if (route.kind === 'echo') {
+      return { name: 'echo', client: createEchoUpstreamClient(), limiter: new AdaptiveLimiter({ initial: ECHO_CONCURRENCY, max: ECHO_CONCURRENCY }), rate: new RateLimiter(), queue: [] };
+    }
+    if (route.kind === 'engine') {
+      if (!this.engine) throw new Error('the router chose the embedded engine, but none is configured');
+      const max = this.engine.maxConcurrency;
+      return { name: 'engine', client: this.engine.client, limiter: new AdaptiveLimiter({ initial: max, max }), rate: new RateLimiter(), queue: [] };
+    }
+    const upstream = route.upstream;
+    return {
+      name: upstream.name,
+      client: createHttpUpstreamClient({ name: upstream.name, baseUrl: upstream.baseUrl, apiKey: upstream.apiKey, maxConnections: upstream.maxConcurrency }),
+      limiter: new AdaptiveLimiter({ initial: upstream.initialConcurrency, max: upstream.maxConcurrency }),
+      rate: new RateLimiter({ requestsPerMinute: upstream.requestsPerMinute, tokensPerMinute: upstream.tokensPerMinute }),
+      queue: [],
+    };
+  }
+}

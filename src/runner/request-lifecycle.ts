@@ -1,0 +1,91 @@
+// The life of one request line, and the only place that decides its next
+// state. The runner calls these transitions; each returns the record the
+// result writer commits (conditionally on this worker still holding the
+// claim, so a transition that lost its lease is a no-op).
+//
+//                 claim (attempts += 1)
+//     pending ─────────────────────────────► running
+//       ▲  ▲                                  │ │ │
+//       │  └──── retryLater (not_before) ─────┘ │ ├── succeed ──► succeeded
+//       └─────── release (shutdown; the attempt  │ └── fail ─────► failed
+//                is handed back, not counted) ──┘
+//
+//     running, lease lapsed (worker died) ── reclaim by any worker ──► running
+//     pending/running ── batch cancelled / expired (lifecycle sweeps) ──► failed
+//
+// `fail` covers: a non-retryable upstream answer, attempts exhausted, no
+// upstream for the model, an unreadable audio source, and the batch being
+// cancelled or expiring while the request was in flight.
+import type { RequestOutcomeRecord } from '../store/sql/request-claims.ts';
+import type { AttemptOutcome, Decision } from './retry-policy.ts';
+
+export interface ClaimedRequest {
+  batchId: string;
+  line: number;
+  attempts: number;
+}
+
+export function succeed(request: ClaimedRequest, outcome: Extract<AttemptOutcome, { kind: 'response' }>): RequestOutcomeRecord {
+  const usage = usageOf(outcome.body);
+  return {
+    kind: 'succeeded',
+    batchId: request.batchId,
+    line: request.line,
+    status: outcome.status,
+    body: JSON.stringify(outcome.body ?? null),
+    requestId: outcome.requestId,
+    inputTokens: usage.input,
+    outputTokens: usage.output,
+  };
+}
+
+export function fail(
+  request: ClaimedRequest,
+  code: string,
+  message: string,
+  response?: { status: number | null; body: unknown; requestId?: string | null },
+): RequestOutcomeRecord {
+  return {
+    kind: 'failed',
+    batchId: request.batchId,
+    line: request.line,
+    code,
+    message,
+    status: response?.status ?? null,
+    body: response && response.status !== null ? JSON.stringify(response.body ?? null) : null,
+    requestId: response?.requestId ?? null,
+  };
+}
+
+export function retryLater(request: ClaimedRequest, delayMs: number, reason: string, now: number): RequestOutcomeRecord {
+  return { kind: 'retry', batchId: request.batchId, line: request.line, notBefore: now + delayMs, message: `attempt ${request.attempts}: ${reason}` };
+}
+
+export function release(request: ClaimedRequest): RequestOutcomeRecord {
+  return { kind: 'released', batchId: request.batchId, line: request.line };
+}
+
+/** Maps the retry policy's decision on an attempt to the transition it implies. */
+export function settle(request: ClaimedRequest, outcome: AttemptOutcome, decision: Decision, now: number): RequestOutcomeRecord {
+  switch (decision.action) {
+    case 'succeed':
+      return succeed(request, outcome as Extract<AttemptOutcome, { kind: 'response' }>);
+    case 'retry':
+      return retryLater(request, decision.delayMs, decision.reason, now);
+    case 'fail': {
+      const requestId = outcome.kind === 'response' ? outcome.requestId : null;
+      return fail(request, decision.code, decision.message, { status: decision.status, body: decision.body, requestId });
+    }
+  }
+}
+
+/** Token usage from an OpenAI-style body: chat/completions (prompt/completion), embeddings (prompt only), audio (input/output). */
+export function usageOf(body: unknown): { input: number; output: number } {
+  const usage = typeof body === 'object' && body !== null ? (body as { usage?: Record<string, unknown> }).usage : undefined;
+  if (!usage || typeof usage !== 'object') return { input: 0, output: 0 };
+  const num = (value: unknown) => (typeof value === 'number' && Number.isFinite(value) && value >= 0 ? Math.round(value) : 0);
+  return {
+    input: num(usage.prompt_tokens ?? usage.input_tokens),
+    output: num(usage.completion_tokens ?? usage.output_tokens),
+  };
+}

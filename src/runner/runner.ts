@@ -1,0 +1,412 @@
+// The worker: claims request lines under a lease, sends each to the upstream
+// its model routes to, and records every outcome durably. Memory is bounded
+// by the claim buffer (a few times the upstreams' concurrency), never by
+// batch or file size.
+//
+//   claim loop ──► admit (read lines by byte range, route) ──► lane queue
+//   pump ──► (lane has a concurrency slot and rate budget) ──► execute
+//   execute ──► upstream ──► retry policy ──► request-lifecycle transition ──► result writer (group commit)
+//   heartbeat ──► renew leases; abort work of batches cancelled or expired meanwhile
+import type { Kysely } from 'kysely';
+import type { LifecycleContext } from '../batches/context.ts';
+import { leaseMs } from '../batches/context.ts';
+import { findFile } from '../store/sql/files.ts';
+import {
+  batchStatuses,
+  claimRequests,
+  listRunnableBatches,
+  renewRequestLeases,
+  type RequestOutcomeRecord,
+  type RunnableBatch,
+} from '../store/sql/request-claims.ts';
+import type { Database, RequestRow } from '../store/sql/schema.ts';
+import { AudioSourceError, loadAudio } from '../upstreams/audio-source.ts';
+import type { AudioPayload, UpstreamCall } from '../upstreams/http-client.ts';
+import { Lanes, type EngineBinding, type Lane } from './lanes.ts';
+import { readLines } from './request-bodies.ts';
+import { fail, release, settle, type ClaimedRequest } from './request-lifecycle.ts';
+import { ResultWriter } from './result-writer.ts';
+import { decide, type RetryPolicyOptions } from './retry-policy.ts';
+
+interface Job extends ClaimedRequest {
+  row: RequestRow;
+  batch: RunnableBatch;
+  lane: Lane<Job>;
+  input: Record<string, unknown>;
+  abort: AbortController;
+  abortReason?: 'cancelled' | 'expired' | 'shutdown';
+}
+
+export interface RunnerOptions {
+  engine?: EngineBinding;
+  /** How long stop() lets requests in flight finish before handing them back. Default 10 s. */
+  shutdownGraceMs?: number;
+}
+
+export interface RunnerStats {
+  claimed: number;
+  succeeded: number;
+  failed: number;
+  retried: number;
+  inFlight: number;
+  queued: number;
+  lanes: { name: string; limit: number; inFlight: number; queued: number; pausedUntil: number }[];
+}
+
+const AUDIO_ENDPOINTS = new Set(['/v1/audio/transcriptions', '/v1/audio/translations']);
+const RUNNABLE_BATCHES_PER_CLAIM = 32;
+// How often in-flight work is checked against cancels and deadlines.
+const STATUS_CHECK_MS = 1000;
+
+export class Runner {
+  private readonly lanes: Lanes<Job>;
+  private readonly writer: ResultWriter;
+  private readonly policy: RetryPolicyOptions;
+  private readonly inFlight = new Set<Job>();
+  private readonly executions = new Set<Promise<void>>();
+  private readonly inputBlobKeys = new Map<string, string | null>();
+  private readonly counters = { claimed: 0, succeeded: 0, failed: 0, retried: 0 };
+  private stopping = false;
+  private roundRobin = 0;
+  private admitting = 0;
+  private claimLoopDone: Promise<void> | undefined;
+  private timers: NodeJS.Timeout[] = [];
+  private pumpTimer: NodeJS.Timeout | undefined;
+  private wakeClaimLoop: (() => void) | undefined;
+
+  constructor(
+    private readonly ctx: LifecycleContext,
+    private readonly options: RunnerOptions = {},
+  ) {
+    this.lanes = new Lanes<Job>(ctx.config, options.engine);
+    this.writer = new ResultWriter(this.db, ctx.workerId, { onError: (err) => ctx.log.error({ err }, 'recording results failed; retrying') });
+    const { worker } = ctx.config;
+    this.policy = { maxAttempts: worker.maxAttempts, baseDelayMs: worker.retryBaseDelayMs, maxDelayMs: worker.retryMaxDelayMs };
+  }
+
+  private get db(): Kysely<Database> {
+    return this.ctx.store.sql.db;
+  }
+
+  start(): this {
+    this.claimLoopDone = this.claimLoop();
+    const heartbeat = setInterval(() => void this.heartbeat(), Math.max(100, Math.floor(leaseMs(this.ctx) / 3)));
+    const statusCheck = setInterval(() => void this.abortStoppedBatches(), Math.min(STATUS_CHECK_MS, leaseMs(this.ctx)));
+    this.timers = [heartbeat, statusCheck];
+    return this;
+  }
+
+  /** Look for work now (a batch just became runnable). */
+  poke(): void {
+    this.wakeClaimLoop?.();
+  }
+
+  stats(): RunnerStats {
+    const lanes = this.lanes.all().map((lane) => ({
+      name: lane.name,
+      limit: lane.limiter.limit,
+      inFlight: lane.limiter.inFlight,
+      queued: lane.queue.length,
+      pausedUntil: lane.limiter.pausedUntil(),
+    }));
+    return { ...this.counters, inFlight: this.inFlight.size, queued: lanes.reduce((n, l) => n + l.queued, 0), lanes };
+  }
+
+  /**
+   * Stops claiming, lets requests in flight finish for the grace period,
+   * then hands back what is left (queued and still in flight) so another
+   * worker picks it up at once instead of waiting for the leases to lapse.
+   */
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.wakeClaimLoop?.();
+    await this.claimLoopDone;
+    for (const lane of this.lanes.all()) {
+      for (const job of lane.queue.splice(0)) void this.writer.write(release(job));
+    }
+    const grace = this.options.shutdownGraceMs ?? 10_000;
+    const deadline = Date.now() + grace;
+    while (this.executions.size > 0 && Date.now() < deadline) await Promise.race([...this.executions, delay(50)]);
+    for (const job of this.inFlight) this.abortJob(job, 'shutdown');
+    await Promise.all(this.executions);
+    for (const timer of this.timers) clearInterval(timer);
+    if (this.pumpTimer) clearTimeout(this.pumpTimer);
+    await this.writer.drain();
+    await this.lanes.close();
+  }
+
+  // ------------------------------------------------------------------ claiming
+
+  private buffered(): number {
+    let queued = 0;
+    for (const lane of this.lanes.all()) queued += lane.queue.length;
+    return queued + this.inFlight.size + this.admitting;
+  }
+
+  /** Claimed-but-unsent work is kept to about twice what the upstreams can take at once. */
+  private bufferTarget(): number {
+    const capacity = this.lanes.all().reduce((sum, lane) => sum + lane.limiter.limit, 0);
+    return Math.max(this.ctx.config.worker.claimBatchSize, capacity * 2);
+  }
+
+  private async claimLoop(): Promise<void> {
+    while (!this.stopping) {
+      const room = this.bufferTarget() - this.buffered();
+      let claimed = 0;
+      if (room > 0) {
+        try {
+          claimed = await this.claimOnce(Math.min(room, this.ctx.config.worker.claimBatchSize));
+        } catch (err) {
+          this.ctx.log.error({ err }, 'claiming requests failed');
+        }
+      }
+      if (claimed === 0 && !this.stopping) await this.idle(room > 0 ? this.ctx.config.worker.pollIntervalMs : 1000);
+    }
+  }
+
+  private idle(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      const self = this;
+      function done() {
+        clearTimeout(timer);
+        if (self.wakeClaimLoop === done) self.wakeClaimLoop = undefined;
+        resolve();
+      }
+      this.wakeClaimLoop = done;
+    });
+  }
+
+  /**
+   * Fair share within a priority: batches of the highest priority with work
+   * take turns, one claim each; lower priorities only get a claim when no
+   * higher one had anything due (e.g. all its lines are waiting to retry).
+   */
+  private async claimOnce(limit: number): Promise<number> {
+    const now = Date.now();
+    const batches = await listRunnableBatches(this.db, now, RUNNABLE_BATCHES_PER_CLAIM);
+    if (batches.length === 0) return 0;
+    const topTier = batches.filter((batch) => batch.priority === batches[0].priority);
+    const start = this.roundRobin++ % topTier.length;
+    const order = [...topTier.slice(start), ...topTier.slice(0, start), ...batches.slice(topTier.length)];
+    for (const batch of order) {
+      const rows = await claimRequests(this.db, this.ctx.store.sql.dialect, batch.id, this.ctx.workerId, leaseMs(this.ctx), now, limit);
+      if (rows.length === 0) continue;
+      this.counters.claimed += rows.length;
+      this.admitting += rows.length;
+      try {
+        await this.admit(batch, rows);
+      } finally {
+        this.admitting -= rows.length;
+      }
+      this.pump();
+      return rows.length;
+    }
+    return 0;
+  }
+
+  private async inputBlobKey(batch: RunnableBatch): Promise<string | null> {
+    if (!this.inputBlobKeys.has(batch.id)) {
+      if (this.inputBlobKeys.size > 1000) this.inputBlobKeys.clear();
+      const file = await findFile(this.db, batch.input_file_id);
+      this.inputBlobKeys.set(batch.id, file?.blob_key ?? null);
+    }
+    return this.inputBlobKeys.get(batch.id) ?? null;
+  }
+
+  /** Reads the claimed lines and queues each on its lane; lines nobody can serve fail here. */
+  private async admit(batch: RunnableBatch, rows: RequestRow[]): Promise<void> {
+    const blobKey = await this.inputBlobKey(batch);
+    if (!blobKey) {
+      for (const row of rows) this.record(fail(claimed(row), 'missing_input', `The batch's input file ${batch.input_file_id} was deleted.`));
+      return;
+    }
+    const lines = await readLines(this.ctx.store.blobs, blobKey, rows);
+    for (const row of rows) {
+      const request = claimed(row);
+      if (row.attempts > this.policy.maxAttempts) {
+        this.record(fail(request, 'upstream_error', `Gave up after ${row.attempts - 1} attempts: the workers handling this request stopped before it finished.`));
+        continue;
+      }
+      const lane = this.lanes.forModel(row.model);
+      if (!lane) {
+        this.record(
+          fail(request, 'invalid_model', `No upstream serves model "${row.model}". Configure an upstream whose "models" list matches it, or use model "echo".`),
+        );
+        continue;
+      }
+      const parsed = JSON.parse(lines.get(row.line)!.toString('utf8')) as { body: Record<string, unknown> };
+      const input = { ...parsed.body };
+      if (typeof input.model !== 'string') input.model = row.model;
+      lane.queue.push({ ...request, row, batch, lane, input, abort: new AbortController() });
+    }
+  }
+
+  // ------------------------------------------------------------------ dispatching
+
+  /** Starts every queued job that has a concurrency slot and rate budget. */
+  private pump(): void {
+    if (this.stopping) return;
+    let wakeAt = Infinity;
+    for (const lane of this.lanes.all()) {
+      while (lane.queue.length > 0) {
+        const paused = lane.limiter.pausedUntil();
+        if (paused > Date.now()) {
+          wakeAt = Math.min(wakeAt, paused);
+          break;
+        }
+        if (!lane.limiter.tryAcquire()) break;
+        const job = lane.queue[0];
+        if (!lane.rate.tryTake(job.row.estimated_tokens)) {
+          lane.limiter.release();
+          wakeAt = Math.min(wakeAt, Date.now() + Math.max(1, lane.rate.waitMs(job.row.estimated_tokens)));
+          break;
+        }
+        lane.queue.shift();
+        this.track(this.execute(job));
+      }
+    }
+    if (wakeAt !== Infinity && !this.pumpTimer) {
+      this.pumpTimer = setTimeout(() => {
+        this.pumpTimer = undefined;
+        this.pump();
+      }, wakeAt - Date.now());
+    }
+  }
+
+  private track(execution: Promise<void>): void {
+    this.executions.add(execution);
+    void execution.finally(() => this.executions.delete(execution));
+  }
+
+  private async execute(job: Job): Promise<void> {
+    const { lane } = job;
+    this.inFlight.add(job);
+    let record: RequestOutcomeRecord;
+    try {
+      record = await this.attempt(job);
+    } catch (err) {
+      this.ctx.log.error({ err, batchId: job.batchId, line: job.line }, 'unexpected error running a request; it will be retried');
+      record = settle(job, { kind: 'network_error', message: `internal error: ${(err as Error).message}` }, { action: 'retry', delayMs: this.policy.baseDelayMs, overload: false, reason: 'internal error' }, Date.now());
+    } finally {
+      lane.limiter.release();
+      this.inFlight.delete(job);
+    }
+    this.pump();
+    this.record(record);
+    this.wakeClaimLoop?.();
+  }
+
+  private async attempt(job: Job): Promise<RequestOutcomeRecord> {
+    let call: UpstreamCall;
+    try {
+      call = await this.buildCall(job);
+    } catch (err) {
+      if (err instanceof AudioSourceError) return fail(job, 'invalid_request', err.message);
+      throw err;
+    }
+    const outcome = await job.lane.client.send(call);
+    if (job.abortReason) return this.abortedRecord(job);
+    const decision = decide(outcome, job.attempts, this.policy);
+    if (decision.action === 'succeed') job.lane.limiter.onSuccess();
+    else if (decision.action === 'retry' && decision.overload) job.lane.limiter.onOverload(outcome.kind === 'response' ? outcome.retryAfterMs : null);
+    return settle(job, outcome, decision, Date.now());
+  }
+
+  private async buildCall(job: Job): Promise<UpstreamCall> {
+    const endpoint = job.batch.endpoint;
+    let audio: AudioPayload | undefined;
+    let body = job.input;
+    if (AUDIO_ENDPOINTS.has(endpoint)) {
+      audio = await loadAudio(job.input.file, (fileId) => this.readUserFile(job.batch.user_id, fileId), job.abort.signal);
+      const { file: _file, ...rest } = job.input;
+      body = rest;
+    }
+    return { endpoint, body, audio, timeoutMs: this.ctx.config.worker.requestTimeoutMs, signal: job.abort.signal };
+  }
+
+  private async readUserFile(userId: string, fileId: string): Promise<AudioPayload | undefined> {
+    const file = await findFile(this.db, fileId);
+    if (!file || file.user_id !== userId || file.status !== 'processed' || !file.blob_key) return undefined;
+    const stream = await this.ctx.store.blobs.read(file.blob_key);
+    const chunks: Buffer[] = [];
+    for await (const chunk of stream) chunks.push(chunk as Buffer);
+    return { bytes: Buffer.concat(chunks), fileName: file.filename };
+  }
+
+  private abortedRecord(job: Job): RequestOutcomeRecord {
+    if (job.abortReason === 'cancelled') return fail(job, 'batch_cancelled', 'The batch was cancelled while this request was in flight.');
+    if (job.abortReason === 'expired') return fail(job, 'batch_expired', "The batch's completion window ended while this request was in flight.");
+    return release(job);
+  }
+
+  private abortJob(job: Job, reason: NonNullable<Job['abortReason']>): void {
+    if (job.abortReason) return;
+    job.abortReason = reason;
+    job.abort.abort();
+  }
+
+  private record(record: RequestOutcomeRecord): void {
+    if (record.kind === 'succeeded') this.counters.succeeded++;
+    else if (record.kind === 'failed') this.counters.failed++;
+    else if (record.kind === 'retry') this.counters.retried++;
+    void this.writer.write(record).then((applied) => {
+      // A retry is due again after not_before: make sure the claim loop looks then.
+      if (applied && record.kind === 'retry') setTimeout(() => this.wakeClaimLoop?.(), Math.max(0, record.notBefore - Date.now())).unref();
+    });
+  }
+
+  // ------------------------------------------------------------------ leases and cancels
+
+  private async heartbeat(): Promise<void> {
+    try {
+      await renewRequestLeases(this.db, this.ctx.workerId, leaseMs(this.ctx), Date.now());
+    } catch (err) {
+      this.ctx.log.warn({ err }, 'renewing request leases failed');
+    }
+  }
+
+  /** Drops queued work and aborts requests in flight for batches no longer running. */
+  private async abortStoppedBatches(): Promise<void> {
+    const batchIds = new Set<string>();
+    for (const job of this.inFlight) batchIds.add(job.batchId);
+    for (const lane of this.lanes.all()) for (const job of lane.queue) batchIds.add(job.batchId);
+    if (batchIds.size === 0) return;
+    let statuses;
+    try {
+      statuses = await batchStatuses(this.db, [...batchIds]);
+    } catch (err) {
+      this.ctx.log.warn({ err }, 'checking batch statuses failed');
+      return;
+    }
+    const now = Date.now();
+    const reasonFor = (batchId: string): Job['abortReason'] => {
+      const batch = statuses.get(batchId);
+      if (!batch || batch.status === 'cancelling' || batch.status === 'cancelled') return 'cancelled';
+      if (batch.deadline_at <= now || batch.status === 'expired') return 'expired';
+      return batch.status === 'in_progress' ? undefined : 'cancelled';
+    };
+    for (const job of this.inFlight) {
+      const reason = reasonFor(job.batchId);
+      if (reason) this.abortJob(job, reason);
+    }
+    for (const lane of this.lanes.all()) {
+      lane.queue = lane.queue.filter((job) => {
+        const reason = reasonFor(job.batchId);
+        if (!reason) return true;
+        job.abortReason = reason;
+        this.record(this.abortedRecord(job));
+        return false;
+      });
+    }
+  }
+}
+
+function claimed(row: RequestRow): ClaimedRequest {
+  return { batchId: row.batch_id, line: row.line, attempts: row.attempts };
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}

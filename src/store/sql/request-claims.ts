@@ -1,0 +1,200 @@
+// The runner's queries: find runnable batches, claim requests under a lease,
+// keep leases alive, and record outcomes in groups. Every write that ends a
+// claim is conditional on the lease owner and state 'running', so a result
+// arriving after the lease lapsed (and the request was reclaimed elsewhere,
+// or failed by cancel/expiry) changes nothing: each line ends with exactly
+// one outcome.
+import type { Kysely } from 'kysely';
+import type { SqlDialectName } from './database.ts';
+import type { Database, RequestRow } from './schema.ts';
+
+export interface RunnableBatch {
+  id: string;
+  user_id: string;
+  priority: number;
+  input_file_id: string;
+  endpoint: string;
+  deadline_at: number;
+}
+
+/** In-progress batches with work left, highest priority then oldest first. */
+export async function listRunnableBatches(db: Kysely<Database>, now: number, limit: number): Promise<RunnableBatch[]> {
+  return db
+    .selectFrom('batches')
+    .select(['id', 'user_id', 'priority', 'input_file_id', 'endpoint', 'deadline_at'])
+    .where('status', '=', 'in_progress')
+    .where('deadline_at', '>', now)
+    .where((eb) => eb(eb('request_completed', '+', eb.ref('request_failed')), '<', eb.ref('request_total')))
+    .orderBy('priority', 'desc')
+    .orderBy('id', 'asc')
+    .limit(limit)
+    .execute();
+}
+
+/**
+ * Claims up to `limit` requests of one batch, in line order: pending ones
+ * whose retry time has come, and running ones whose lease lapsed (their
+ * worker died). Each claim counts as an attempt. On PostgreSQL concurrent
+ * workers skip each other's locked rows instead of waiting; SQLite has one
+ * writer at a time, so the UPDATE alone is atomic.
+ */
+export async function claimRequests(
+  db: Kysely<Database>,
+  dialect: SqlDialectName,
+  batchId: string,
+  owner: string,
+  leaseMs: number,
+  now: number,
+  limit: number,
+): Promise<RequestRow[]> {
+  let candidates = db
+    .selectFrom('requests')
+    .select('line')
+    .where('batch_id', '=', batchId)
+    .where((eb) =>
+      eb.or([
+        eb.and([eb('state', '=', 'pending'), eb('not_before', '<=', now)]),
+        eb.and([eb('state', '=', 'running'), eb('lease_expires_at', '<', now)]),
+      ]),
+    )
+    .orderBy('line')
+    .limit(limit);
+  if (dialect === 'postgres') candidates = candidates.forUpdate().skipLocked();
+  return db
+    .updateTable('requests')
+    .set((eb) => ({ state: 'running', lease_owner: owner, lease_expires_at: now + leaseMs, attempts: eb('attempts', '+', 1) }))
+    .where('batch_id', '=', batchId)
+    .where('line', 'in', candidates)
+    .returningAll()
+    .execute();
+}
+
+/** One heartbeat for everything this worker holds. */
+export async function renewRequestLeases(db: Kysely<Database>, owner: string, leaseMs: number, now: number): Promise<number> {
+  const result = await db
+    .updateTable('requests')
+    .set({ lease_expires_at: now + leaseMs })
+    .where('lease_owner', '=', owner)
+    .where('state', '=', 'running')
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows);
+}
+
+export type RequestOutcomeRecord =
+  | {
+      kind: 'succeeded';
+      batchId: string;
+      line: number;
+      status: number;
+      /** JSON text of the response body. */
+      body: string;
+      requestId: string | null;
+      inputTokens: number;
+      outputTokens: number;
+    }
+  | {
+      kind: 'failed';
+      batchId: string;
+      line: number;
+      code: string;
+      message: string;
+      status: number | null;
+      body: string | null;
+      requestId: string | null;
+    }
+  | { kind: 'retry'; batchId: string; line: number; notBefore: number; message: string }
+  /** Handed back unsent (shutdown): the claim does not count as an attempt. */
+  | { kind: 'released'; batchId: string; line: number };
+
+/**
+ * Records a group of outcomes and bumps the batches' counters in one
+ * transaction ("group commit"): one fsync for many results. Returns the
+ * records that applied; the others had lost their lease.
+ */
+export async function applyRequestOutcomes(
+  db: Kysely<Database>,
+  owner: string,
+  records: RequestOutcomeRecord[],
+  now: number,
+): Promise<RequestOutcomeRecord[]> {
+  return db.transaction().execute(async (tx) => {
+    const applied: RequestOutcomeRecord[] = [];
+    const counters = new Map<string, { completed: number; failed: number; input: number; output: number }>();
+    for (const record of records) {
+      const base = tx
+        .updateTable('requests')
+        .where('batch_id', '=', record.batchId)
+        .where('line', '=', record.line)
+        .where('lease_owner', '=', owner)
+        .where('state', '=', 'running');
+      const cleared = { lease_owner: null, lease_expires_at: null };
+      let query;
+      switch (record.kind) {
+        case 'succeeded':
+          query = base.set({
+            ...cleared,
+            state: 'succeeded',
+            response_status: record.status,
+            response_body: record.body,
+            request_id: record.requestId,
+            input_tokens: record.inputTokens,
+            output_tokens: record.outputTokens,
+            error_code: null,
+            error_message: null,
+            finished_at: now,
+          });
+          break;
+        case 'failed':
+          query = base.set({
+            ...cleared,
+            state: 'failed',
+            response_status: record.status,
+            response_body: record.body,
+            request_id: record.requestId,
+            error_code: record.code,
+            error_message: record.message,
+            finished_at: now,
+          });
+          break;
+        case 'retry':
+          query = base.set({ ...cleared, state: 'pending', not_before: record.notBefore, error_message: record.message });
+          break;
+        case 'released':
+          query = base.set((eb) => ({ ...cleared, state: 'pending', attempts: eb('attempts', '-', 1) }));
+          break;
+      }
+      const result = await query.executeTakeFirst();
+      if (Number(result.numUpdatedRows) !== 1) continue;
+      applied.push(record);
+      if (record.kind !== 'succeeded' && record.kind !== 'failed') continue;
+      const counter = counters.get(record.batchId) ?? { completed: 0, failed: 0, input: 0, output: 0 };
+      if (record.kind === 'succeeded') {
+        counter.completed += 1;
+        counter.input += record.inputTokens;
+        counter.output += record.outputTokens;
+      } else counter.failed += 1;
+      counters.set(record.batchId, counter);
+    }
+    for (const [batchId, c] of counters) {
+      await tx
+        .updateTable('batches')
+        .set((eb) => ({
+          request_completed: eb('request_completed', '+', c.completed),
+          request_failed: eb('request_failed', '+', c.failed),
+          input_tokens: eb('input_tokens', '+', c.input),
+          output_tokens: eb('output_tokens', '+', c.output),
+        }))
+        .where('id', '=', batchId)
+        .execute();
+    }
+    return applied;
+  });
+}
+
+/** Statuses of the given batches, so the runner can abort work for ones cancelled or expired meanwhile. */
+export async function batchStatuses(db: Kysely<Database>, ids: string[]): Promise<Map<string, { status: string; deadline_at: number }>> {
+  if (ids.length === 0) return new Map();
+  const rows = await db.selectFrom('batches').select(['id', 'status', 'deadline_at']).where('id', 'in', ids).execute();
+  return new Map(rows.map((row) => [row.id, { status: row.status, deadline_at: row.deadline_at }]));
+}
+

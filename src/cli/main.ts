@@ -17,10 +17,24 @@ function portNumber(value: string): number {
   return port;
 }
 
-function configFrom(flags: CommonFlags & { host?: string; port?: number }): Config {
+interface ServeFlags extends CommonFlags {
+  host?: string;
+  port?: number;
+  upstream?: string;
+  worker?: boolean;
+}
+
+function configFrom(flags: ServeFlags): Config {
   return loadConfig({
     configPath: flags.config,
-    flags: { host: flags.host, port: flags.port, dataDir: flags.dataDir },
+    flags: {
+      host: flags.host,
+      port: flags.port,
+      dataDir: flags.dataDir,
+      // --upstream URL: the one-line setup, every model goes to that server.
+      upstreams: flags.upstream ? [{ name: 'default', baseUrl: flags.upstream, models: ['*'] }] : undefined,
+      worker: flags.worker === false ? { enabled: false } : undefined,
+    },
   });
 }
 
@@ -36,7 +50,9 @@ program
   .option('--port <port>', 'port to listen on, 0 for any free one (SPOOL_PORT; default 8080)', portNumber)
   .option('--data-dir <dir>', 'where the database and file blobs live (SPOOL_DATA_DIR; default ./data)')
   .option('--config <file>', 'a spool.config.json or .yaml file (SPOOL_CONFIG)')
-  .action(async (flags: CommonFlags & { host?: string; port?: number }) => {
+  .option('--upstream <url>', 'send every model to this OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 (replaces configured upstreams)')
+  .option('--no-worker', 'API only: do not run batch requests in this process')
+  .action(async (flags: ServeFlags) => {
     const config = configFrom(flags);
     const app = await startSpool(config);
     if (app.initialKey) {

@@ -308,7 +308,11 @@ export class Runner {
     }
     const outcome = await job.lane.client.send(call);
     if (job.abortReason) return this.abortedRecord(job);
-    const decision = decide(outcome, job.attempts, this.policy);
+    let decision = decide(outcome, job.attempts, this.policy);
+    // A retry that could only run after the deadline is a final failure now, with the upstream's last answer.
+    if (decision.action === 'retry' && Date.now() + decision.delayMs >= job.batch.deadline_at) {
+      decision = decide(outcome, this.policy.maxAttempts, this.policy);
+    }
     if (decision.action === 'succeed') job.lane.limiter.onSuccess();
     else if (decision.action === 'retry' && decision.overload) job.lane.limiter.onOverload(outcome.kind === 'response' ? outcome.retryAfterMs : null);
     return settle(job, outcome, decision, Date.now());

@@ -102,3 +102,30 @@ async function ensureSomeKey(config: Config, store: Store): Promise<SpoolApp['in
   writeFileSync(path, `${minted.key}\n`, { mode: 0o600 });
   return { key: minted.key, path };
 }
+
+export interface SpoolWorker {
+  runner: Runner;
+  store: Store;
+  close(): Promise<void>;
+}
+
+/** `spool worker`: runs batch requests and the lifecycle sweeps, with no HTTP API (scale-out role). */
+export async function startWorker(config: Config, log: LifecycleContext['log']): Promise<SpoolWorker> {
+  const store = await openStore(config);
+  const ctx: LifecycleContext = { store, config, workerId: newWorkerId(), log };
+  const runner = new Runner(ctx).start();
+  ctx.onRunnable = () => runner.poke();
+  const sweeper = new LifecycleSweeper(ctx).start();
+  let closed = false;
+  return {
+    runner,
+    store,
+    async close() {
+      if (closed) return;
+      closed = true;
+      await runner.stop();
+      await sweeper.stop();
+      await store.close();
+    },
+  };
+}

@@ -1,6 +1,7 @@
 // The `spool` command.
 import { Command, InvalidArgumentError } from 'commander';
-import { startSpool } from '../app.ts';
+import { pino } from 'pino';
+import { startSpool, startWorker } from '../app.ts';
 import { createApiKey } from '../auth/keys.ts';
 import { ConfigError, loadConfig, type Config } from '../config.ts';
 import { openStore } from '../store/index.ts';
@@ -62,18 +63,38 @@ program
       );
     }
     process.stdout.write(`Spool listening on ${app.url} (Together API at ${app.url}/v1, OpenAI API at ${app.url}/openai/v1)\n`);
-    let stopping = false;
-    const stop = (signal: string) => {
-      if (stopping) process.exit(1);
-      stopping = true;
-      app.server.log.info({ signal }, 'shutting down');
-      app.close().then(
-        () => process.exit(0),
-        () => process.exit(1),
-      );
-    };
-    process.on('SIGTERM', () => stop('SIGTERM'));
-    process.on('SIGINT', () => stop('SIGINT'));
+    onSignals(() => app.close(), (signal) => app.server.log.info({ signal }, 'shutting down'));
+  });
+
+/** SIGTERM/SIGINT stop gracefully (bounded by the runner's grace period); a second signal exits at once. */
+function onSignals(close: () => Promise<void>, announce: (signal: string) => void): void {
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) process.exit(1);
+    stopping = true;
+    announce(signal);
+    close().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+program
+  .command('worker')
+  .description('run batch requests and lifecycle sweeps only, no HTTP API (share a PostgreSQL database with `spool serve --no-worker`)')
+  .option('--data-dir <dir>', 'data directory (SPOOL_DATA_DIR)')
+  .option('--config <file>', 'config file (SPOOL_CONFIG)')
+  .option('--upstream <url>', 'send every model to this OpenAI-compatible server')
+  .action(async (flags: ServeFlags) => {
+    const config = configFrom(flags);
+    const log = pino({ level: config.log.level });
+    const worker = await startWorker(config, log);
+    log.info('spool worker started');
+    process.stdout.write('Spool worker running\n');
+    onSignals(() => worker.close(), (signal) => log.info({ signal }, 'shutting down'));
   });
 
 const keys = program.command('keys').description('manage API keys');

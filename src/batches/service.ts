@@ -34,7 +34,11 @@ export class BatchService {
   async create(userId: string, args: CreateBatchArgs): Promise<BatchRow> {
     const file = await findUserFile(this.db, userId, args.inputFileId);
     if (!file || (file.expires_at !== null && file.expires_at <= Date.now())) {
-      throw badRequest(`'input_file_id' ${args.inputFileId} is not one of your files: upload it first.`, 'input_file_id', 'invalid_input_file');
+      // 404 like any other read of a missing or foreign file: another user's file is indistinguishable from none.
+      throw new ApiError(404, `No file found with id '${args.inputFileId}' for 'input_file_id': upload the batch input file first and pass its id.`, {
+        code: 'not_found',
+        param: 'input_file_id',
+      });
     }
     if (file.status !== 'processed') {
       throw badRequest(`'input_file_id' ${file.id} has no content yet: finish its upload first.`, 'input_file_id', 'file_not_uploaded');

@@ -5,7 +5,7 @@
 // VALIDATING with a lapsing lease; the next sweep deletes any half-written
 // rows and starts over, so the outcome is all rows or none.
 import type { Kysely } from 'kysely';
-import { claimBatchLease, findBatch, releaseBatchLease, transitionBatch, updateBatch } from '../store/sql/batches.ts';
+import { claimBatchLease, findBatch, releaseBatchLease, updateLeasedBatch } from '../store/sql/batches.ts';
 import { findFile } from '../store/sql/files.ts';
 import { deleteBatchRequests, enqueuedTokensForModel, insertRequests } from '../store/sql/requests.ts';
 import type { BatchRow, BatchValidationError, Database } from '../store/sql/schema.ts';
@@ -75,7 +75,7 @@ async function validateBatch(ctx: LifecycleContext, batch: BatchRow, lease: Batc
     return;
   }
   const counts = { request_total: outcome.requestCount, estimated_tokens: outcome.estimatedTokens };
-  const started = await transitionBatch(db, batch.id, ['validating'], {
+  const started = await updateLeasedBatch(db, batch.id, ctx.workerId, ['validating'], {
     ...counts,
     status: 'in_progress',
     in_progress_at: Date.now(),
@@ -85,7 +85,8 @@ async function validateBatch(ctx: LifecycleContext, batch: BatchRow, lease: Batc
   if (started) ctx.onRunnable?.();
   else {
     // Cancelled while we read: keep the rows so the cancel sweep reports every line as batch_cancelled.
-    await updateBatch(db, batch.id, counts);
+    // (If instead our lease was lost, the new owner rewrites everything and this changes nothing.)
+    await updateLeasedBatch(db, batch.id, ctx.workerId, ['cancelling'], counts);
     await releaseBatchLease(db, batch.id, ctx.workerId);
   }
   ctx.log.info({ batchId: batch.id, requests: outcome.requestCount, started }, 'batch validated');
@@ -134,9 +135,9 @@ async function failValidation(ctx: LifecycleContext, batch: BatchRow, errors: Ba
   const db = ctx.store.sql.db;
   const now = Date.now();
   const released = { lease_owner: null, lease_expires_at: null, errors: JSON.stringify(errors) };
-  const failed = await transitionBatch(db, batch.id, ['validating'], { ...released, status: 'failed', failed_at: now });
+  const failed = await updateLeasedBatch(db, batch.id, ctx.workerId, ['validating'], { ...released, status: 'failed', failed_at: now });
   // A cancel that arrived while we read wins: the user asked for it to stop.
-  if (!failed) await transitionBatch(db, batch.id, ['cancelling'], { ...released, status: 'cancelled', cancelled_at: now });
+  if (!failed) await updateLeasedBatch(db, batch.id, ctx.workerId, ['cancelling'], { ...released, status: 'cancelled', cancelled_at: now });
   const current = await findBatch(db, batch.id);
   ctx.log.info({ batchId: batch.id, status: current?.status, errors: errors.length }, 'batch failed validation');
 }

@@ -7,6 +7,7 @@ import { newFileId } from '../ids.ts';
 import { BlobTooLargeError, type BlobStore, type BlobWriteResult } from '../store/blobs/types.ts';
 import { blobKeyForUpload, type Store } from '../store/index.ts';
 import {
+  deleteAwaitingFile,
   deleteFileRow,
   findOpenBatchUsingFile,
   findProcessedFileBySha256,
@@ -143,6 +144,8 @@ export class FileService {
       });
     }
     if (declaredLength !== undefined && declaredLength > this.options.maxFileBytes) {
+      // Same outcome as a body that runs over the limit: the pending file goes, so nothing half-made is listed.
+      await deleteAwaitingFile(this.db, fileId);
       throw new BlobTooLargeError(this.options.maxFileBytes);
     }
     const claimed = await transitionFileStatus(this.db, fileId, 'awaiting_upload', { status: 'uploading' });

@@ -239,7 +239,7 @@ export class Runner {
       const parsed = JSON.parse(lines.get(row.line)!.toString('utf8')) as { body: Record<string, unknown> };
       const input = { ...parsed.body };
       if (typeof input.model !== 'string') input.model = row.model;
-      lane.queue.push({ ...request, row, batch, lane, input, abort: new AbortController() });
+      enqueueByPriority(lane.queue, { ...request, row, batch, lane, input, abort: new AbortController() });
     }
   }
 
@@ -405,6 +405,13 @@ export class Runner {
       });
     }
   }
+}
+
+/** Keeps a lane's queue ordered by batch priority (FIFO within one), so a high-priority batch overtakes work already claimed. */
+function enqueueByPriority(queue: Job[], job: Job): void {
+  let index = queue.length;
+  while (index > 0 && queue[index - 1].batch.priority < job.batch.priority) index--;
+  queue.splice(index, 0, job);
 }
 
 function claimed(row: RequestRow): ClaimedRequest {

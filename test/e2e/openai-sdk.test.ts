@@ -120,13 +120,20 @@ for (const mount of ['/openai/v1', '/v1'] as const) {
       );
       assert.equal(last.has_more, false);
 
+      // The raw page also names its ends.
+      const raw = (await client.files.list({ limit: 2, after: ids[3] }).asResponse().then((r) => r.json())) as Record<string, unknown>;
+      assert.equal(raw.object, 'list');
+      assert.equal(raw.first_id, ids[2]);
+      assert.equal(raw.last_id, ids[1]);
+      assert.equal(raw.has_more, true);
+
       const byPurpose = await client.files.list({ purpose: 'batch' });
       assert.equal(byPurpose.data.length, 5);
     });
 
     it('creates a batch with metadata: validating, then in_progress with request_counts and unix timestamps', async () => {
       const client = await freshClient();
-      const lines = 4;
+      const lines = 8;
       const file = await uploadStream(client, 'batch.jsonl', chatJsonl(lines, { openaiForm: true }));
       const metadata = { project: 'e2e', run: mount };
       const { data: created, response } = await client.batches
@@ -212,6 +219,27 @@ for (const mount of ['/openai/v1', '/v1'] as const) {
       // Cancelling a cancelled batch is harmless: it answers the batch, not an error.
       const again = await client.batches.cancel(cancelled.id);
       assert.equal(again.status, 'cancelled');
+    });
+
+    it('cancels straight after create (possibly mid-validation): cancelled, and every validated line accounted for', async () => {
+      const client = await freshClient();
+      const lines = 5;
+      const file = await uploadStream(client, 'early-cancel.jsonl', chatJsonl(lines));
+      const batch = await client.batches.create({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h' });
+      const cancelling = await client.batches.cancel(batch.id);
+      assert.ok(['cancelling', 'cancelled'].includes(cancelling.status), `got ${cancelling.status}`);
+      const cancelled = await waitFor(client, batch.id, ['cancelled']);
+      const counts = cancelled.request_counts!;
+      // Cancelled before validation read the file: no lines; after: every line, each in one file.
+      assert.ok(counts.total === 0 || counts.total === lines, `total ${counts.total}`);
+      assert.equal(counts.completed + counts.failed, counts.total);
+      if (cancelled.output_file_id && cancelled.error_file_id) {
+        const output = parseJsonl(await (await client.files.content(cancelled.output_file_id)).text());
+        const errors = parseJsonl(await (await client.files.content(cancelled.error_file_id)).text());
+        assert.equal(output.length + errors.length, counts.total);
+      } else {
+        assert.equal(counts.total, 0, 'a batch with lines has result files');
+      }
     });
 
     it('fails a batch with invalid lines: status failed, errors.data[].line', async () => {

@@ -52,11 +52,15 @@ function assertSignedRedirect(res: ApiCall): { location: string; fileId: string 
   return { location, fileId };
 }
 
-/** The PUT as Python sends it: raw bytes, a Content-Length, no Authorization. */
-function putBytes(location: string, content: string | Buffer, contentType?: string): Promise<ApiCall> {
+/**
+ * The PUT as Python sends it: raw bytes, a Content-Length, no Authorization,
+ * and no Content-Type unless given (fetch adds none for a byte body).
+ */
+async function putBytes(location: string, content: string | Buffer, contentType?: string): Promise<ApiCall> {
   const headers: Record<string, string> = {};
   if (contentType) headers['content-type'] = contentType;
-  return call(location, { method: 'PUT', headers, body: content });
+  const bytes = new Uint8Array(Buffer.from(content));
+  return call(location, { method: 'PUT', headers, body: bytes });
 }
 
 function assertTogetherFile(file: any, expected: { id: string; filename: string; bytes: number; lines: number }) {
@@ -301,13 +305,32 @@ describe('GET /v1/files/{id}/content', () => {
     }
   });
 
-  it('serves an empty file (a batch output with no lines) as 200 with Content-Length 0', async () => {
+  it('serves an empty file as 200 with Content-Length 0', async () => {
     const key = await freshKey();
-    const res = await uploadMultipart(`${spool.url}/v1`, key, chatJsonl(2), { purpose: 'batch-api' }, 'tocancel.jsonl');
+    const res = await uploadMultipart(`${spool.url}/v1`, key, Buffer.alloc(0), { purpose: 'batch-api' }, 'empty.jsonl');
+    assert.equal(res.status, 200, res.text);
+    assert.equal(res.json.bytes, 0);
+    assert.equal(res.json.LineCount, 0);
+    const body = await call(`${spool.url}/v1/files/${res.json.id}/content`, { key, headers: { accept: 'application/binary' } });
+    assert.equal(body.status, 200, body.text);
+    assert.equal(body.headers.get('content-length'), '0');
+    assert.equal(body.text, '');
+  });
+
+  it('serves a batch output file (empty when nothing ran) with its Content-Length, after a v2-style cancel', async () => {
+    const key = await freshKey();
+    const res = await uploadMultipart(`${spool.url}/v1`, key, chatJsonl(8), { purpose: 'batch-api' }, 'tocancel.jsonl');
     const created = await callJson(`${spool.url}/v1/batches`, key, 'POST', { input_file_id: res.json.id, endpoint: '/v1/chat/completions' });
     const id = created.json.job.id as string;
     await waitForBatchStatus(`${spool.url}/v1`, key, id, ['IN_PROGRESS']);
-    assert.equal((await callJson(`${spool.url}/v1/batches/${id}/cancel`, key, 'POST')).status, 200);
+    // Python v2 cancels with Content-Type: application/json and an empty body.
+    const cancel = await call(`${spool.url}/v1/batches/${id}/cancel`, {
+      method: 'POST',
+      key,
+      headers: { 'content-type': 'application/json', 'content-length': '0' },
+    });
+    assert.equal(cancel.status, 200, cancel.text);
+    assert.ok(['CANCELING', 'CANCELLED'].includes(cancel.json.status), cancel.text);
     const done = await waitForBatchStatus(`${spool.url}/v1`, key, id, ['CANCELLED']);
     const files = await callJson(`${spool.url}/v1/files`, key, 'GET');
     const output = files.json.data.find((f: any) => f.id === done.output_file_id);

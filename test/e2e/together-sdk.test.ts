@@ -113,12 +113,12 @@ describe('Together TypeScript SDK', () => {
       assert.equal((err as InstanceType<TogetherModule['NotFoundError']>).status, 404);
       return true;
     });
-    const after = await client.files.list();
-    assert.ok(!after.data.some((f) => f.id === file.id), 'a deleted file is not listed');
+    const remaining = await client.files.list();
+    assert.ok(!remaining.data.some((f) => f.id === file.id), 'a deleted file is not listed');
   });
 
   it('creates a batch (201 {job, warning}), which validates to IN_PROGRESS and is listed', async () => {
-    const content = chatJsonl(4);
+    const content = chatJsonl(8);
     const file = await upload('run.jsonl', content);
     const { data: created, response } = await client.batches
       .create({ input_file_id: file.id, endpoint: '/v1/chat/completions' })

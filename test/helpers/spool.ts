@@ -44,6 +44,8 @@ export interface StartOptions {
   dataDir?: string;
   /** Deep-merged over the test defaults. */
   config?: Partial<ConfigInput>;
+  /** Delay of the slow upstream per request; default SLOW_UPSTREAM_DELAY_MS. */
+  upstreamDelayMs?: number;
 }
 
 const tempDirs = new Set<string>();
@@ -67,7 +69,7 @@ export function removeAllTempDirs(): void {
 export async function startTestSpool(options: StartOptions = {}): Promise<TestSpool> {
   const dataDir = options.dataDir ?? makeTempDir();
   const extra = options.config ?? {};
-  const upstream = await startUpstream({ kind: 'slow', delayMs: SLOW_UPSTREAM_DELAY_MS });
+  const upstream = await startUpstream({ kind: 'slow', delayMs: options.upstreamDelayMs ?? SLOW_UPSTREAM_DELAY_MS });
   let app: SpoolApp;
   try {
     const config = parseConfig({

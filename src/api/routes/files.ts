@@ -24,8 +24,11 @@ export async function filesRoutes(app: FastifyInstance, options: FilesRoutesOpti
     if (request.isMultipart()) {
       const upload = await readMultipartUpload(request, files);
       if (upload.received) return sendReceived(request, reply, upload, options);
+      // The signed-upload flow is Together's; an OpenAI client would follow the 302 as a GET.
+      if (request.dialect === 'openai') throw missingFilePart();
       return startSignedUpload(request, reply, upload.fields, options);
     }
+    if (request.dialect === 'openai') throw missingFilePart();
     // Together's form-urlencoded shapes put the fields in the body, the query, or both.
     return startSignedUpload(request, reply, { ...asFields(request.query), ...asFields(request.body) }, options);
   });
@@ -91,6 +94,9 @@ export async function filesRoutes(app: FastifyInstance, options: FilesRoutesOpti
   });
 }
 
+const missingFilePart = () =>
+  badRequest('Send the file as multipart/form-data with the fields "purpose" and "file" (the file bytes).', 'file', 'missing_file');
+
 interface MultipartUpload {
   fields: Fields;
   received?: Awaited<ReturnType<FileService['receiveBytes']>>;
@@ -109,9 +115,34 @@ async function readMultipartUpload(request: FastifyRequest, files: FileService):
     }
   } catch (err) {
     if (upload.received) await files.discardBytes(upload.received.blobKey);
-    throw err;
+    throw multipartError(err);
   }
   return upload;
+}
+
+// Busboy reports a body it cannot parse with plain Errors; those are the client's to fix, not a 500.
+const BUSBOY_FORM_ERROR = /^(Multipart: |Malformed |Unexpected end of |Unsupported content type)/;
+
+function multipartError(err: unknown): unknown {
+  const code = (err as { code?: unknown })?.code;
+  if (code === 'FST_FILES_LIMIT') {
+    return badRequest('The multipart body has more than one file part: send exactly one, named "file".', 'file', 'too_many_files');
+  }
+  if (code === 'FST_PARTS_LIMIT' || code === 'FST_FIELDS_LIMIT') {
+    return badRequest('The multipart body has too many parts: send only "purpose", "file_name", "file_type", "checksum" and "file".', null, 'too_many_parts');
+  }
+  if (code === 'ERR_STREAM_PREMATURE_CLOSE') {
+    return badRequest('The multipart body ended before the "file" part was complete: send the whole body, ending with the closing boundary.', 'file', 'incomplete_upload');
+  }
+  if (code === 'FST_PROTO_VIOLATION') return badRequest(`The multipart body has a field name that is not allowed: ${(err as Error).message}.`);
+  if (err instanceof Error && code === undefined && BUSBOY_FORM_ERROR.test(err.message)) {
+    return badRequest(
+      `The multipart/form-data body could not be read (${err.message}): send a well-formed body whose Content-Type names its boundary.`,
+      null,
+      'invalid_multipart',
+    );
+  }
+  return err;
 }
 
 async function takePart(part: Multipart, upload: MultipartUpload, files: FileService): Promise<void> {

@@ -71,6 +71,12 @@ export async function transitionFileStatus(
   return Number(result.numUpdatedRows) === 1;
 }
 
+/** Deletes a file row only while it still awaits its bytes; true if it did. */
+export async function deleteAwaitingFile(db: Db, id: string): Promise<boolean> {
+  const result = await db.deleteFrom('files').where('id', '=', id).where('status', '=', 'awaiting_upload').executeTakeFirst();
+  return Number(result.numDeletedRows) === 1;
+}
+
 export async function deleteFileRow(db: Db, id: string): Promise<void> {
   await db.deleteFrom('files').where('id', '=', id).execute();
 }

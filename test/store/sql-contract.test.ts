@@ -167,16 +167,23 @@ function postgresHarness(): DialectHarness {
     },
     async teardownTarget() {
       for (const store of opened.splice(0)) await store.close().catch(() => undefined);
-      if (admin && database) await admin.client.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
+      if (admin && database) {
+        // pg's Pool.end() resolves before its sockets have finished closing; a
+        // forced drop that kills those backends first makes the closing clients
+        // emit unhandled 'error's. Let them leave (bounded), then force the rest.
+        for (let i = 0; i < 200; i++) {
+          const { rows } = await admin.client.query('SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1', [database]);
+          if (rows[0].n === 0) break;
+          await new Promise((resolve) => setTimeout(resolve, 10));
+        }
+        await admin.client.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
+      }
       database = undefined;
     },
   };
 }
 
 // ---------------------------------------------------------------- row factories
-
-let seq = 0;
-const unique = (prefix: string): string => `${prefix}-${++seq}-${randomBytes(3).toString('hex')}`;
 
 function fileRow(overrides: Partial<NewFile> = {}): NewFile {
   return {
@@ -920,6 +927,3 @@ describe(
   { skip: SKIP_POSTGRES ? 'SPOOL_TEST_SKIP_POSTGRES=1: PostgreSQL half skipped' : false },
   () => contract(postgresHarness()),
 );
-
-// Unused-import guard for helpers kept for future cases.
-void unique;

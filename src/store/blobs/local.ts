@@ -35,7 +35,10 @@ export class LocalBlobStore implements BlobStore {
 
   private pathOf(key: string): string {
     const path = resolve(this.root, key);
-    if (!path.startsWith(this.root + sep) || key.startsWith('.tmp')) throw new Error(`invalid blob key "${key}"`);
+    // Judge the resolved path, not the spelling: "./.tmp/x" or "files/../.tmp/x"
+    // would otherwise land in the temp directory, where init() deletes it.
+    const inTmp = path === this.tmpDir || path.startsWith(this.tmpDir + sep);
+    if (!path.startsWith(this.root + sep) || inTmp) throw new Error(`invalid blob key "${key}"`);
     return path;
   }
 

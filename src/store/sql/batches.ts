@@ -39,6 +39,8 @@ export async function transitionBatch(
   from: readonly BatchStatus[],
   values: BatchUpdate,
 ): Promise<boolean> {
+  // `in ()` is a syntax error in PostgreSQL (SQLite matches nothing): no statuses, no transition.
+  if (from.length === 0) return false;
   const result = await db
     .updateTable('batches')
     .set(values)
@@ -72,6 +74,7 @@ export async function claimBatchLease(
   leaseMs: number,
   now: number,
 ): Promise<BatchRow | undefined> {
+  if (filter.statuses.length === 0) return undefined;
   let query = db
     .selectFrom('batches')
     .selectAll()
@@ -123,6 +126,7 @@ export async function updateLeasedBatch(
   from: readonly BatchStatus[],
   values: BatchUpdate,
 ): Promise<boolean> {
+  if (from.length === 0) return false;
   const result = await db
     .updateTable('batches')
     .set(values)

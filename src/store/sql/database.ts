@@ -27,27 +27,74 @@ pg.types.setTypeParser(20, (value) => Number(value));
 
 export async function openSqlStore(options: OpenSqlOptions): Promise<SqlStore> {
   const url = options.databaseUrl;
-  let store: SqlStore;
   if (url && /^postgres(ql)?:\/\//.test(url)) {
     const pool = new pg.Pool({ connectionString: url, max: 10 });
     const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
-    store = { db, dialect: 'postgres', close: () => db.destroy() };
-  } else if (url && !/^sqlite:/.test(url)) {
-    throw new Error(`databaseUrl must start with postgres://, postgresql:// or sqlite: (got "${url}")`);
-  } else {
-    const path = url ? url.replace(/^sqlite:(\/\/)?/, '') : join(options.dataDir, 'spool.db');
-    if (!url) mkdirSync(options.dataDir, { recursive: true });
-    const sqlite = new BetterSqlite3(path);
-    sqlite.pragma('journal_mode = WAL');
-    // FULL: an acknowledged upload or batch survives power loss, not only a crash.
-    sqlite.pragma('synchronous = FULL');
-    sqlite.pragma('busy_timeout = 5000');
-    sqlite.pragma('foreign_keys = ON');
-    const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
-    store = { db, dialect: 'sqlite', close: () => db.destroy() };
+    const store: SqlStore = { db, dialect: 'postgres', close: () => db.destroy() };
+    await closeOnFailure(store, () => migrate(db));
+    return store;
   }
-  await migrate(store.db);
+  if (url && !/^sqlite:/.test(url)) {
+    throw new Error(`databaseUrl must start with postgres://, postgresql:// or sqlite: (got "${url}")`);
+  }
+  const path = url ? url.replace(/^sqlite:(\/\/)?/, '') : join(options.dataDir, 'spool.db');
+  if (!url) mkdirSync(options.dataDir, { recursive: true });
+  const sqlite = new BetterSqlite3(path);
+  // First, so that switching to WAL waits for another process instead of failing.
+  sqlite.pragma(`busy_timeout = ${SQLITE_BUSY_TIMEOUT_MS}`);
+  sqlite.pragma('journal_mode = WAL');
+  // FULL: an acknowledged upload or batch survives power loss, not only a crash.
+  sqlite.pragma('synchronous = FULL');
+  sqlite.pragma('foreign_keys = ON');
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
+  const store: SqlStore = { db, dialect: 'sqlite', close: () => db.destroy() };
+  await closeOnFailure(store, () => migrateSqlite(sqlite, db));
   return store;
+}
+
+const SQLITE_BUSY_TIMEOUT_MS = 5000;
+
+/** A store whose migration failed is closed, so no pool or file handle outlives the error. */
+async function closeOnFailure(store: SqlStore, work: () => Promise<void>): Promise<void> {
+  try {
+    await work();
+  } catch (err) {
+    await store.close().catch(() => undefined);
+    throw err;
+  }
+}
+
+/**
+ * Kysely takes no migration lock on SQLite, so two processes opening a fresh
+ * database at once both ran 0001 and one failed ("table settings already
+ * exists"). Hold SQLite's write lock (BEGIN IMMEDIATE) across the whole
+ * migration instead; a second opener polls for it (without blocking its event
+ * loop, which may be the one the first opener runs on), then finds nothing to
+ * do. SQLite DDL is transactional, so a failed migration also rolls back whole.
+ */
+async function migrateSqlite(sqlite: BetterSqlite3.Database, db: Kysely<Database>): Promise<void> {
+  const giveUpAt = Date.now() + 60_000;
+  sqlite.pragma('busy_timeout = 0');
+  try {
+    for (;;) {
+      try {
+        sqlite.exec('BEGIN IMMEDIATE');
+        break;
+      } catch (err) {
+        if ((err as { code?: string }).code !== 'SQLITE_BUSY' || Date.now() > giveUpAt) throw err;
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    }
+  } finally {
+    sqlite.pragma(`busy_timeout = ${SQLITE_BUSY_TIMEOUT_MS}`);
+  }
+  try {
+    await migrate(db);
+    sqlite.exec('COMMIT');
+  } catch (err) {
+    if (sqlite.inTransaction) sqlite.exec('ROLLBACK');
+    throw err;
+  }
 }
 
 async function migrate(db: Kysely<Database>): Promise<void> {

@@ -38,12 +38,15 @@ export async function pageBatchRequests(
   limit: number,
   states?: RequestState[],
 ): Promise<RequestRow[]> {
+  // `in ()` is a syntax error in PostgreSQL (SQLite matches nothing): an empty state list matches nothing.
+  if (states && states.length === 0) return [];
   let query = db.selectFrom('requests').selectAll().where('batch_id', '=', batchId).where('line', '>', afterLine);
   if (states) query = query.where('state', 'in', states);
   return query.orderBy('line').limit(limit).execute();
 }
 
 export async function countBatchRequestsInStates(db: Db, batchId: string, states: RequestState[]): Promise<number> {
+  if (states.length === 0) return 0;
   const row = await db
     .selectFrom('requests')
     .select((eb) => eb.fn.countAll<number>().as('n'))

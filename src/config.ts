@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { allowEntryError } from './upstreams/ssrf-guard.ts';
 
 const MB = 1024 * 1024;
 
@@ -79,6 +80,26 @@ export const configSchema = z
         requestTimeoutMs: z.number().int().positive().default(600_000),
         retryBaseDelayMs: z.number().int().positive().default(500),
         retryMaxDelayMs: z.number().int().positive().default(60_000),
+      })
+      .strict()
+      .prefault({}),
+    /** Audio lines' `body.file` URLs: Spool fetches them itself, so by default only from public addresses (SSRF guard). */
+    audio: z
+      .object({
+        /** Let audio URLs reach loopback, private, link-local, CGNAT and other non-public addresses. */
+        allowPrivateNetworks: z.boolean().default(false),
+        /**
+         * Hosts audio URLs may fetch from even when they resolve to non-public addresses: exact hostnames
+         * ("media.internal"), wildcards ("*.corp.example"), IP addresses ("10.1.2.3", "::1") or CIDRs ("10.0.0.0/8", "fd00::/8").
+         */
+        allowedHosts: z
+          .array(
+            z.string().superRefine((entry, ctx) => {
+              const problem = allowEntryError(entry);
+              if (problem) ctx.addIssue({ code: 'custom', message: problem });
+            }),
+          )
+          .default([]),
       })
       .strict()
       .prefault({}),

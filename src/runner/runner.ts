@@ -303,6 +303,9 @@ export class Runner {
     try {
       call = await this.buildCall(job);
     } catch (err) {
+      // A download cut short by a cancel, an expiry or a shutdown is that, not a bad audio source:
+      // failing it as invalid_request would misreport a cancel and lose a line to a graceful stop.
+      if (job.abortReason) return this.abortedRecord(job);
       if (err instanceof AudioSourceError) return fail(job, 'invalid_request', err.message);
       throw err;
     }
@@ -323,7 +326,7 @@ export class Runner {
     let audio: AudioPayload | undefined;
     let body = job.input;
     if (AUDIO_ENDPOINTS.has(endpoint)) {
-      audio = await loadAudio(job.input.file, (fileId) => this.readUserFile(job.batch.user_id, fileId), job.abort.signal);
+      audio = await loadAudio(job.input.file, (fileId) => this.readUserFile(job.batch.user_id, fileId), { ...this.ctx.config.audio, signal: job.abort.signal });
       const { file: _file, ...rest } = job.input;
       body = rest;
     }

@@ -13,6 +13,7 @@ import { FileService } from './files/service.ts';
 import { newWorkerId } from './ids.ts';
 import { openStore, type Store } from './store/index.ts';
 import { Runner } from './runner/runner.ts';
+import type { Engine } from './upstreams/engine/index.ts';
 import { getUploadSigningSecret } from './store/sql/settings.ts';
 
 export interface SpoolApp {
@@ -27,16 +28,26 @@ export interface SpoolApp {
 }
 
 export async function startSpool(config: Config): Promise<SpoolApp> {
-  const store = await openStore(config);
+  // Models load first: one that cannot load stops start-up with its reason, never a batch half-way.
+  const engine = await startEngine(config);
+  let store: Store | undefined;
   try {
-    return await startOnStore(config, store);
+    store = await openStore(config);
+    return await startOnStore(config, store, engine);
   } catch (err) {
-    await store.close();
+    await store?.close();
+    await engine?.close();
     throw err;
   }
 }
 
-async function startOnStore(config: Config, store: Store): Promise<SpoolApp> {
+async function startEngine(config: Config): Promise<Engine | undefined> {
+  if (config.engine.models.length === 0 || !config.worker.enabled) return undefined;
+  const { createEngine } = await import('./upstreams/engine/index.ts');
+  return createEngine({ models: config.engine.models, gpu: config.engine.gpu });
+}
+
+async function startOnStore(config: Config, store: Store, engine: Engine | undefined): Promise<SpoolApp> {
   const signingSecret = config.uploads.signingSecret ?? (await getUploadSigningSecret(store.sql.db));
   const files = new FileService(store, {
     maxFileBytes: config.limits.maxFileBytes,
@@ -55,7 +66,7 @@ async function startOnStore(config: Config, store: Store): Promise<SpoolApp> {
   });
   const initialKey = await ensureSomeKey(config, store);
   const ctx: LifecycleContext = { store, config, workerId: newWorkerId(), log: server.log };
-  const runner = config.worker.enabled ? new Runner(ctx).start() : undefined;
+  const runner = config.worker.enabled ? new Runner(ctx, { engine }).start() : undefined;
   ctx.onRunnable = () => runner?.poke();
   const sweeper = new LifecycleSweeper(ctx).start();
   server.addHook('onResponse', async (request, reply) => {
@@ -80,6 +91,7 @@ async function startOnStore(config: Config, store: Store): Promise<SpoolApp> {
       await runner?.stop();
       await sweeper.stop();
       await store.close();
+      await engine?.close();
     },
   };
 }
@@ -111,9 +123,10 @@ export interface SpoolWorker {
 
 /** `spool worker`: runs batch requests and the lifecycle sweeps, with no HTTP API (scale-out role). */
 export async function startWorker(config: Config, log: LifecycleContext['log']): Promise<SpoolWorker> {
+  const engine = await startEngine(config);
   const store = await openStore(config);
   const ctx: LifecycleContext = { store, config, workerId: newWorkerId(), log };
-  const runner = new Runner(ctx).start();
+  const runner = new Runner(ctx, { engine }).start();
   ctx.onRunnable = () => runner.poke();
   const sweeper = new LifecycleSweeper(ctx).start();
   let closed = false;
@@ -126,6 +139,7 @@ export async function startWorker(config: Config, log: LifecycleContext['log']):
       await runner.stop();
       await sweeper.stop();
       await store.close();
+      await engine?.close();
     },
   };
 }

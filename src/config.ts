@@ -28,6 +28,21 @@ const upstreamSchema = z
 
 export type UpstreamConfig = z.infer<typeof upstreamSchema>;
 
+const engineModelSchema = z
+  .object({
+    /** A .gguf file the user has; nothing is ever downloaded. */
+    path: z.string().min(1),
+    /** The model name batch lines use; default the file name without its extension. */
+    name: z.string().min(1).optional(),
+    /** Tokens of context per sequence; default the model's training context, at most 4096. */
+    contextSize: z.number().int().positive().optional(),
+    /** Requests evaluated together in one context (continuous batching); default 4. */
+    sequences: z.number().int().positive().max(64).optional(),
+    /** CPU threads; default every core but one. */
+    threads: z.number().int().nonnegative().optional(),
+  })
+  .strict();
+
 export const configSchema = z
   .object({
     host: z.string().default('127.0.0.1'),
@@ -104,6 +119,14 @@ export const configSchema = z
       .strict()
       .prefault({}),
     upstreams: z.array(upstreamSchema).default([]),
+    /** The embedded llama.cpp engine: GGUF models served in-process (no other server needed). */
+    engine: z
+      .object({
+        gpu: z.union([z.literal('auto'), z.literal(false)]).default('auto'),
+        models: z.array(engineModelSchema).default([]),
+      })
+      .strict()
+      .prefault({}),
   })
   .strict();
 

@@ -18,7 +18,17 @@ function portNumber(value: string): number {
   return port;
 }
 
+/** --model PATH [--model-name NAME] pairs, in order: the n-th name names the n-th model. */
+function engineModelsFrom(paths: string[], names: string[]) {
+  if (names.length > paths.length) throw new InvalidArgumentError('each --model-name needs a --model before it');
+  return paths.map((path, index) => (names[index] ? { path, name: names[index] } : { path }));
+}
+
+const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
+
 interface ServeFlags extends CommonFlags {
+  model?: string[];
+  modelName?: string[];
   host?: string;
   port?: number;
   upstream?: string;
@@ -35,6 +45,7 @@ function configFrom(flags: ServeFlags): Config {
       // --upstream URL: the one-line setup, every model goes to that server.
       upstreams: flags.upstream ? [{ name: 'default', baseUrl: flags.upstream, models: ['*'] }] : undefined,
       worker: flags.worker === false ? { enabled: false } : undefined,
+      engine: flags.model && flags.model.length > 0 ? { models: engineModelsFrom(flags.model, flags.modelName ?? []) } : undefined,
     },
   });
 }
@@ -53,6 +64,8 @@ program
   .option('--config <file>', 'a spool.config.json or .yaml file (SPOOL_CONFIG)')
   .option('--upstream <url>', 'send every model to this OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 (replaces configured upstreams)')
   .option('--no-worker', 'API only: do not run batch requests in this process')
+  .option('--model <path>', 'serve this GGUF model with the embedded engine (repeatable)', collect)
+  .option('--model-name <name>', 'the name batch lines use for the preceding --model (default: its file name)', collect)
   .action(async (flags: ServeFlags) => {
     const config = configFrom(flags);
     const app = await startSpool(config);

@@ -7,32 +7,49 @@
 //   in_progress ──deadline passed: fail every open request as batch_expired──► finalizing ──► expired
 //   validating ──deadline passed before validation finished──► expired (no files)
 //   finalizing ──(a finalizer died)──► completed | expired
-import { claimBatchLease, releaseBatchLease, updateLeasedBatch, type BatchClaimFilter } from '../store/sql/batches.ts';
+import { claimBatchLease, releaseBatchLease, renewBatchLease, updateLeasedBatch, type BatchClaimFilter } from '../store/sql/batches.ts';
 import { countBatchRequestsInStates, deleteBatchRequests, failOpenRequests } from '../store/sql/requests.ts';
 import type { BatchRow } from '../store/sql/schema.ts';
 import { leaseMs, type LifecycleContext } from './context.ts';
 import { finalizeBatch } from './finalize.ts';
 import { BatchLeaseKeeper, LeaseLostError } from './lease-keeper.ts';
 
-/** One step on a claimed batch; returns whether it changed anything. */
-type Step = (ctx: LifecycleContext, batch: BatchRow, lease: BatchLeaseKeeper) => Promise<boolean>;
+/**
+ * One step on a claimed batch; returns whether it changed anything, or
+ * WAITING when the batch cannot move on until others act (requests in flight).
+ */
+type Step = (ctx: LifecycleContext, batch: BatchRow, lease: BatchLeaseKeeper) => Promise<boolean | typeof WAITING>;
+
+const WAITING = Symbol('waiting');
 
 // How long a cancel waits for requests already sent upstream before failing them too.
 export const CANCEL_GRACE_MS = 30_000;
 
+/**
+ * Claims the first batch matching `filter` and runs `step` on it. A batch
+ * that has to wait, or whose step failed, is left leased for one poll
+ * interval instead of released: each sweep claims the first eligible batch,
+ * so releasing it would hand the same batch to the very next sweep and hold
+ * up every batch behind it until this one could move.
+ */
 async function withClaimedBatch(ctx: LifecycleContext, filter: BatchClaimFilter, step: Step): Promise<boolean> {
   const db = ctx.store.sql.db;
   const batch = await claimBatchLease(db, filter, ctx.workerId, leaseMs(ctx), Date.now());
   if (!batch) return false;
   const lease = new BatchLeaseKeeper(ctx, batch.id);
+  let park = false;
   try {
-    return await step(ctx, batch, lease);
+    const result = await step(ctx, batch, lease);
+    park = result === WAITING;
+    return result === true;
   } catch (err) {
     if (!(err instanceof LeaseLostError)) ctx.log.error({ err, batchId: batch.id }, 'batch sweep step failed; it will be retried');
+    park = true;
     return false;
   } finally {
     lease.stop();
-    await releaseBatchLease(db, batch.id, ctx.workerId).catch(() => undefined);
+    if (park) await renewBatchLease(db, batch.id, ctx.workerId, ctx.config.worker.pollIntervalMs, Date.now()).catch(() => undefined);
+    else await releaseBatchLease(db, batch.id, ctx.workerId).catch(() => undefined);
   }
 }
 
@@ -55,10 +72,14 @@ const openRequestCount = (ctx: LifecycleContext, batchId: string): Promise<numbe
   countBatchRequestsInStates(ctx.store.sql.db, batchId, ['pending', 'running']);
 
 export const finishCancellation: Step = async (ctx, batch, lease) => {
+  // Cancelled before validation finished: a validator that died midway leaves some rows and no count.
+  // Validation is all rows or none, so that half is dropped rather than reported as cancelled lines.
+  // (A validation that finished under the cancel stores request_total, and its rows are kept.)
+  if (batch.in_progress_at === null && batch.request_total === 0) await deleteBatchRequests(ctx.store.sql.db, batch.id);
   const graceOver = Date.now() - (batch.cancelling_at ?? 0) >= CANCEL_GRACE_MS;
   const failed = await failOpen(ctx, batch, 'batch_cancelled', 'The batch was cancelled before this request finished.', graceOver);
-  // Requests in flight get the grace period to land; the next sweep comes back for them.
-  if ((await openRequestCount(ctx, batch.id)) > 0) return failed > 0;
+  // Requests in flight get the grace period to land; a later sweep comes back for them.
+  if ((await openRequestCount(ctx, batch.id)) > 0) return failed > 0 ? true : WAITING;
   const done = await finalizeBatch(ctx, batch, 'cancelled', lease);
   if (done) ctx.log.info({ batchId: batch.id }, 'batch cancelled');
   return done;

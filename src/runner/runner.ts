@@ -67,6 +67,7 @@ export class Runner {
   private readonly inputBlobKeys = new Map<string, string | null>();
   private readonly counters = { claimed: 0, succeeded: 0, failed: 0, retried: 0 };
   private stopping = false;
+  private heartbeating = false;
   private roundRobin = 0;
   private admitting = 0;
   private claimLoopDone: Promise<void> | undefined;
@@ -367,10 +368,16 @@ export class Runner {
   // ------------------------------------------------------------------ leases and cancels
 
   private async heartbeat(): Promise<void> {
+    // One at a time: on a slow database, overlapping renewals only queue up behind each other
+    // and take every pooled connection the result writer and the claims need.
+    if (this.heartbeating) return;
+    this.heartbeating = true;
     try {
       await renewRequestLeases(this.db, this.ctx.workerId, leaseMs(this.ctx), Date.now());
     } catch (err) {
       this.ctx.log.warn({ err }, 'renewing request leases failed');
+    } finally {
+      this.heartbeating = false;
     }
   }
 

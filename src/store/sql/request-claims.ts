@@ -4,7 +4,7 @@
 // arriving after the lease lapsed (and the request was reclaimed elsewhere,
 // or failed by cancel/expiry) changes nothing: each line ends with exactly
 // one outcome.
-import type { Kysely } from 'kysely';
+import { PostgresAdapter, sql, SqliteAdapter, type Kysely, type Transaction } from 'kysely';
 import type { SqlDialectName } from './database.ts';
 import type { Database, RequestRow } from './schema.ts';
 
@@ -47,6 +47,40 @@ export async function claimRequests(
   now: number,
   limit: number,
 ): Promise<RequestRow[]> {
+  const claim = db
+    .updateTable('requests')
+    .set((eb) => ({ state: 'running', lease_owner: owner, lease_expires_at: now + leaseMs, attempts: eb('attempts', '+', 1) }))
+    .where('batch_id', '=', batchId);
+  if (dialect === 'sqlite') {
+    // Two range scans of requests_batch_state (batch_id, state, line), each already in line order: due pending
+    // lines, and running ones whose lease lapsed. A single OR'd query is planned as a walk of the whole batch
+    // in line order past every finished line, which made each claim cost O(lines done) (ms per claim, and
+    // quadratic over a batch). Compound members cannot carry their own ORDER BY/LIMIT in SQLite, hence the
+    // wrapping subqueries.
+    const due = db
+      .selectFrom('requests')
+      .select('line')
+      .where('batch_id', '=', batchId)
+      .where('state', '=', 'pending')
+      .where('not_before', '<=', now)
+      .orderBy('line')
+      .limit(limit);
+    const lapsed = db
+      .selectFrom('requests')
+      .select('line')
+      .where('batch_id', '=', batchId)
+      .where('state', '=', 'running')
+      .where('lease_expires_at', '<', now)
+      .orderBy('line')
+      .limit(limit);
+    const candidates = db
+      .selectFrom(due.as('due'))
+      .select('line')
+      .unionAll(db.selectFrom(lapsed.as('lapsed')).select('line'))
+      .orderBy('line')
+      .limit(limit);
+    return claim.where('line', 'in', candidates).returningAll().execute();
+  }
   let candidates = db
     .selectFrom('requests')
     .select('line')
@@ -60,23 +94,34 @@ export async function claimRequests(
     .orderBy('line')
     .limit(limit);
   if (dialect === 'postgres') candidates = candidates.forUpdate().skipLocked();
-  return db
-    .updateTable('requests')
-    .set((eb) => ({ state: 'running', lease_owner: owner, lease_expires_at: now + leaseMs, attempts: eb('attempts', '+', 1) }))
-    .where('batch_id', '=', batchId)
-    .where('line', 'in', candidates)
-    .returningAll()
-    .execute();
+  return claim.where('line', 'in', candidates).returningAll().execute();
 }
 
-/** One heartbeat for everything this worker holds. */
+/**
+ * One heartbeat for everything this worker holds. On PostgreSQL rows locked
+ * by another transaction are skipped rather than waited for: they are this
+ * worker's own results being recorded (which end the lease anyway) or a
+ * claim; waiting made the heartbeat and the result writer's transaction,
+ * which lock the same rows in different orders, deadlock each other under
+ * load. A skipped row is renewed by the next heartbeat.
+ */
 export async function renewRequestLeases(db: Kysely<Database>, owner: string, leaseMs: number, now: number): Promise<number> {
-  const result = await db
+  let query = db
     .updateTable('requests')
     .set({ lease_expires_at: now + leaseMs })
     .where('lease_owner', '=', owner)
-    .where('state', '=', 'running')
-    .executeTakeFirst();
+    .where('state', '=', 'running');
+  if (db.getExecutor().adapter instanceof PostgresAdapter) {
+    const unlocked = db
+      .selectFrom('requests')
+      .select(['batch_id', 'line'])
+      .where('lease_owner', '=', owner)
+      .where('state', '=', 'running')
+      .forUpdate()
+      .skipLocked();
+    query = query.where((eb) => eb(eb.refTuple('batch_id', 'line'), 'in', unlocked.$asTuple('batch_id', 'line')));
+  }
+  const result = await query.executeTakeFirst();
   return Number(result.numUpdatedRows);
 }
 
@@ -120,7 +165,19 @@ export async function applyRequestOutcomes(
   return db.transaction().execute(async (tx) => {
     const applied: RequestOutcomeRecord[] = [];
     const counters = new Map<string, { completed: number; failed: number; input: number; output: number }>();
+    // On SQLite the successes (nearly every record) go in a few multi-row statements; the rest one by one.
+    const grouped = tx.getExecutor().adapter instanceof SqliteAdapter ? await applySucceededSqlite(tx, owner, records, now) : undefined;
     for (const record of records) {
+      if (grouped && record.kind === 'succeeded') {
+        if (!grouped.has(`${record.line}\u0000${record.batchId}`)) continue;
+        applied.push(record);
+        const counter = counters.get(record.batchId) ?? { completed: 0, failed: 0, input: 0, output: 0 };
+        counter.completed += 1;
+        counter.input += record.inputTokens;
+        counter.output += record.outputTokens;
+        counters.set(record.batchId, counter);
+        continue;
+      }
       const base = tx
         .updateTable('requests')
         .where('batch_id', '=', record.batchId)
@@ -189,6 +246,42 @@ export async function applyRequestOutcomes(
     }
     return applied;
   });
+}
+
+// Rows per multi-row UPDATE: 7 bound values each, far inside SQLite's 32766.
+const SQLITE_OUTCOME_CHUNK = 500;
+
+/**
+ * Records every 'succeeded' outcome of a group with one UPDATE ... FROM
+ * (VALUES ...) per chunk instead of one UPDATE per line: per-line statements
+ * each paid a Kysely build, a SQLite prepare and a run, which at thousands of
+ * results a second was most of the writer's cost. Same conditions as the
+ * per-line path (owner and state 'running'). Returns "line\0batchId" of the
+ * rows it changed. SQLite only (its VALUES columns are untyped and named
+ * column1..N); a group that names a line twice is left to the per-line path.
+ */
+async function applySucceededSqlite(tx: Transaction<Database>, owner: string, records: RequestOutcomeRecord[], now: number): Promise<Set<string> | undefined> {
+  const succeeded = records.filter((record): record is Extract<RequestOutcomeRecord, { kind: 'succeeded' }> => record.kind === 'succeeded');
+  const keys = new Set(succeeded.map((record) => `${record.line}\u0000${record.batchId}`));
+  if (keys.size !== succeeded.length) return undefined;
+  const applied = new Set<string>();
+  for (let i = 0; i < succeeded.length; i += SQLITE_OUTCOME_CHUNK) {
+    const chunk = succeeded.slice(i, i + SQLITE_OUTCOME_CHUNK);
+    const values = sql.join(
+      chunk.map((r) => sql`(${r.batchId}, ${r.line}, ${r.status}, ${r.body}, ${r.requestId}, ${r.inputTokens}, ${r.outputTokens})`),
+    );
+    const result = await sql<{ batch_id: string; line: number }>`
+      update requests set
+        state = 'succeeded', lease_owner = null, lease_expires_at = null,
+        response_status = v.column3, response_body = v.column4, request_id = v.column5,
+        input_tokens = v.column6, output_tokens = v.column7,
+        error_code = null, error_message = null, finished_at = ${now}
+      from (values ${values}) as v
+      where requests.batch_id = v.column1 and requests.line = v.column2 and requests.lease_owner = ${owner} and requests.state = 'running'
+      returning batch_id, line`.execute(tx);
+    for (const row of result.rows) applied.add(`${row.line}\u0000${row.batch_id}`);
+  }
+  return applied;
 }
 
 /** Statuses of the given batches, so the runner can abort work for ones cancelled or expired meanwhile. */

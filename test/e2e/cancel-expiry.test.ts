@@ -1,0 +1,288 @@
+// Stopping a batch mid-run: a cancel (CANCELLING, then CANCELLED with the
+// partial results and batch_cancelled lines) and an expiry (the deadline
+// passes while a slow upstream is working: EXPIRED, batch_expired lines).
+// Either way every custom_id ends up exactly once across the two files. Then
+// finalization is redone, as after a crash between writing the result blobs
+// and committing, by two "processes" at once and twice over: same files, no
+// duplicate lines, no extra file rows.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { runLifecycleSweeps } from '../../src/batches/sweeps.ts';
+import { openStore } from '../../src/store/index.ts';
+import type { BatchUpdate } from '../../src/store/sql/schema.ts';
+import {
+  api,
+  assertEchoOutput,
+  assertExactlyOnce,
+  byCustomId,
+  cancelBatch,
+  chatLine,
+  chatLines,
+  cleanupAll,
+  endpointOf,
+  getBatch,
+  lifecycleContext,
+  pollUntil,
+  readResults,
+  startHarness,
+  startStaticServer,
+  submitBatch,
+  waitForProgress,
+  waitForStatus,
+  type Endpoint,
+  type Harness,
+  type Results,
+} from '../helpers/runner-harness.ts';
+
+const CHAT = '/v1/chat/completions';
+const LINES = 40;
+
+let h: Harness;
+let ep: Endpoint;
+/** Finished batches and their results, for the finalization re-run. */
+const finished = new Map<'cancelled' | 'expired' | 'completed', Results>();
+
+before(async () => {
+  h = await startHarness({
+    upstreams: [{ name: 'slow', kind: 'slow', delayMs: 150, models: ['slow-*'], maxConcurrency: 2, initialConcurrency: 2 }],
+  });
+  ep = endpointOf(h);
+});
+
+after(cleanupAll);
+
+async function togetherStatus(id: string): Promise<string> {
+  const res = await api(`${h.together}/batches/${id}`, h.apiKey);
+  assert.equal(res.status, 200);
+  return res.json.status;
+}
+
+describe('cancel and expiry mid-run', () => {
+  it('cancel against a slow upstream: CANCELLING, then CANCELLED with partial output and batch_cancelled lines', async () => {
+    const lines = chatLines(LINES, 'slow-llama', 'c');
+    const created = await submitBatch(ep, lines);
+    await waitForProgress(ep, created.id, 4);
+
+    const cancelling = await cancelBatch(ep, created.id);
+    assert.equal(cancelling.status, 'cancelling', 'the cancel answers the batch as cancelling');
+    assert.equal(typeof cancelling.cancelling_at, 'number');
+    assert.ok(['CANCELING', 'CANCELLED'].includes(await togetherStatus(created.id)));
+
+    const batch = await waitForStatus(ep, created.id, 'cancelled');
+    assert.equal(typeof batch.cancelled_at, 'number');
+    assert.equal(batch.completed_at, null);
+    assert.equal(await togetherStatus(created.id), 'CANCELLED');
+    const results = await readResults(ep, batch);
+    assertExactlyOnce(lines.map((l) => l.custom_id), results);
+    assert.ok(results.output.length >= 4, `partial output kept (${results.output.length} lines)`);
+    assert.ok(results.errors.length > 0, 'the rest was cancelled');
+    assertEchoOutput(CHAT, byCustomId(lines), results.output);
+    for (const line of results.errors) {
+      assert.equal(line.error.code, 'batch_cancelled', JSON.stringify(line));
+      assert.equal(line.response, null);
+    }
+    const open = await h.app.store.sql.db
+      .selectFrom('requests')
+      .select('line')
+      .where('batch_id', '=', batch.id)
+      .where('state', 'in', ['pending', 'running'])
+      .execute();
+    assert.equal(open.length, 0, 'no request is left open');
+    finished.set('cancelled', results);
+
+    // Cancelling again answers the cancelled batch.
+    assert.equal((await cancelBatch(ep, created.id)).status, 'cancelled');
+  });
+
+  it('expiry while a slow upstream works: EXPIRED, partial output and batch_expired lines', async () => {
+    const lines = chatLines(LINES, 'slow-llama', 'x');
+    const created = await submitBatch(ep, lines);
+    await waitForProgress(ep, created.id, 4);
+    assert.equal((await getBatch(ep, created.id)).status, 'in_progress');
+
+    // The completion window ends now.
+    await h.app.store.sql.db
+      .updateTable('batches')
+      .set({ deadline_at: Date.now() - 1000 })
+      .where('id', '=', created.id)
+      .execute();
+
+    const batch = await waitForStatus(ep, created.id, 'expired');
+    assert.equal(typeof batch.expired_at, 'number');
+    assert.equal(await togetherStatus(created.id), 'EXPIRED');
+    const results = await readResults(ep, batch);
+    assertExactlyOnce(lines.map((l) => l.custom_id), results);
+    assert.ok(results.output.length >= 4, `partial output kept (${results.output.length} lines)`);
+    assert.ok(results.errors.length > 0, 'the rest expired');
+    assertEchoOutput(CHAT, byCustomId(lines), results.output);
+    for (const line of results.errors) {
+      assert.equal(line.error.code, 'batch_expired', JSON.stringify(line));
+      assert.match(line.error.message, /completion window/);
+    }
+    finished.set('expired', results);
+
+    // An expired batch cannot be cancelled.
+    const res = await api(`${ep.base}/batches/${created.id}/cancel`, ep.key, { method: 'POST' });
+    assert.equal(res.status, 409);
+  });
+
+  it('cancel while audio downloads are in flight: those lines are batch_cancelled too', async () => {
+    const audio = await startHarness({ config: { audio: { allowedHosts: ['127.0.0.1'] } } });
+    const audioEp = endpointOf(audio);
+    const statics = await startStaticServer({ 'never.wav': { hang: true } });
+    const endpoint = '/v1/audio/transcriptions';
+    const lines = Array.from({ length: 4 }, (_, i) => ({
+      custom_id: `audio-${i + 1}`,
+      method: 'FILE',
+      url: endpoint,
+      body: { model: 'echo', file: `${statics.url}/never.wav?n=${i}` },
+    }));
+    const created = await submitBatch(audioEp, lines, { endpoint });
+    await pollUntil(
+      async () => statics.requests.length,
+      (n) => n >= lines.length,
+      { what: 'every audio download to start' },
+    );
+    assert.equal((await cancelBatch(audioEp, created.id)).status, 'cancelling');
+    const batch = await waitForStatus(audioEp, created.id, 'cancelled');
+    const results = await readResults(audioEp, batch);
+    assertExactlyOnce(lines.map((l) => l.custom_id), results);
+    assert.deepEqual(
+      results.errors.map((l) => l.error.code),
+      lines.map(() => 'batch_cancelled'),
+      'an interrupted download is the cancel, not a bad audio source',
+    );
+    await audio.stop();
+  });
+
+  it('a cancel that lands after a validation died midway reports all lines or none, never the half it had read', async () => {
+    // No worker: the lines stay pending, so the state below is exactly what a crashed validator leaves.
+    const first = await startHarness({ worker: { enabled: false } });
+    const lines = chatLines(6, 'echo', 'half');
+    const created = await submitBatch(endpointOf(first), lines);
+    await waitForStatus(endpointOf(first), created.id, 'in_progress');
+    await first.stop();
+
+    // A validator that died after storing the first chunk of rows, and a cancel accepted meanwhile.
+    const store = await openStore({ dataDir: first.dataDir });
+    try {
+      await store.sql.db.deleteFrom('requests').where('batch_id', '=', created.id).where('line', '>', 2).execute();
+      await store.sql.db
+        .updateTable('batches')
+        .set({ status: 'cancelling', cancelling_at: Date.now(), in_progress_at: null, request_total: 0, estimated_tokens: 0, lease_owner: null, lease_expires_at: null })
+        .where('id', '=', created.id)
+        .execute();
+    } finally {
+      await store.close();
+    }
+
+    const second = await startHarness({ dataDir: first.dataDir, worker: { enabled: false } });
+    const batch = await waitForStatus(endpointOf(second), created.id, 'cancelled');
+    const results = await readResults(endpointOf(second), batch);
+    const reported = [...results.output, ...results.errors].map((l) => l.custom_id);
+    assert.ok(
+      reported.length === 0 || reported.length === lines.length,
+      `all ${lines.length} lines or none are reported, got ${reported.length}: ${reported.join(', ')}`,
+    );
+    assert.equal(batch.request_counts.total, reported.length);
+    await second.stop();
+  });
+
+  it('a cancel waiting on a request in flight elsewhere does not hold up other cancels', async () => {
+    // No worker here: the only open request is one a worker in another process holds under a live lease.
+    const solo = await startHarness({ worker: { enabled: false } });
+    const soloEp = endpointOf(solo);
+    const waiting = await submitBatch(soloEp, chatLines(3, 'echo', 'waiting'));
+    await waitForStatus(soloEp, waiting.id, 'in_progress');
+    const free = await submitBatch(soloEp, chatLines(3, 'echo', 'free'));
+    await waitForStatus(soloEp, free.id, 'in_progress');
+    await solo.app.store.sql.db
+      .updateTable('requests')
+      .set({ state: 'running', lease_owner: 'worker-in-another-process', lease_expires_at: Date.now() + 600_000, attempts: 1 })
+      .where('batch_id', '=', waiting.id)
+      .where('line', '=', 1)
+      .execute();
+    // The older batch is cancelled first, so it is the first one every cancel sweep looks at.
+    await cancelBatch(soloEp, waiting.id);
+    await cancelBatch(soloEp, free.id);
+    const cancelled = await waitForStatus(soloEp, free.id, 'cancelled');
+    assert.equal(
+      (await getBatch(soloEp, waiting.id)).status,
+      'cancelling',
+      'the other batch is still waiting for its request in flight (grace period) when this one is done',
+    );
+    assert.equal(cancelled.request_counts.failed, 3);
+    await solo.stop();
+  });
+
+  it('finalization is idempotent: redone by two processes at once, twice, it writes the same files and no duplicate lines', async () => {
+    // A batch that completes on its own (echo answers at once), with some failed lines.
+    const lines = [...chatLines(12, 'echo', 'done'), chatLine('done-unserved', 'nobody-serves-this')];
+    const created = await submitBatch(ep, lines);
+    const completed = await readResults(ep, await waitForStatus(ep, created.id, 'completed'));
+    assertExactlyOnce(lines.map((l) => l.custom_id), completed);
+    finished.set('completed', completed);
+    assert.equal(finished.size, 3, 'the cancel and expiry tests left their batches');
+
+    // Live: sweeps from another process find nothing left to do.
+    const other = lifecycleContext(h.app.store, h.config);
+    assert.equal(await runLifecycleSweeps(other), false);
+    assert.equal(await runLifecycleSweeps(other), false);
+    for (const results of finished.values()) {
+      const batch = await getBatch(ep, results.batch.id);
+      assert.equal(batch.output_file_id, results.batch.output_file_id, 'finished batches keep their files');
+      assert.equal(batch.error_file_id, results.batch.error_file_id);
+    }
+
+    // Offline: put each batch back where a finalizer that died before its commit leaves it
+    // (result blobs written, no file rows, no terminal state), then sweep from two contexts at once, twice.
+    await h.stop();
+    const store = await openStore({ dataDir: h.dataDir });
+    try {
+      const db = store.sql.db;
+      const rollback: Record<string, BatchUpdate> = {
+        completed: { status: 'finalizing', completed_at: null },
+        expired: { status: 'finalizing' },
+        cancelled: { status: 'cancelling', cancelled_at: null },
+      };
+      for (const [status, results] of finished) {
+        await db.deleteFrom('files').where('batch_id', '=', results.batch.id).execute();
+        await db
+          .updateTable('batches')
+          .set({ ...rollback[status], output_file_id: null, error_file_id: null, lease_owner: null, lease_expires_at: null })
+          .where('id', '=', results.batch.id)
+          .execute();
+      }
+      const first = lifecycleContext(store, h.config, 'refinalizer-a');
+      const second = lifecycleContext(store, h.config, 'refinalizer-b');
+      for (let round = 0; round < 10; round++) {
+        const changed = await Promise.all([runLifecycleSweeps(first), runLifecycleSweeps(second)]);
+        if (!changed.some(Boolean)) break;
+      }
+      assert.deepEqual(await Promise.all([runLifecycleSweeps(first), runLifecycleSweeps(second)]), [false, false], 'a second pass finds nothing to do');
+
+      for (const [status, results] of finished) {
+        const row = await db.selectFrom('batches').selectAll().where('id', '=', results.batch.id).executeTakeFirstOrThrow();
+        assert.equal(row.status, status, `batch ${row.id} is ${status} again`);
+        assert.equal(row.lease_owner, null);
+        const files = await db.selectFrom('files').selectAll().where('batch_id', '=', row.id).execute();
+        assert.equal(files.length, 2, `exactly one output and one error file for the ${status} batch`);
+        assert.deepEqual(new Set(files.map((f) => f.id)), new Set([row.output_file_id, row.error_file_id]));
+        const read = async (id: string | null) => {
+          const file = files.find((f) => f.id === id)!;
+          const chunks: Buffer[] = [];
+          for await (const chunk of await store.blobs.read(file.blob_key!)) chunks.push(chunk as Buffer);
+          const text = Buffer.concat(chunks).toString('utf8');
+          assert.equal(file.bytes, Buffer.byteLength(text));
+          return text;
+        };
+        assert.equal(await read(row.output_file_id), results.outputText, `the ${status} batch's output is written again, unchanged`);
+        assert.equal(await read(row.error_file_id), results.errorText, `the ${status} batch's errors are written again, unchanged`);
+        assert.equal(row.request_completed, results.output.length);
+        assert.equal(row.request_failed, results.errors.length);
+      }
+    } finally {
+      await store.close();
+    }
+  });
+});

@@ -113,8 +113,21 @@ const initial: Migration = {
   },
 };
 
+// The runner's heartbeat renews every lease a worker holds with one UPDATE by
+// lease_owner; without this index that statement scans the whole requests
+// table, every few seconds, growing with all history.
+const requestLeaseIndex: Migration = {
+  async up(db: Kysely<any>) {
+    await db.schema.createIndex('requests_lease_owner').on('requests').columns(['lease_owner', 'state']).execute();
+  },
+  async down(db: Kysely<any>) {
+    await db.schema.dropIndex('requests_lease_owner').execute();
+  },
+};
+
 export const migrations: Record<string, Migration> = {
   '0001_initial': initial,
+  '0002_request_lease_index': requestLeaseIndex,
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -10,7 +10,7 @@
 // fetch a stream body without `duplex: 'half'`, so fetch is patched here.
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { loadTogetherSdk, type LoadedTogetherSdk, type TogetherModule } from '../helpers/together-sdk.ts';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import OpenAI, { toFile } from 'openai';
@@ -35,7 +35,6 @@ import {
   type Json,
 } from '../helpers/runner-harness.ts';
 
-type TogetherModule = typeof import('together-ai');
 
 const CHAT = '/v1/chat/completions';
 const EMBEDDINGS = '/v1/embeddings';
@@ -45,13 +44,7 @@ let openai: OpenAI;
 let Together: TogetherModule;
 let together: TogetherType;
 let dir: string;
-const originalFetch = globalThis.fetch;
-const originalBaseUrl = process.env.TOGETHER_API_BASE_URL;
-
-function isStreamBody(body: unknown): boolean {
-  if (body === null || typeof body !== 'object') return false;
-  return typeof (body as { pipe?: unknown }).pipe === 'function' || body instanceof ReadableStream || Symbol.asyncIterator in body;
-}
+let sdk: LoadedTogetherSdk;
 
 before(async () => {
   h = await startHarness({
@@ -60,19 +53,13 @@ before(async () => {
   });
   dir = makeTempDir('spool-sdk-');
   openai = new OpenAI({ apiKey: h.apiKey, baseURL: h.openai, maxRetries: 0 });
-  process.env.TOGETHER_API_BASE_URL = h.together;
-  globalThis.fetch = ((input: Parameters<typeof fetch>[0], init?: RequestInit) => {
-    if (init && isStreamBody(init.body) && !('duplex' in init)) init = { ...init, duplex: 'half' } as RequestInit;
-    return originalFetch(input, init);
-  }) as typeof fetch;
-  Together = createRequire(import.meta.url)('together-ai') as TogetherModule;
+  sdk = loadTogetherSdk(h.together);
+  Together = sdk.Together;
   together = new Together.Together({ apiKey: h.apiKey, baseURL: h.together, maxRetries: 0 });
 });
 
 after(async () => {
-  globalThis.fetch = originalFetch;
-  if (originalBaseUrl === undefined) delete process.env.TOGETHER_API_BASE_URL;
-  else process.env.TOGETHER_API_BASE_URL = originalBaseUrl;
+  sdk?.restore();
   await cleanupAll();
 });
 

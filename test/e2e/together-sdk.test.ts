@@ -9,7 +9,7 @@
 // Its client-side file check only knows fine-tuning formats and rejects batch
 // files, so uploads pass check = false.
 import assert from 'node:assert/strict';
-import { createRequire } from 'node:module';
+import { loadTogetherSdk, type LoadedTogetherSdk, type TogetherModule } from '../helpers/together-sdk.ts';
 import { after, before, describe, it } from 'node:test';
 import type TogetherType from 'together-ai';
 import {
@@ -26,7 +26,6 @@ import {
   type TestSpool,
 } from '../helpers/spool.ts';
 
-type TogetherModule = typeof import('together-ai');
 
 const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;
 const TOGETHER_STATUSES = ['VALIDATING', 'IN_PROGRESS', 'COMPLETED', 'FAILED', 'EXPIRED', 'CANCELLED', 'CANCELING'];
@@ -35,30 +34,18 @@ let spool: TestSpool;
 let Together: TogetherModule;
 let client: TogetherType;
 let dir: string;
-const originalFetch = globalThis.fetch;
-const originalBaseUrl = process.env.TOGETHER_API_BASE_URL;
-
-function isStreamBody(body: unknown): boolean {
-  if (body === null || typeof body !== 'object') return false;
-  return typeof (body as { pipe?: unknown }).pipe === 'function' || body instanceof ReadableStream || Symbol.asyncIterator in body;
-}
+let sdk: LoadedTogetherSdk;
 
 before(async () => {
   spool = await startTestSpool();
   dir = makeTempDir('spool-together-');
-  process.env.TOGETHER_API_BASE_URL = `${spool.url}/v1`;
-  globalThis.fetch = ((input: Parameters<typeof fetch>[0], init?: RequestInit) => {
-    if (init && isStreamBody(init.body) && !('duplex' in init)) init = { ...init, duplex: 'half' } as RequestInit;
-    return originalFetch(input, init);
-  }) as typeof fetch;
-  Together = createRequire(import.meta.url)('together-ai') as TogetherModule;
+  sdk = loadTogetherSdk(`${spool.url}/v1`);
+  Together = sdk.Together;
   client = new Together.Together({ apiKey: spool.apiKey, baseURL: `${spool.url}/v1`, maxRetries: 0 });
 });
 
 after(async () => {
-  globalThis.fetch = originalFetch;
-  if (originalBaseUrl === undefined) delete process.env.TOGETHER_API_BASE_URL;
-  else process.env.TOGETHER_API_BASE_URL = originalBaseUrl;
+  sdk?.restore();
   await spool?.stop();
   removeAllTempDirs();
 });

@@ -1,0 +1,48 @@
+// Generated batch input files: chat/completions lines of an exact byte
+// length, written in large chunks.
+import { open } from 'node:fs/promises';
+
+export interface JsonlSpec {
+  lines: number;
+  /** Bytes per line including its newline; at least ~160. */
+  lineBytes: number;
+  model: string;
+}
+
+const WORDS = ['the', 'quick', 'brown', 'fox', 'jumps', 'over', 'lazy', 'dog', 'batch', 'inference', 'spool', 'request', 'token', 'model', 'answer'];
+
+export function jsonlLine(index: number, spec: JsonlSpec): string {
+  const customId = `req-${String(index).padStart(7, '0')}`;
+  const before = `{"custom_id":"${customId}","method":"POST","url":"/v1/chat/completions","body":{"model":"${spec.model}","messages":[{"role":"user","content":"`;
+  const after = '"}],"max_tokens":16}}\n';
+  const room = spec.lineBytes - before.length - after.length;
+  if (room < 1) throw new Error(`lineBytes ${spec.lineBytes} is too small for a request line`);
+  let content = '';
+  for (let i = index; content.length < room; i++) content += `${WORDS[i % WORDS.length]} `;
+  return before + content.slice(0, room - 1) + '.' + after;
+}
+
+/** Writes the file and returns its size in bytes. */
+export async function writeJsonl(path: string, spec: JsonlSpec): Promise<number> {
+  const handle = await open(path, 'w');
+  let bytes = 0;
+  try {
+    let buffer: string[] = [];
+    let buffered = 0;
+    for (let i = 1; i <= spec.lines; i++) {
+      const line = jsonlLine(i, spec);
+      buffer.push(line);
+      buffered += line.length;
+      if (buffered >= 4 * 1024 * 1024 || i === spec.lines) {
+        const chunk = Buffer.from(buffer.join(''));
+        await handle.write(chunk);
+        bytes += chunk.length;
+        buffer = [];
+        buffered = 0;
+      }
+    }
+  } finally {
+    await handle.close();
+  }
+  return bytes;
+}

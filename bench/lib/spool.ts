@@ -1,0 +1,248 @@
+// A Spool server in a child process over a fresh temporary data directory
+// (SQLite, log level silent), and the few API calls the benchmarks make:
+// a streamed multipart upload, batch create, and a bounded status poll.
+import { createReadStream, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import BetterSqlite3 from 'better-sqlite3';
+import { Agent, request } from 'undici';
+import type { ConfigInput } from '../../src/config.ts';
+import type { RunnerStats } from '../../src/runner/runner.ts';
+import type { SqlStat } from '../child-server.ts';
+import { spawnChild, type ChildHandle } from './child.ts';
+import type { BenchContext } from './report.ts';
+
+export const BENCH_API_KEY = 'spool-bench-key-0123456789';
+
+export interface SpoolChildOptions {
+  label: string;
+  /** Deep enough for the benches: worker, limits and upstreams replace the defaults' sections. */
+  config?: Pick<ConfigInput, 'worker' | 'limits' | 'upstreams'>;
+}
+
+export interface SpoolChildStats {
+  runner: RunnerStats | null;
+  cpu: NodeJS.CpuUsage;
+  memory: NodeJS.MemoryUsage;
+}
+
+export interface BatchTimes {
+  status: string;
+  created_at: number;
+  in_progress_at: number | null;
+  finalizing_at: number | null;
+  completed_at: number | null;
+  failed_at: number | null;
+  request_total: number;
+  request_completed: number;
+  request_failed: number;
+  /** Earliest and latest finished_at over the batch's requests (ms). */
+  first_finished_at: number | null;
+  last_finished_at: number | null;
+  /** Requests that needed more than one attempt. */
+  retried: number;
+}
+
+export interface WireBatch {
+  id: string;
+  status: string;
+  request_counts?: { total: number; completed: number; failed: number };
+  errors?: unknown;
+}
+
+// One dispatcher for the harness's own API calls, separate from undici's global one.
+const apiAgent = new Agent({ connections: 8, keepAliveTimeout: 10_000 });
+
+// Data directories not yet removed, so a benchmark that failed midway leaves nothing behind either.
+const liveDataDirs = new Set<string>();
+
+/** Removes the data directory of every Spool child not stopped normally (the harness calls this on its way out). */
+export function removeLeftoverDataDirs(keep: boolean): void {
+  for (const dir of liveDataDirs) if (!keep) rmSync(dir, { recursive: true, force: true });
+  liveDataDirs.clear();
+}
+
+export class SpoolChild {
+  private constructor(
+    readonly child: ChildHandle<{ url: string }>,
+    readonly dataDir: string,
+    private readonly ctx: BenchContext,
+  ) {}
+
+  static async start(ctx: BenchContext, options: SpoolChildOptions): Promise<SpoolChild> {
+    const dataDir = mkdtempSync(join(tmpdir(), `spool-bench-${options.label}-`));
+    liveDataDirs.add(dataDir);
+    const config: ConfigInput = {
+      host: '127.0.0.1',
+      port: 0,
+      dataDir,
+      apiKey: BENCH_API_KEY,
+      log: { level: 'silent' },
+      ...options.config,
+    };
+    // --spool-config overrides, one level deep per section (worker, limits...); upstream entries are merged by position.
+    for (const [section, value] of Object.entries(ctx.spoolConfig)) {
+      const current = (config as Record<string, unknown>)[section];
+      if (section === 'upstreams' && Array.isArray(value) && Array.isArray(current)) {
+        (config as Record<string, unknown>)[section] = current.map((upstream: object, i: number) => ({ ...upstream, ...(value[i] as object) }));
+      } else if (value && typeof value === 'object' && !Array.isArray(value) && current && typeof current === 'object') {
+        (config as Record<string, unknown>)[section] = { ...current, ...value };
+      } else (config as Record<string, unknown>)[section] = value;
+    }
+    // One directory per child: Node names each thread's profile CPU.<date>.<time>.<pid>.<tid>.<seq>.cpuprofile (tid 0: the main thread).
+    const nodeArgs = ctx.cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${join(ctx.cpuProfDir, options.label)}`] : [];
+    try {
+      const child = await spawnChild<{ url: string }>(`spool(${options.label})`, ctx.bundledServer ?? 'bench/child-server.ts', {
+        nodeArgs,
+        env: { SPOOL_BENCH_CONFIG: JSON.stringify(config), SPOOL_LOG_LEVEL: 'silent', SPOOL_BENCH_SQL_PROFILE: ctx.sqlProfile ? '1' : '0' },
+      });
+      return new SpoolChild(child, dataDir, ctx);
+    } catch (err) {
+      rmSync(dataDir, { recursive: true, force: true });
+      liveDataDirs.delete(dataDir);
+      throw err;
+    }
+  }
+
+  get url(): string {
+    return this.child.ready.url;
+  }
+
+  get pid(): number {
+    return this.child.pid;
+  }
+
+  stats(): Promise<SpoolChildStats> {
+    return this.child.call<SpoolChildStats>('stats');
+  }
+
+  /** Stops the server, reads the batches' exact timings from its database, and removes the data directory. */
+  async stop(batchIds: string[] = []): Promise<Map<string, BatchTimes>> {
+    if (this.ctx.sqlProfile) await this.reportSql().catch((err: unknown) => this.ctx.log(`sql profile: ${String(err)}`));
+    await this.child.stop();
+    const times = new Map<string, BatchTimes>();
+    try {
+      if (batchIds.length > 0) {
+        const db = new BetterSqlite3(join(this.dataDir, 'spool.db'), { readonly: true, fileMustExist: true });
+        try {
+          for (const id of batchIds) {
+            const row = db
+              .prepare(
+                `SELECT status, created_at, in_progress_at, finalizing_at, completed_at, failed_at, request_total, request_completed, request_failed,
+                   (SELECT MIN(finished_at) FROM requests WHERE batch_id = b.id) AS first_finished_at,
+                   (SELECT MAX(finished_at) FROM requests WHERE batch_id = b.id) AS last_finished_at,
+                   (SELECT COUNT(*) FROM requests WHERE batch_id = b.id AND attempts > 1) AS retried
+                 FROM batches b WHERE id = ?`,
+              )
+              .get(id) as BatchTimes | undefined;
+            if (row) times.set(id, row);
+          }
+        } finally {
+          db.close();
+        }
+      }
+    } finally {
+      if (this.ctx.keepDataDirs) this.ctx.log(`kept ${this.child.label}'s data directory ${this.dataDir}`);
+      else rmSync(this.dataDir, { recursive: true, force: true });
+      liveDataDirs.delete(this.dataDir);
+    }
+    return times;
+  }
+
+  private async reportSql(): Promise<void> {
+    const stats = await this.child.call<SqlStat[]>('sqlStats');
+    const total = (stat: SqlStat) => stat.prepareMs + stat.runMs;
+    stats.sort((a, b) => total(b) - total(a));
+    const lines = stats
+      .slice(0, 12)
+      .map(
+        (stat) =>
+          `  ${total(stat).toFixed(0).padStart(6)} ms  prepare ${stat.prepareMs.toFixed(0).padStart(5)} ms x${stat.prepares}  run ${stat.runMs.toFixed(0).padStart(5)} ms x${stat.runs}  ${stat.sql.slice(0, 150)}`,
+      );
+    const sum = stats.reduce((n, stat) => n + total(stat), 0);
+    this.ctx.log(`${this.child.label} SQLite time ${sum.toFixed(0)} ms in ${stats.reduce((n, s) => n + s.runs, 0)} statements; top:\n${lines.join('\n')}`);
+  }
+
+  private headers(extra: Record<string, string> = {}): Record<string, string> {
+    return { authorization: `Bearer ${BENCH_API_KEY}`, ...extra };
+  }
+
+  private async json<T>(method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
+    const response = await request(`${this.url}${path}`, {
+      method,
+      dispatcher: apiAgent,
+      headers: this.headers(body === undefined ? {} : { 'content-type': 'application/json' }),
+      body: body === undefined ? undefined : JSON.stringify(body),
+      headersTimeout: 60_000,
+      bodyTimeout: 60_000,
+    });
+    const text = await response.body.text();
+    if (response.statusCode >= 300) throw new Error(`${method} ${path}: HTTP ${response.statusCode}: ${text.slice(0, 500)}`);
+    return JSON.parse(text) as T;
+  }
+
+  /**
+   * OpenAI-style multipart upload, the file streamed from disk (never held
+   * whole). Returns the file id and the wall time of the whole request.
+   */
+  async upload(path: string, purpose = 'batch'): Promise<{ fileId: string; bytes: number; ms: number }> {
+    const bytes = statSync(path).size;
+    const boundary = `----spool-bench-${Date.now().toString(16)}`;
+    const head = Buffer.from(
+      `--${boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\n${purpose}\r\n` +
+        `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="input.jsonl"\r\nContent-Type: application/jsonl\r\n\r\n`,
+    );
+    const tail = Buffer.from(`\r\n--${boundary}--\r\n`);
+    async function* body(): AsyncGenerator<Buffer> {
+      yield head;
+      for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024 })) yield chunk as Buffer;
+      yield tail;
+    }
+    const started = performance.now();
+    const response = await request(`${this.url}/openai/v1/files`, {
+      method: 'POST',
+      dispatcher: apiAgent,
+      headers: this.headers({
+        'content-type': `multipart/form-data; boundary=${boundary}`,
+        'content-length': String(head.length + bytes + tail.length),
+      }),
+      body: Readable.from(body()),
+      headersTimeout: 120_000,
+      bodyTimeout: 120_000,
+    });
+    const text = await response.body.text();
+    const ms = performance.now() - started;
+    if (response.statusCode !== 200) throw new Error(`upload: HTTP ${response.statusCode}: ${text.slice(0, 500)}`);
+    const file = JSON.parse(text) as { id: string; bytes: number };
+    if (file.bytes !== bytes) throw new Error(`upload: server counted ${file.bytes} bytes, the file has ${bytes}`);
+    return { fileId: file.id, bytes, ms };
+  }
+
+  createBatch(fileId: string, endpoint = '/v1/chat/completions'): Promise<WireBatch> {
+    return this.json<WireBatch>('POST', '/openai/v1/batches', { input_file_id: fileId, endpoint, completion_window: '24h' });
+  }
+
+  getBatch(id: string): Promise<WireBatch> {
+    return this.json<WireBatch>('GET', `/openai/v1/batches/${id}`);
+  }
+
+  /** Polls until the batch reaches one of `statuses` (throws on any other terminal status, or after timeoutMs). */
+  async waitFor(id: string, statuses: string[], timeoutMs: number, pollMs = 50): Promise<WireBatch> {
+    const deadline = Date.now() + timeoutMs;
+    const terminal = ['failed', 'completed', 'expired', 'cancelled'];
+    for (;;) {
+      const batch = await this.getBatch(id);
+      if (statuses.includes(batch.status)) return batch;
+      if (terminal.includes(batch.status)) throw new Error(`batch ${id} ended ${batch.status}: ${JSON.stringify(batch.errors ?? null).slice(0, 500)}`);
+      if (Date.now() > deadline) {
+        throw new Error(`batch ${id} still ${batch.status} after ${timeoutMs} ms (counts ${JSON.stringify(batch.request_counts ?? null)})`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, pollMs));
+    }
+  }
+}
+
+export async function closeApiAgent(): Promise<void> {
+  await apiAgent.close();
+}

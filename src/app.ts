@@ -69,6 +69,7 @@ async function startOnStore(config: Config, store: Store, engine: Engine | undef
   const runner = config.worker.enabled ? new Runner(ctx, { engine }).start() : undefined;
   ctx.onRunnable = () => runner?.poke();
   const sweeper = new LifecycleSweeper(ctx).start();
+  ctx.onBatchDrained = () => sweeper.poke();
   server.addHook('onResponse', async (request, reply) => {
     // A new or cancelled batch is picked up now rather than at the next poll.
     if (request.method === 'POST' && /\/batches(\/[^/]+\/cancel)?$/.test(request.url.split('?')[0]) && reply.statusCode < 300) sweeper?.poke();
@@ -129,6 +130,7 @@ export async function startWorker(config: Config, log: LifecycleContext['log']):
   const runner = new Runner(ctx, { engine }).start();
   ctx.onRunnable = () => runner.poke();
   const sweeper = new LifecycleSweeper(ctx).start();
+  ctx.onBatchDrained = () => sweeper.poke();
   let closed = false;
   return {
     runner,

@@ -10,6 +10,8 @@ export interface LifecycleContext {
   workerId: string;
   /** Called when a batch becomes runnable, so a worker in this process starts on it without waiting for its poll. */
   onRunnable?: () => void;
+  /** Called when a worker in this process holds no more lines of some batch, which may then be ready to finalize. */
+  onBatchDrained?: () => void;
   log: { info(obj: object, msg?: string): void; warn(obj: object, msg?: string): void; error(obj: object, msg?: string): void };
 }
 

@@ -21,6 +21,8 @@ export interface LimiterOptions {
   /** Longest pause a single Retry-After can impose; default 10 minutes. */
   maxPauseMs?: number;
   now?: () => number;
+  /** Double (instead of +1) per window of successes until the first overload signal; default false. */
+  slowStart?: boolean;
 }
 
 export interface LimiterSnapshot {
@@ -43,6 +45,7 @@ export class AdaptiveLimiter {
   private readonly cooldownMs: number;
   private readonly maxPauseMs: number;
   private readonly now: () => number;
+  private readonly slowStart: boolean;
 
   // Always an integer in [min, max]: decreases round down, so "limit 2.5"
   // never has to be explained to anyone reading a snapshot.
@@ -56,6 +59,7 @@ export class AdaptiveLimiter {
 
   constructor(options: LimiterOptions) {
     const min = options.min ?? 1;
+    this.slowStart = options.slowStart ?? false;
     requireInteger('max', options.max, 1);
     requireInteger('min', min, 1);
     if (min > options.max) throw new RangeError(`min (${min}) must not exceed max (${options.max})`);
@@ -120,7 +124,10 @@ export class AdaptiveLimiter {
     this.successesTowardStep += 1;
     const step = this.increaseEvery ?? this.currentLimit;
     if (this.successesTowardStep >= step) {
-      this.currentLimit = Math.min(this.max, this.currentLimit + 1);
+      // Slow start, as in TCP: until the server first pushes back, a full window of successes doubles the
+      // limit rather than adding one, so a fresh upstream is saturated in a few windows, not dozens.
+      const next = this.slowStart && this.overloadCount === 0 ? this.currentLimit * 2 : this.currentLimit + 1;
+      this.currentLimit = Math.min(this.max, next);
       this.successesTowardStep = 0;
     }
   }

@@ -71,7 +71,7 @@ export class Lanes<Job> {
     return {
       name: upstream.name,
       client: createHttpUpstreamClient({ name: upstream.name, baseUrl: upstream.baseUrl, apiKey: upstream.apiKey, maxConnections: upstream.maxConcurrency }),
-      limiter: new AdaptiveLimiter({ initial: upstream.initialConcurrency, max: upstream.maxConcurrency }),
+      limiter: new AdaptiveLimiter({ initial: upstream.initialConcurrency, max: upstream.maxConcurrency, slowStart: true }),
       rate: new RateLimiter({ requestsPerMinute: upstream.requestsPerMinute, tokensPerMinute: upstream.tokensPerMinute }),
       queue: [],
     };

@@ -66,6 +66,8 @@ export class Runner {
   private readonly executions = new Set<Promise<void>>();
   private readonly inputBlobKeys = new Map<string, string | null>();
   private readonly counters = { claimed: 0, succeeded: 0, failed: 0, retried: 0 };
+  /** Claimed lines of each batch not yet recorded; reaching zero may mean the batch is done. */
+  private readonly outstanding = new Map<string, number>();
   private stopping = false;
   private heartbeating = false;
   private roundRobin = 0;
@@ -155,14 +157,16 @@ export class Runner {
     while (!this.stopping) {
       const room = this.bufferTarget() - this.buffered();
       let claimed = 0;
-      if (room > 0) {
+      // Claim in chunks, not one line per completion: each claim is a write transaction of its own.
+      const worthClaiming = room >= Math.min(this.ctx.config.worker.claimBatchSize / 2, this.bufferTarget() / 2);
+      if (room > 0 && worthClaiming) {
         try {
           claimed = await this.claimOnce(Math.min(room, this.ctx.config.worker.claimBatchSize));
         } catch (err) {
           this.ctx.log.error({ err }, 'claiming requests failed');
         }
       }
-      if (claimed === 0 && !this.stopping) await this.idle(room > 0 ? this.ctx.config.worker.pollIntervalMs : 1000);
+      if (claimed === 0 && !this.stopping) await this.idle(room > 0 && worthClaiming ? this.ctx.config.worker.pollIntervalMs : 1000);
     }
   }
 
@@ -195,6 +199,7 @@ export class Runner {
       const rows = await claimRequests(this.db, this.ctx.store.sql.dialect, batch.id, this.ctx.workerId, leaseMs(this.ctx), now, limit);
       if (rows.length === 0) continue;
       this.counters.claimed += rows.length;
+      this.outstanding.set(batch.id, (this.outstanding.get(batch.id) ?? 0) + rows.length);
       this.admitting += rows.length;
       try {
         await this.admit(batch, rows);
@@ -362,6 +367,13 @@ export class Runner {
     void this.writer.write(record).then((applied) => {
       // A retry is due again after not_before: make sure the claim loop looks then.
       if (applied && record.kind === 'retry') setTimeout(() => this.wakeClaimLoop?.(), Math.max(0, record.notBefore - Date.now())).unref();
+      const left = (this.outstanding.get(record.batchId) ?? 1) - 1;
+      if (left > 0) this.outstanding.set(record.batchId, left);
+      else {
+        this.outstanding.delete(record.batchId);
+        // Nothing of this batch is left here: if that was its last line, finalize now rather than at the next poll.
+        this.ctx.onBatchDrained?.();
+      }
     });
   }
 

@@ -290,3 +290,26 @@ describe('AdaptiveLimiter: a whole AIMD cycle', () => {
     assert.equal(l.limit, 4);
   });
 });
+
+describe('AdaptiveLimiter slow start', () => {
+  it('doubles per window of successes until the first overload, then grows by one', () => {
+    const limiter = new AdaptiveLimiter({ initial: 4, max: 64, slowStart: true, cooldownMs: 0, now: () => 0 });
+    const succeed = (n: number) => {
+      for (let i = 0; i < n; i++) limiter.onSuccess();
+    };
+    succeed(4);
+    assert.equal(limiter.limit, 8);
+    succeed(8);
+    assert.equal(limiter.limit, 16);
+    limiter.onOverload();
+    assert.equal(limiter.limit, 8);
+    succeed(8);
+    assert.equal(limiter.limit, 9, 'after an overload, growth is additive again');
+  });
+
+  it('never doubles past max', () => {
+    const limiter = new AdaptiveLimiter({ initial: 40, max: 64, slowStart: true, now: () => 0 });
+    for (let i = 0; i < 40; i++) limiter.onSuccess();
+    assert.equal(limiter.limit, 64);
+  });
+});

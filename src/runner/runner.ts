@@ -68,6 +68,8 @@ export class Runner {
   private readonly counters = { claimed: 0, succeeded: 0, failed: 0, retried: 0 };
   /** Claimed lines of each batch not yet recorded; reaching zero may mean the batch is done. */
   private readonly outstanding = new Map<string, number>();
+  /** Batches whose last claim came back short: nothing more was due when we looked. */
+  private readonly exhausted = new Set<string>();
   private stopping = false;
   private heartbeating = false;
   private roundRobin = 0;
@@ -200,6 +202,7 @@ export class Runner {
       if (rows.length === 0) continue;
       this.counters.claimed += rows.length;
       this.outstanding.set(batch.id, (this.outstanding.get(batch.id) ?? 0) + rows.length);
+      if (rows.length < limit) this.exhausted.add(batch.id);
       this.admitting += rows.length;
       try {
         await this.admit(batch, rows);
@@ -371,8 +374,9 @@ export class Runner {
       if (left > 0) this.outstanding.set(record.batchId, left);
       else {
         this.outstanding.delete(record.batchId);
-        // Nothing of this batch is left here: if that was its last line, finalize now rather than at the next poll.
-        this.ctx.onBatchDrained?.();
+        // The last claim found nothing more to take and nothing of the batch is left here: it may be done, so
+        // finalize now rather than at the next poll. (Poking on every drain cost ~25% of throughput at 3k req/s.)
+        if (this.exhausted.delete(record.batchId)) this.ctx.onBatchDrained?.();
       }
     });
   }

@@ -38,13 +38,13 @@ const USAGE = `usage: npm run bench [-- options]
   --cpu-prof       write a V8 CPU profile of every Spool child to bench/.out/prof and summarise it
   --sql-profile    time every SQLite statement in the Spool children and print the heaviest
   --spool-config JSON  merged over every Spool child's config, e.g. '{"worker":{"claimBatchSize":256}}' (experiments)
-  --bundled        run the Spool children from an esbuild bundle on plain node (no tsx loader), as a build step would ship it
+  --tsx            run the Spool children through the tsx loader instead of the esbuild bundle that npm install builds
   --no-wait-quiet  start each benchmark at once instead of first waiting (up to ${QUIET_WAIT_MS / 1000} s) for other processes to leave the CPU alone
   --keep-data      keep each Spool child's data directory (paths are printed)
   --help`;
 
 function parseArgs(argv: string[]) {
-  const options = { only: Object.keys(BENCHES), quick: false, cpuProf: false, sqlProfile: false, spoolConfig: {} as Record<string, unknown>, keepData: false, bundled: false, waitQuiet: true };
+  const options = { only: Object.keys(BENCHES), quick: false, cpuProf: false, sqlProfile: false, spoolConfig: {} as Record<string, unknown>, keepData: false, bundled: true, waitQuiet: true };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const value = () => {
@@ -58,6 +58,7 @@ function parseArgs(argv: string[]) {
     else if (arg === '--spool-config' || arg.startsWith('--spool-config=')) options.spoolConfig = JSON.parse(value()) as Record<string, unknown>;
     else if (arg === '--keep-data') options.keepData = true;
     else if (arg === '--bundled') options.bundled = true;
+    else if (arg === '--tsx') options.bundled = false;
     else if (arg === '--no-wait-quiet') options.waitQuiet = false;
     else if (arg === '--only' || arg.startsWith('--only=')) {
       options.only = value()
@@ -129,7 +130,7 @@ async function main(): Promise<number> {
   const machine = `${cpus().length} x ${cpus()[0]?.model.trim() ?? 'CPU'}, Node ${process.version}, ${process.platform}`;
   const notes = [
     `Spool ${options.quick ? '--quick ' : ''}benchmarks, ${new Date().toISOString()}, ${machine}; ${((Date.now() - started) / 1000).toFixed(0)} s.` +
-      ` Spool ran ${options.bundled ? 'from an esbuild bundle on plain node' : 'through tsx, as bin/spool.js runs it'}.`,
+      ` Spool ran ${options.bundled ? 'from an esbuild bundle on plain node, as bin/spool.js runs it after npm install' : 'through the tsx loader (--tsx)'}.`,
     'MB = 10^6 bytes (throughput), MiB = 2^20 bytes (memory). RSS is the Spool child process only (VmHWM + 20 ms samples).',
   ];
   if (busy.length > 0) notes.push(`Other processes were busy on this machine during: ${busy.join(', ')} of its CPU; those numbers are less trustworthy.`);

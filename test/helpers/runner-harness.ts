@@ -14,6 +14,7 @@ import { tmpdir, userInfo } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import { pollUntil as basePollUntil } from './spool.ts';
 import { startSpool, type SpoolApp } from '../../src/app.ts';
 import { createApiKey } from '../../src/auth/keys.ts';
 import type { LifecycleContext } from '../../src/batches/context.ts';
@@ -274,23 +275,13 @@ export async function downloadText(ep: Endpoint, fileId: string): Promise<string
 
 // ---------------------------------------------------------------- polling
 
-/**
- * Calls `read` until `done(value)` holds; fails the test with the last value
- * once `deadlineMs` has passed. No timing is asserted: the deadline only
- * turns a stuck run into a failure instead of a hang.
- */
-export async function pollUntil<T>(
+/** spool.ts's poller with this harness's longer default deadline (child processes restart mid-run). */
+export function pollUntil<T>(
   read: () => Promise<T>,
   done: (value: T) => boolean,
-  { deadlineMs = DEFAULT_DEADLINE_MS, intervalMs = 25, what = 'condition' }: { deadlineMs?: number; intervalMs?: number; what?: string } = {},
+  options: { deadlineMs?: number; intervalMs?: number; what?: string } = {},
 ): Promise<T> {
-  const giveUpAt = Date.now() + deadlineMs;
-  for (;;) {
-    const value = await read();
-    if (done(value)) return value;
-    if (Date.now() > giveUpAt) assert.fail(`timed out after ${deadlineMs} ms waiting for ${what}; last value: ${clip(JSON.stringify(value))}`);
-    await sleep(intervalMs);
-  }
+  return basePollUntil(read, done, { deadlineMs: DEFAULT_DEADLINE_MS, ...options });
 }
 
 const TERMINAL = ['completed', 'failed', 'expired', 'cancelled'];

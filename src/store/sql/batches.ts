@@ -38,15 +38,18 @@ export async function transitionBatch(
   id: string,
   from: readonly BatchStatus[],
   values: BatchUpdate,
+  /** When given, only while this process holds the batch lease. */
+  leaseOwner?: string,
 ): Promise<boolean> {
   // `in ()` is a syntax error in PostgreSQL (SQLite matches nothing): no statuses, no transition.
   if (from.length === 0) return false;
-  const result = await db
+  let query = db
     .updateTable('batches')
     .set(values)
     .where('id', '=', id)
-    .where('status', 'in', [...from])
-    .executeTakeFirst();
+    .where('status', 'in', [...from]);
+  if (leaseOwner !== undefined) query = query.where('lease_owner', '=', leaseOwner);
+  const result = await query.executeTakeFirst();
   return Number(result.numUpdatedRows) === 1;
 }
 
@@ -119,20 +122,12 @@ export async function releaseBatchLease(db: Db, id: string, owner: string): Prom
 }
 
 /** Applies `values` only while `owner` holds the lease and the batch is in one of `from`. */
-export async function updateLeasedBatch(
+export function updateLeasedBatch(
   db: Db,
   id: string,
   owner: string,
   from: readonly BatchStatus[],
   values: BatchUpdate,
 ): Promise<boolean> {
-  if (from.length === 0) return false;
-  const result = await db
-    .updateTable('batches')
-    .set(values)
-    .where('id', '=', id)
-    .where('lease_owner', '=', owner)
-    .where('status', 'in', [...from])
-    .executeTakeFirst();
-  return Number(result.numUpdatedRows) === 1;
+  return transitionBatch(db, id, from, values, owner);
 }

@@ -6,6 +6,7 @@ import BetterSqlite3 from 'better-sqlite3';
 import { Kysely, Migrator, PostgresDialect, SqliteDialect } from 'kysely';
 import pg from 'pg';
 import { migrationProvider } from './migrations.ts';
+import { withStatementCache } from './statement-cache.ts';
 import type { Database } from './schema.ts';
 
 export type SqlDialectName = 'sqlite' | 'postgres';
@@ -46,7 +47,7 @@ export async function openSqlStore(options: OpenSqlOptions): Promise<SqlStore> {
   // FULL: an acknowledged upload or batch survives power loss, not only a crash.
   sqlite.pragma('synchronous = FULL');
   sqlite.pragma('foreign_keys = ON');
-  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
   const store: SqlStore = { db, dialect: 'sqlite', close: () => db.destroy() };
   await closeOnFailure(store, () => migrateSqlite(sqlite, db));
   return store;

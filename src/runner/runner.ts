@@ -20,7 +20,7 @@ import {
   type RunnableBatch,
 } from '../store/sql/request-claims.ts';
 import type { Database, RequestRow } from '../store/sql/schema.ts';
-import { AudioSourceError, loadAudio } from '../upstreams/audio-source.ts';
+import { AudioSourceError, loadAudio, MAX_AUDIO_BYTES } from '../upstreams/audio-source.ts';
 import type { AudioPayload, UpstreamCall } from '../upstreams/http-client.ts';
 import { Lanes, type EngineBinding, type Lane } from './lanes.ts';
 import { readLines } from './request-bodies.ts';
@@ -345,6 +345,9 @@ export class Runner {
   private async readUserFile(userId: string, fileId: string): Promise<AudioPayload | undefined> {
     const file = await findFile(this.db, fileId);
     if (!file || file.user_id !== userId || file.status !== 'processed' || !file.blob_key) return undefined;
+    // The same cap as URL sources, checked before reading: an uploaded file may be up to maxFileBytes (100 MB),
+    // and each in-flight audio line holds its audio in memory for the multipart body.
+    if (file.bytes > MAX_AUDIO_BYTES) throw new AudioSourceError(`'body.file' ${fileId} is ${file.bytes} bytes; audio may be at most ${MAX_AUDIO_BYTES} bytes.`);
     const stream = await this.ctx.store.blobs.read(file.blob_key);
     const chunks: Buffer[] = [];
     for await (const chunk of stream) chunks.push(chunk as Buffer);

@@ -4,6 +4,7 @@
 // error files. Each test has a server of its own, so the upstream's stats
 // (requests, attempts per body, max in flight) belong to that test alone.
 import assert from 'node:assert/strict';
+import { MAX_AUDIO_BYTES } from '../../src/upstreams/audio-source.ts';
 import { after, describe, it } from 'node:test';
 import { AdaptiveLimiter } from '../../src/runner/adaptive-limiter.ts';
 import {
@@ -308,6 +309,23 @@ describe('the worker against test upstreams', () => {
     assert.match(errors.get('gone.wav')!.error.message, /HTTP 404/);
     assert.match(errors.get('broken.wav')!.error.message, /HTTP 500/);
     for (const error of errors.values()) assert.equal(error.error.code, 'invalid_request');
+    await h.stop();
+  });
+
+  it('an uploaded file over the audio size limit is an error line, not read into memory', async () => {
+    const h = await startHarness({});
+    const ep = endpointOf(h);
+    const tooBig = Buffer.alloc(MAX_AUDIO_BYTES + 1, 1);
+    const audioFile = await uploadFile(ep, tooBig, 'huge.wav', { purpose: 'batch', file_type: 'jsonl' });
+    const endpoint = '/v1/audio/transcriptions';
+    const lines = [{ custom_id: 'huge', method: 'FILE', url: endpoint, body: { model: 'echo', file: audioFile.id } }];
+    const file = await uploadFile(ep, toJsonl(lines), 'huge-audio.jsonl');
+    const batch = await waitForStatus(ep, (await createBatch(ep, file.id, { endpoint })).id, 'completed');
+    const results = await readResults(ep, batch);
+    assertExactlyOnce(['huge'], results);
+    const error = byCustomId(results.errors).get('huge')!.error;
+    assert.equal(error.code, 'invalid_request');
+    assert.match(error.message, new RegExp(`at most ${MAX_AUDIO_BYTES} bytes`));
     await h.stop();
   });
 });

@@ -14,7 +14,7 @@ import { tmpdir, userInfo } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { pollUntil as basePollUntil } from './spool.ts';
+import { call, pollUntil as basePollUntil } from './spool.ts';
 import { startSpool, type SpoolApp } from '../../src/app.ts';
 import { createApiKey } from '../../src/auth/keys.ts';
 import type { LifecycleContext } from '../../src/batches/context.ts';
@@ -192,17 +192,7 @@ export interface ApiAnswer {
 }
 
 export async function api(url: string, key: string | null, init: RequestInit = {}): Promise<ApiAnswer> {
-  const headers = new Headers(init.headers);
-  if (key) headers.set('authorization', `Bearer ${key}`);
-  const response = await fetch(url, { ...init, headers, redirect: 'manual' });
-  const text = await response.text();
-  let json: any;
-  try {
-    json = text === '' ? undefined : JSON.parse(text);
-  } catch {
-    json = undefined;
-  }
-  return { status: response.status, headers: response.headers, text, json };
+  return call(url, { ...init, key });
 }
 
 /** Where a client talks to one server: a dialect base URL and a key. */

@@ -7,7 +7,9 @@
 //   in_progress ──deadline passed: fail every open request as batch_expired──► finalizing ──► expired
 //   validating ──deadline passed before validation finished──► expired (no files)
 //   finalizing ──(a finalizer died)──► completed | expired
+//   output/error files past output_expires_after ──► blob and row deleted
 import { claimBatchLease, releaseBatchLease, renewBatchLease, updateLeasedBatch, type BatchClaimFilter } from '../store/sql/batches.ts';
+import { deleteFileRow, listExpiredFiles } from '../store/sql/files.ts';
 import { countBatchRequestsInStates, deleteBatchRequests, failOpenRequests } from '../store/sql/requests.ts';
 import type { BatchRow } from '../store/sql/schema.ts';
 import { leaseMs, type LifecycleContext } from './context.ts';
@@ -119,10 +121,29 @@ export const finalize: Step = async (ctx, batch, lease) => {
   return done;
 };
 
+// Files removed per pass; a backlog drains over successive passes.
+const PURGE_PER_PASS = 100;
+
+/**
+ * Output and error files past their `output_expires_after` are already hidden
+ * from every read; this reclaims their bytes and rows. Blob first: a crash in
+ * between leaves a row the next pass deletes again, never an orphaned blob.
+ * Any number of processes may run it: both deletes are idempotent.
+ */
+export async function purgeExpiredFiles(ctx: LifecycleContext): Promise<boolean> {
+  const expired = await listExpiredFiles(ctx.store.sql.db, Date.now(), PURGE_PER_PASS);
+  for (const file of expired) {
+    if (file.blob_key) await ctx.store.blobs.delete(file.blob_key);
+    await deleteFileRow(ctx.store.sql.db, file.id);
+  }
+  return expired.length > 0;
+}
+
 /** One pass of every post-validation sweep; true when any changed something (the loop goes again without waiting). */
 export async function runLifecycleSweeps(ctx: LifecycleContext): Promise<boolean> {
   const now = Date.now();
   const results = [
+    await purgeExpiredFiles(ctx),
     await withClaimedBatch(ctx, { statuses: ['cancelling'] }, finishCancellation),
     await withClaimedBatch(ctx, { statuses: ['validating', 'in_progress'], overdueAt: now }, expireOverdue),
     await withClaimedBatch(ctx, { statuses: ['in_progress'], allRequestsDone: true }, completeDone),

@@ -6,6 +6,8 @@
 // and committing, by two "processes" at once and twice over: same files, no
 // duplicate lines, no extra file rows.
 import assert from 'node:assert/strict';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { runLifecycleSweeps } from '../../src/batches/sweeps.ts';
 import { openStore } from '../../src/store/index.ts';
@@ -284,5 +286,39 @@ describe('cancel and expiry mid-run', () => {
     } finally {
       await store.close();
     }
+  });
+});
+
+describe('output retention', () => {
+  it('output and error files past output_expires_after disappear: 404, and their blobs are deleted', async () => {
+    const own = await startHarness({});
+    const ep = endpointOf(own);
+    const lines = [chatLine('ok', 'echo'), chatLine('bad', 'nobody-serves-this')];
+    const created = await submitBatch(ep, lines, { extra: { output_expires_after: { anchor: 'created_at', seconds: 3600 } } });
+    const batch = await waitForStatus(ep, created.id, 'completed');
+    for (const id of [batch.output_file_id, batch.error_file_id]) {
+      const file = await api(`${ep.base}/files/${id}`, ep.key);
+      assert.equal(file.status, 200);
+      assert.equal(file.json.expires_at, batch.created_at + 3600, 'anchored at the batch creation');
+    }
+    const blobs = join(own.dataDir, 'blobs', 'batches', created.id);
+    assert.deepEqual(readdirSync(blobs).sort(), ['errors.jsonl', 'output.jsonl']);
+
+    // An hour passes.
+    await own.app.store.sql.db.updateTable('files').set({ expires_at: Date.now() - 1000 }).where('batch_id', '=', created.id).execute();
+
+    await pollUntil(
+      async () => readdirSync(blobs).length,
+      (left) => left === 0,
+      { what: 'the retention sweep to delete the blobs' },
+    );
+    for (const id of [batch.output_file_id, batch.error_file_id]) {
+      assert.equal((await api(`${ep.base}/files/${id}/content`, ep.key)).status, 404);
+    }
+    const rows = await own.app.store.sql.db.selectFrom('files').select('id').where('batch_id', '=', created.id).execute();
+    assert.deepEqual(rows, [], 'the rows are gone too');
+    // The input file has no expiry and stays.
+    assert.equal((await api(`${ep.base}/files/${batch.input_file_id}`, ep.key)).status, 200);
+    await own.stop();
   });
 });

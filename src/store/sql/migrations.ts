@@ -117,7 +117,7 @@ const initial: Migration = {
 // The runner's heartbeat renews every lease a worker holds with one UPDATE by
 // lease_owner; without this index that statement scans the whole requests
 // table, every few seconds, growing with all history.
-const requestLeaseIndex: Migration = {
+const sweepIndexes: Migration = {
   async up(db: Kysely<any>) {
     // Partial: only running rows carry a lease, so inserting a batch's pending rows never touches this index.
     await db.schema
@@ -126,15 +126,18 @@ const requestLeaseIndex: Migration = {
       .column('lease_owner')
       .where(sql.ref('state'), '=', 'running')
       .execute();
+    // The retention sweep looks for expired files on every pass.
+    await db.schema.createIndex('files_expires_at').on('files').column('expires_at').execute();
   },
   async down(db: Kysely<any>) {
+    await db.schema.dropIndex('files_expires_at').execute();
     await db.schema.dropIndex('requests_lease_owner').execute();
   },
 };
 
 export const migrations: Record<string, Migration> = {
   '0001_initial': initial,
-  '0002_request_lease_index': requestLeaseIndex,
+  '0002_sweep_indexes': sweepIndexes,
 };
 
 export const migrationProvider: MigrationProvider = {

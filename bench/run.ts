@@ -172,29 +172,11 @@ async function waitForQuiet(ctx: BenchContext): Promise<void> {
   }
 }
 
-/**
- * Bundles bench/child-server.ts (and the src/ it imports) into one ESM file
- * with esbuild, the packages left as imports, so the child runs without the
- * tsx loader and its thread. esbuild comes with tsx.
- */
+/** Bundles bench/child-server.ts (and the src/ it imports) exactly as dist/ is built, so the child runs without the tsx loader. */
 async function bundleChildServer(dir: string): Promise<string> {
-  const esbuild = (await import('esbuild').catch(() => {
-    throw new Error('--bundled needs esbuild (installed with tsx)');
-  })) as typeof import('esbuild');
+  const { bundle } = await import('../scripts/bundle.mjs');
   rmSync(dir, { recursive: true, force: true });
-  await esbuild.build({
-    entryPoints: [join(REPO_ROOT, 'bench', 'child-server.ts')],
-    bundle: true,
-    // Dynamic imports (the embedded engine) stay separate chunks, loaded only when used, as under tsx.
-    splitting: true,
-    platform: 'node',
-    format: 'esm',
-    target: 'node20',
-    packages: 'external',
-    outdir: dir,
-    outExtension: { '.js': '.mjs' },
-    logLevel: 'warning',
-  });
+  await bundle({ entryPoints: [join(REPO_ROOT, 'bench', 'child-server.ts')], outdir: dir });
   return join(dir, 'child-server.mjs');
 }
 

@@ -6,7 +6,7 @@
 import { createReadStream } from 'node:fs';
 import { bigInput } from './inputs.ts';
 import { RssSampler } from './lib/proc.ts';
-import { fmt, MB, mib, ratio, type BenchContext, type Row } from './lib/report.ts';
+import { CONTROL_PLANE_RSS_TARGET, fmt, MB, mib, ratio, type BenchContext, type Row } from './lib/report.ts';
 import { SpoolChild } from './lib/spool.ts';
 
 const MBPS_TARGET = 100;
@@ -51,7 +51,14 @@ export async function benchValidate(ctx: BenchContext): Promise<Row[]> {
       target: '',
       pass: null,
     },
-    { metric: 'validate server peak RSS', spool: mib(memory.peakBytes), reference: '', ratio: '', target: '', pass: null },
+    {
+      metric: 'validate server peak RSS',
+      spool: mib(memory.peakBytes),
+      reference: '',
+      ratio: '',
+      target: `< ${mib(CONTROL_PLANE_RSS_TARGET)} (150 MB)`,
+      pass: memory.peakBytes < CONTROL_PLANE_RSS_TARGET,
+    },
   ];
 }
 

@@ -52,6 +52,8 @@ export function createContext(options: { quick: boolean; tmpDir: string; outDir:
 
 export const MB = 1_000_000;
 export const MiB = 1024 * 1024;
+/** Issue #2: peak RSS under 150 MB (10^6 bytes, 143 MiB) for a 100 MB upload and its validation. */
+export const CONTROL_PLANE_RSS_TARGET = 150 * MB;
 
 export function fmt(value: number, digits = 0): string {
   if (!Number.isFinite(value)) return 'n/a';

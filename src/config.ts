@@ -95,6 +95,12 @@ export const configSchema = z
         requestTimeoutMs: z.number().int().positive().default(600_000),
         retryBaseDelayMs: z.number().int().positive().default(500),
         retryMaxDelayMs: z.number().int().positive().default(60_000),
+        /**
+         * Make each upstream's maxConcurrency one ceiling for all worker processes together, held in the
+         * database, instead of a limit per worker. Default: on with PostgreSQL (where several workers are the
+         * point), off with SQLite (one process; no database round trip before the first request).
+         */
+        globalCeilings: z.boolean().optional(),
       })
       .strict()
       .prefault({}),

@@ -50,6 +50,7 @@ export class AdaptiveLimiter {
   // Always an integer in [min, max]: decreases round down, so "limit 2.5"
   // never has to be explained to anyone reading a snapshot.
   private currentLimit: number;
+  private capValue = Number.POSITIVE_INFINITY;
   private active = 0;
   private pauseEnd = 0;
   private lastDecreaseAt = Number.NEGATIVE_INFINITY;
@@ -92,10 +93,19 @@ export class AdaptiveLimiter {
     return this.active;
   }
 
+  /** A bound set from outside the AIMD loop: the slots of a global ceiling this worker holds (runner/global-ceilings.ts). */
+  get cap(): number {
+    return this.capValue;
+  }
+
+  setCap(cap: number): void {
+    this.capValue = Math.max(0, cap);
+  }
+
   /** Slots free right now. Can be 0 with inFlight above the limit: a decrease never cancels requests already sent. */
   get available(): number {
     if (this.pausedUntil() !== 0) return 0;
-    return Math.max(0, Math.floor(this.currentLimit) - this.active);
+    return Math.max(0, Math.min(Math.floor(this.currentLimit), this.capValue) - this.active);
   }
 
   /** Takes a slot if one is free and the upstream is not paused; pair every true with one release(). */

@@ -14,6 +14,11 @@ export interface Lane<Job> {
   limiter: AdaptiveLimiter;
   rate: RateLimiter;
   queue: Job[];
+  /**
+   * Set when the upstream's maxConcurrency is a ceiling shared by every worker (global-ceilings.ts): the
+   * limiter is then capped to the slots this worker holds, starting at none.
+   */
+  sharedCeiling?: { upstream: string; max: number };
 }
 
 /** The embedded engine plugs in here (issue: embedded engine): a client and the model names it serves. */
@@ -33,6 +38,8 @@ export class Lanes<Job> {
   constructor(
     private readonly config: Config,
     private readonly engine?: EngineBinding,
+    /** Whether configured upstreams' ceilings are shared across workers through the database. */
+    private readonly sharedCeilings = false,
   ) {
     this.router = new ModelRouter(config.upstreams, { engineModels: engine?.models });
   }
@@ -68,12 +75,15 @@ export class Lanes<Job> {
       return { name: 'engine', client: this.engine.client, limiter: new AdaptiveLimiter({ initial: max, max }), rate: new RateLimiter(), queue: [] };
     }
     const upstream = route.upstream;
+    const limiter = new AdaptiveLimiter({ initial: upstream.initialConcurrency, max: upstream.maxConcurrency, slowStart: true });
+    if (this.sharedCeilings) limiter.setCap(0);
     return {
       name: upstream.name,
       client: createHttpUpstreamClient({ name: upstream.name, baseUrl: upstream.baseUrl, apiKey: upstream.apiKey, maxConnections: upstream.maxConcurrency }),
-      limiter: new AdaptiveLimiter({ initial: upstream.initialConcurrency, max: upstream.maxConcurrency, slowStart: true }),
+      limiter,
       rate: new RateLimiter({ requestsPerMinute: upstream.requestsPerMinute, tokensPerMinute: upstream.tokensPerMinute }),
       queue: [],
+      sharedCeiling: this.sharedCeilings ? { upstream: upstream.name, max: upstream.maxConcurrency } : undefined,
     };
   }
 }

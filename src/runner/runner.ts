@@ -22,6 +22,7 @@ import {
 import type { Database, RequestRow } from '../store/sql/schema.ts';
 import { AudioSourceError, loadAudio, MAX_AUDIO_BYTES } from '../upstreams/audio-source.ts';
 import type { AudioPayload, UpstreamCall } from '../upstreams/http-client.ts';
+import { GlobalCeilings } from './global-ceilings.ts';
 import { Lanes, type EngineBinding, type Lane } from './lanes.ts';
 import { readLines } from './request-bodies.ts';
 import { fail, release, settle, type ClaimedRequest } from './request-lifecycle.ts';
@@ -50,16 +51,19 @@ export interface RunnerStats {
   retried: number;
   inFlight: number;
   queued: number;
-  lanes: { name: string; limit: number; inFlight: number; queued: number; pausedUntil: number }[];
+  lanes: { name: string; limit: number; inFlight: number; queued: number; pausedUntil: number; sharedSlots?: number }[];
 }
 
 const AUDIO_ENDPOINTS = new Set(['/v1/audio/transcriptions', '/v1/audio/translations']);
 const RUNNABLE_BATCHES_PER_CLAIM = 32;
 // How often in-flight work is checked against cancels and deadlines.
 const STATUS_CHECK_MS = 1000;
+// How often shared ceiling slots are rebalanced when nothing asks sooner: idle slots go back within this.
+const CEILING_RECONCILE_MS = 250;
 
 export class Runner {
   private readonly lanes: Lanes<Job>;
+  private readonly ceilings: GlobalCeilings | undefined;
   private readonly writer: ResultWriter;
   private readonly policy: RetryPolicyOptions;
   private readonly inFlight = new Set<Job>();
@@ -83,7 +87,17 @@ export class Runner {
     private readonly ctx: LifecycleContext,
     private readonly options: RunnerOptions = {},
   ) {
-    this.lanes = new Lanes<Job>(ctx.config, options.engine);
+    const sharedCeilings = ctx.config.worker.globalCeilings ?? ctx.store.sql.dialect === 'postgres';
+    this.lanes = new Lanes<Job>(ctx.config, options.engine, sharedCeilings);
+    this.ceilings = sharedCeilings
+      ? new GlobalCeilings({
+          db: this.db,
+          owner: ctx.workerId,
+          leaseMs: () => leaseMs(ctx),
+          onError: (err, what) => ctx.log.warn({ err }, `${what} failed`),
+          onSlots: () => this.pump(),
+        })
+      : undefined;
     this.writer = new ResultWriter(this.db, ctx.workerId, { onError: (err) => ctx.log.error({ err }, 'recording results failed; retrying') });
     const { worker } = ctx.config;
     this.policy = { maxAttempts: worker.maxAttempts, baseDelayMs: worker.retryBaseDelayMs, maxDelayMs: worker.retryMaxDelayMs };
@@ -98,6 +112,7 @@ export class Runner {
     const heartbeat = setInterval(() => void this.heartbeat(), Math.max(100, Math.floor(leaseMs(this.ctx) / 3)));
     const statusCheck = setInterval(() => void this.abortStoppedBatches(), Math.min(STATUS_CHECK_MS, leaseMs(this.ctx)));
     this.timers = [heartbeat, statusCheck];
+    if (this.ceilings) this.timers.push(setInterval(() => void this.ceilings?.reconcile(this.lanes.all()), CEILING_RECONCILE_MS));
     return this;
   }
 
@@ -113,6 +128,7 @@ export class Runner {
       inFlight: lane.limiter.inFlight,
       queued: lane.queue.length,
       pausedUntil: lane.limiter.pausedUntil(),
+      sharedSlots: lane.sharedCeiling ? this.ceilings?.heldFor(lane.sharedCeiling.upstream) : undefined,
     }));
     return { ...this.counters, inFlight: this.inFlight.size, queued: lanes.reduce((n, l) => n + l.queued, 0), lanes };
   }
@@ -138,6 +154,9 @@ export class Runner {
     for (const timer of this.timers) clearInterval(timer);
     if (this.pumpTimer) clearTimeout(this.pumpTimer);
     await this.writer.drain();
+    if (this.ceilings) {
+      await this.ceilings.releaseAll(this.lanes.all()).catch((err: unknown) => this.ctx.log.warn({ err }, 'giving back shared concurrency slots failed; they lapse with their lease'));
+    }
     await this.lanes.close();
   }
 
@@ -258,7 +277,10 @@ export class Runner {
   private pump(): void {
     if (this.stopping) return;
     let wakeAt = Infinity;
+    let wantSlots = false;
     for (const lane of this.lanes.all()) {
+      // Work waiting on a shared ceiling's slots, not on the lane's own limit: ask for more now, not at the next tick.
+      if (lane.sharedCeiling && lane.queue.length > 0 && lane.limiter.inFlight >= lane.limiter.cap && lane.limiter.cap < lane.limiter.limit) wantSlots = true;
       while (lane.queue.length > 0) {
         const paused = lane.limiter.pausedUntil();
         if (paused > Date.now()) {
@@ -276,6 +298,7 @@ export class Runner {
         this.track(this.execute(job));
       }
     }
+    if (wantSlots) void this.ceilings?.reconcile(this.lanes.all());
     if (wakeAt !== Infinity && !this.pumpTimer) {
       this.pumpTimer = setTimeout(() => {
         this.pumpTimer = undefined;
@@ -393,6 +416,7 @@ export class Runner {
     this.heartbeating = true;
     try {
       await renewRequestLeases(this.db, this.ctx.workerId, leaseMs(this.ctx), Date.now());
+      await this.ceilings?.renew(this.lanes.all());
     } catch (err) {
       this.ctx.log.warn({ err }, 'renewing request leases failed');
     } finally {

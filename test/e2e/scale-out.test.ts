@@ -1,13 +1,17 @@
-// The scale-out shape from DESIGN.md on PostgreSQL: an API-only process
-// (`spool serve --no-worker`) and two `spool worker` processes share one
+// The scale-out shape from DESIGN.md on PostgreSQL: two API-only processes
+// (`spool serve --no-worker`) and three `spool worker` processes share one
 // database and one blob directory. Workers are SIGKILLed at random moments
-// and restarted; every line must still end up exactly once. Also the
+// and restarted; every line must still end up exactly once, and the upstream
+// never sees more than its one global ceiling. Racing finalizers and expiry
+// sweeps in two processes write one set of files. Also the
 // runner's PostgreSQL write paths (retries, failures, successes recorded one
 // statement at a time, unlike SQLite's grouped successes) in-process.
 // Skipped with SPOOL_TEST_SKIP_POSTGRES=1, like the store contract's
 // PostgreSQL half; otherwise an unreachable PostgreSQL fails loudly.
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
+import { runLifecycleSweeps } from '../../src/batches/sweeps.ts';
+import { openStore } from '../../src/store/index.ts';
 import {
   assertEchoOutput,
   assertExactlyOnce,
@@ -18,7 +22,9 @@ import {
   endpointOf,
   getBatch,
   HARNESS_API_KEY,
+  lifecycleContext,
   makeTempDir,
+  parseJsonl,
   readResults,
   SKIP_POSTGRES,
   sleep,
@@ -40,28 +46,34 @@ const TERMINAL = ['completed', 'failed', 'expired', 'cancelled'];
 after(cleanupAll);
 
 describe('scale-out on PostgreSQL', { skip: SKIP_POSTGRES ? 'SPOOL_TEST_SKIP_POSTGRES=1' : false }, () => {
-  it('an API process and two workers, the workers SIGKILLed and restarted mid-run: every line exactly once', async () => {
-    const LINES = 2000;
+  it('two API processes and three workers, workers SIGKILLed and restarted mid-run: every line exactly once, the global ceiling holds', async () => {
+    const LINES = 3000;
+    const CEILING = 4;
     const databaseUrl = await createPostgresDatabase();
-    // Two workers, 2 slots each, 10 ms a request: the run outlasts three kill-and-restart cycles
-    // (the surviving worker carries on while the other restarts).
+    // 10 ms a request and 4 slots for everyone: the run outlasts three kill-and-restart cycles.
     const upstream = await startTestUpstream({ kind: 'slow', delayMs: 10 });
     const dataDir = makeTempDir('spool-scale-');
     const config: Json = {
-      upstreams: [{ name: 'loop', baseUrl: upstream.url, models: ['loop-*'], maxConcurrency: 2, initialConcurrency: 2 }],
+      upstreams: [{ name: 'loop', baseUrl: upstream.url, models: ['loop-*'], maxConcurrency: CEILING, initialConcurrency: CEILING }],
       worker: { leaseSeconds: 1, pollIntervalMs: 50, retryBaseDelayMs: 20, retryMaxDelayMs: 200, maxAttempts: 10, claimBatchSize: 16 },
     };
-    const api = await startChildSpool({ dataDir, config, databaseUrl, extraArgs: ['--no-worker'] });
-    const ep: Endpoint = { base: api.openai, key: HARNESS_API_KEY };
-    const workers: ChildProcessHandle[] = [await startChildWorker({ dataDir, config, databaseUrl }), await startChildWorker({ dataDir, config, databaseUrl })];
+    const apis = [
+      await startChildSpool({ dataDir, config, databaseUrl, extraArgs: ['--no-worker'] }),
+      await startChildSpool({ dataDir, config, databaseUrl, extraArgs: ['--no-worker'] }),
+    ];
+    // Uploaded and created through one API process, followed and downloaded through the other.
+    const submitVia: Endpoint = { base: apis[0].openai, key: HARNESS_API_KEY };
+    const ep: Endpoint = { base: apis[1].openai, key: HARNESS_API_KEY };
+    const workers: ChildProcessHandle[] = [];
+    for (let i = 0; i < 3; i++) workers.push(await startChildWorker({ dataDir, config, databaseUrl }));
 
     const lines = chatLines(LINES, 'loop-llama', 'line');
-    const created = await submitBatch(ep, lines, { fileName: 'scale.jsonl' });
+    const created = await submitBatch(submitVia, lines, { fileName: 'scale.jsonl' });
     await waitForStatus(ep, created.id, ['in_progress']);
     const log: Json[] = [];
     let lastDone = 0;
     for (let i = 0; i < 3; i++) {
-      const delayMs = 150 + Math.floor(Math.random() * 700);
+      const delayMs = 300 + Math.floor(Math.random() * 700);
       await sleep(delayMs);
       const before = await getBatch(ep, created.id);
       assert.ok(!TERMINAL.includes(before.status), `the batch finished (${before.status}) before kill ${i + 1}: ${JSON.stringify(log)}`);
@@ -83,9 +95,74 @@ describe('scale-out on PostgreSQL', { skip: SKIP_POSTGRES ? 'SPOOL_TEST_SKIP_POS
     assert.equal(results.errors.length, 0, `no line failed (kills: ${JSON.stringify(log)}): ${JSON.stringify(results.errors[0])}`);
     assertEchoOutput(CHAT, byCustomId(lines), results.output);
     assert.ok(upstream.stats.requests >= LINES);
-    // Two workers with 2 slots each: the upstream saw more than one worker's worth at once.
-    assert.ok(upstream.stats.maxInFlight > 2, `both workers ran requests (max in flight ${upstream.stats.maxInFlight})`);
-    assert.ok(upstream.stats.maxInFlight <= 4, `never more than 2 x maxConcurrency (${upstream.stats.maxInFlight})`);
+    // maxConcurrency is one ceiling for all three workers together (held in PostgreSQL), not one per worker.
+    assert.ok(upstream.stats.maxInFlight <= CEILING, `never more than the global ceiling of ${CEILING} at once (saw ${upstream.stats.maxInFlight})`);
+    assert.ok(upstream.stats.maxInFlight > 1, `requests ran concurrently (max in flight ${upstream.stats.maxInFlight})`);
+  });
+
+  it('two processes racing to finalize and to expire the same batches produce one set of files', async () => {
+    const databaseUrl = await createPostgresDatabase();
+    const h = await startHarness({
+      config: { databaseUrl },
+      upstreams: [{ name: 'stuck', kind: 'hang', models: ['stuck'], maxConcurrency: 2 }],
+    });
+    const ep = endpointOf(h);
+    const doneLines = [...chatLines(30, 'echo', 'done'), ...chatLines(3, 'nobody-serves-this', 'unserved')];
+    const done = await readResults(ep, await waitForStatus(ep, (await submitBatch(ep, doneLines)).id, 'completed'));
+    const stuckLines = chatLines(20, 'stuck', 'stuck');
+    const stuck = await submitBatch(ep, stuckLines);
+    await waitForStatus(ep, stuck.id, 'in_progress');
+    await h.stop();
+
+    // Two "processes": separate stores, each with its own connection pool, on the same database.
+    const stores = [await openStore({ dataDir: h.dataDir, databaseUrl }), await openStore({ dataDir: h.dataDir, databaseUrl })];
+    try {
+      const db = stores[0].sql.db;
+      // The completed batch back to where a finalizer that died before its commit leaves it; the other past its deadline.
+      await db.deleteFrom('files').where('batch_id', '=', done.batch.id).execute();
+      await db
+        .updateTable('batches')
+        .set({ status: 'finalizing', completed_at: null, output_file_id: null, error_file_id: null, lease_owner: null, lease_expires_at: null })
+        .where('id', '=', done.batch.id)
+        .execute();
+      await db.updateTable('batches').set({ deadline_at: Date.now() - 1000, lease_owner: null, lease_expires_at: null }).where('id', '=', stuck.id).execute();
+
+      const contexts = stores.map((store, i) => lifecycleContext(store, h.config, `racer-${i}`));
+      for (let round = 0; round < 20; round++) {
+        const changed = await Promise.all(contexts.map((ctx) => runLifecycleSweeps(ctx)));
+        if (!changed.some(Boolean)) break;
+      }
+      assert.deepEqual(await Promise.all(contexts.map((ctx) => runLifecycleSweeps(ctx))), [false, false], 'nothing is left to do');
+
+      const readBlob = async (key: string) => {
+        const chunks: Buffer[] = [];
+        for await (const chunk of await stores[1].blobs.read(key)) chunks.push(chunk as Buffer);
+        return Buffer.concat(chunks).toString('utf8');
+      };
+      for (const [id, status] of [
+        [done.batch.id, 'completed'],
+        [stuck.id, 'expired'],
+      ] as const) {
+        const row = await db.selectFrom('batches').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
+        assert.equal(row.status, status);
+        const files = await db.selectFrom('files').selectAll().where('batch_id', '=', id).execute();
+        assert.equal(files.length, 2, `one output and one error file for the ${status} batch, not one per racer`);
+        assert.deepEqual(new Set(files.map((f) => f.id)), new Set([row.output_file_id, row.error_file_id]));
+        const errorsFile = files.find((f) => f.id === row.error_file_id)!;
+        const errors = parseJsonl(await readBlob(errorsFile.blob_key!));
+        if (status === 'completed') {
+          const outputFile = files.find((f) => f.id === row.output_file_id)!;
+          assert.equal(await readBlob(outputFile.blob_key!), done.outputText, 'the output is written again, unchanged');
+          assert.equal(errors.length, 3);
+        } else {
+          assert.deepEqual(errors.map((l) => l.custom_id).sort(), stuckLines.map((l) => l.custom_id).sort(), 'every line once, as batch_expired');
+          for (const line of errors) assert.equal(line.error.code, 'batch_expired');
+          assert.equal(row.request_failed, stuckLines.length);
+        }
+      }
+    } finally {
+      await Promise.all(stores.map((store) => store.close()));
+    }
   });
 
   it('two workers, no crashes: each line is sent upstream once (leases hold under contention)', async () => {

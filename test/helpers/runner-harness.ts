@@ -631,7 +631,7 @@ async function spawnSpool(args: string[], options: ChildOptions, ready: RegExp):
   // Only what the child needs: no SPOOL_* settings of the test process leak in.
   for (const [name, value] of Object.entries(process.env)) if (!name.startsWith('SPOOL_') && name !== 'DATABASE_URL') env[name] = value;
   env.SPOOL_API_KEY = options.apiKey ?? HARNESS_API_KEY;
-  env.SPOOL_LOG_LEVEL = 'silent';
+  env.SPOOL_LOG_LEVEL = process.env.SPOOL_TEST_CHILD_LOG ?? 'silent';
   if (options.databaseUrl) env.DATABASE_URL = options.databaseUrl;
   const child = spawn(process.execPath, ['bin/spool.js', ...args, '--data-dir', options.dataDir, '--config', configPath, ...(options.extraArgs ?? [])], {
     cwd: REPO_ROOT,

@@ -28,6 +28,14 @@ import {
 import { openSqlStore, type SqlDialectName, type SqlStore } from '../../src/store/sql/database.ts';
 import { migrations } from '../../src/store/sql/migrations.ts';
 import {
+  acquireUpstreamSlots,
+  ensureUpstreamSlots,
+  heldUpstreamSlots,
+  releaseAllUpstreamSlots,
+  releaseUpstreamSlots,
+  renewUpstreamSlots,
+} from '../../src/store/sql/upstream-slots.ts';
+import {
   findFile,
   findOpenBatchUsingFile,
   findProcessedFileBySha256,
@@ -287,7 +295,7 @@ function contract(h: DialectHarness): void {
   describe('migrations', () => {
     it('open reports its dialect and creates every table', async () => {
       assert.equal(store.dialect, h.name);
-      for (const table of ['settings', 'api_keys', 'files', 'batches', 'requests'] as const) {
+      for (const table of ['settings', 'api_keys', 'files', 'batches', 'requests', 'upstream_slots'] as const) {
         const rows = await store.db.selectFrom(table).selectAll().execute();
         assert.deepEqual(rows, [], `${table} exists and is empty`);
       }
@@ -918,6 +926,48 @@ function contract(h: DialectHarness): void {
       await insertApiKey(store.db, a);
       await assert.rejects(insertApiKey(store.db, keyRow({ key_hash: a.key_hash })));
       assert.equal(await countActiveKeys(store.db), 1);
+    });
+  });
+
+  describe('upstream slots (global concurrency ceilings)', () => {
+    it('ensure is idempotent and safe to race; acquisitions never hand out more than the ceiling', async () => {
+      const other = await target.open();
+      await Promise.all([ensureUpstreamSlots(store.db, 'vllm', 5), ensureUpstreamSlots(other.db, 'vllm', 5), ensureUpstreamSlots(store.db, 'vllm', 5)]);
+      const args = { upstream: 'vllm', ceiling: 5, count: 4, leaseMs: 1000, now: NOW };
+      // Two processes asking for 4 each at once: 5 slots in all, none twice.
+      const [a, b] = await Promise.all([acquireUpstreamSlots(store.db, { ...args, owner: 'a' }), acquireUpstreamSlots(other.db, { ...args, owner: 'b' })]);
+      assert.equal(a.length + b.length, 5, `a got ${a}, b got ${b}`);
+      assert.equal(new Set([...a, ...b]).size, 5);
+      assert.deepEqual(await acquireUpstreamSlots(store.db, { ...args, owner: 'c' }), [], 'nothing is left');
+      assert.equal(await heldUpstreamSlots(store.db, 'vllm', NOW), 5);
+      // A lower ceiling in another process's config: slots above it are never handed out.
+      await releaseUpstreamSlots(store.db, { upstream: 'vllm', owner: 'a', slots: a });
+      await releaseUpstreamSlots(store.db, { upstream: 'vllm', owner: 'b', slots: b });
+      assert.equal((await acquireUpstreamSlots(store.db, { ...args, owner: 'c', ceiling: 2, count: 5 })).length, 2);
+      assert.equal(await heldUpstreamSlots(store.db, 'other-upstream', NOW), 0, 'upstreams do not share slots');
+    });
+
+    it('release is by owner; renew keeps slots; a lapsed slot is taken over and drops out of its old owner\'s renewal', async () => {
+      await ensureUpstreamSlots(store.db, 'vllm', 2);
+      const args = { upstream: 'vllm', ceiling: 2, leaseMs: 1000 };
+      const a = await acquireUpstreamSlots(store.db, { ...args, owner: 'a', count: 2, now: NOW });
+      assert.equal(a.length, 2);
+      await releaseUpstreamSlots(store.db, { upstream: 'vllm', owner: 'b', slots: a });
+      assert.equal(await heldUpstreamSlots(store.db, 'vllm', NOW), 2, 'another owner cannot release them');
+
+      const renewed = await renewUpstreamSlots(store.db, 'a', 1000, NOW + 900);
+      assert.deepEqual(renewed.get('vllm')?.sort(), [...a].sort());
+      assert.deepEqual(await acquireUpstreamSlots(store.db, { ...args, owner: 'b', count: 1, now: NOW + 1500 }), [], 'renewed until NOW + 1900');
+
+      // a stalls past its lease; b takes one slot over; a's next renewal keeps only the other.
+      const taken = await acquireUpstreamSlots(store.db, { ...args, owner: 'b', count: 1, now: NOW + 2500 });
+      assert.equal(taken.length, 1);
+      const after = await renewUpstreamSlots(store.db, 'a', 1000, NOW + 2600);
+      assert.deepEqual(after.get('vllm'), a.filter((slot) => slot !== taken[0]));
+
+      await releaseAllUpstreamSlots(store.db, 'a');
+      await releaseAllUpstreamSlots(store.db, 'b');
+      assert.equal(await heldUpstreamSlots(store.db, 'vllm', NOW + 2600), 0);
     });
   });
 }

@@ -313,3 +313,22 @@ describe('AdaptiveLimiter slow start', () => {
     assert.equal(limiter.limit, 64);
   });
 });
+
+describe('AdaptiveLimiter: an outside cap (slots of a shared ceiling)', () => {
+  it('bounds acquisitions below the adaptive limit; lowering it never cancels requests in flight', () => {
+    const limiter = new AdaptiveLimiter({ initial: 8, max: 8, now: () => 0 });
+    limiter.setCap(0);
+    assert.equal(limiter.tryAcquire(), false, 'no slots held, nothing may start');
+    limiter.setCap(3);
+    assert.equal([1, 2, 3, 4].filter(() => limiter.tryAcquire()).length, 3);
+    limiter.setCap(1);
+    assert.equal(limiter.inFlight, 3);
+    assert.equal(limiter.available, 0);
+    limiter.release();
+    limiter.release();
+    assert.equal(limiter.tryAcquire(), false, 'still one in flight against a cap of one');
+    limiter.release();
+    assert.equal(limiter.tryAcquire(), true);
+    assert.equal(limiter.limit, 8, 'the adaptive limit itself is untouched');
+  });
+});

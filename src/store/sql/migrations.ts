@@ -135,9 +135,28 @@ const sweepIndexes: Migration = {
   },
 };
 
+// Per-upstream concurrency ceilings shared by every worker process (see
+// store/sql/upstream-slots.ts). Slot rows are made on first use, per upstream.
+const upstreamSlots: Migration = {
+  async up(db: Kysely<any>) {
+    await db.schema
+      .createTable('upstream_slots')
+      .addColumn('upstream', 'text', (c) => c.notNull())
+      .addColumn('slot', 'integer', (c) => c.notNull())
+      .addColumn('owner', 'text')
+      .addColumn('expires_at', 'bigint')
+      .addPrimaryKeyConstraint('upstream_slots_pk', ['upstream', 'slot'])
+      .execute();
+  },
+  async down(db: Kysely<any>) {
+    await db.schema.dropTable('upstream_slots').execute();
+  },
+};
+
 export const migrations: Record<string, Migration> = {
   '0001_initial': initial,
   '0002_sweep_indexes': sweepIndexes,
+  '0003_upstream_slots': upstreamSlots,
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -128,8 +128,22 @@ export interface RequestsTable {
   finished_at: number | null;
 }
 
+/**
+ * The global concurrency ceiling of an upstream, as one row per slot: a
+ * worker may have as many requests in flight to the upstream as it holds
+ * slots, so all workers together never exceed the ceiling.
+ */
+export interface UpstreamSlotsTable {
+  upstream: string;
+  /** 0-based; slots at or above an upstream's configured ceiling are never handed out. */
+  slot: number;
+  owner: string | null;
+  expires_at: number | null;
+}
+
 export interface Database {
   settings: SettingsTable;
+  upstream_slots: UpstreamSlotsTable;
   api_keys: ApiKeysTable;
   files: FilesTable;
   batches: BatchesTable;

@@ -2,10 +2,11 @@
 // harness, in its own process so its memory and CPU can be measured apart
 // from the harness's. The config (already in config-file shape) comes in
 // SPOOL_BENCH_CONFIG; the parent talks to it over IPC (see lib/child.ts).
+// SPOOL_BENCH_ROLE=worker runs a worker only, as `spool worker` does.
 // With SPOOL_BENCH_SQL_PROFILE=1 every SQLite statement is timed (prepare and
 // execution, per SQL text) and the totals are answered to 'sqlStats'.
 import BetterSqlite3 from 'better-sqlite3';
-import { startSpool } from '../src/app.ts';
+import { startSpool, startWorker } from '../src/app.ts';
 import { parseConfig } from '../src/config.ts';
 import { serveParent } from './lib/child.ts';
 
@@ -53,12 +54,23 @@ function profileSql(): void {
 if (process.env.SPOOL_BENCH_SQL_PROFILE === '1') profileSql();
 
 const config = parseConfig(JSON.parse(process.env.SPOOL_BENCH_CONFIG ?? '{}'));
-const app = await startSpool(config);
-serveParent(
-  { url: app.url },
-  {
-    stats: () => ({ runner: app.runner?.stats() ?? null, cpu: process.cpuUsage(), memory: process.memoryUsage() }),
-    sqlStats: () => [...sqlStats.values()],
-  },
-  () => app.close(),
-);
+if (process.env.SPOOL_BENCH_ROLE === 'worker') {
+  // `spool worker`: the runner and sweeps, no HTTP (bench --only scale).
+  const quiet = () => undefined;
+  const worker = await startWorker(config, { info: quiet, warn: quiet, error: quiet });
+  serveParent(
+    { url: '' },
+    { stats: () => ({ runner: worker.runner.stats(), cpu: process.cpuUsage(), memory: process.memoryUsage() }), sqlStats: () => [...sqlStats.values()] },
+    () => worker.close(),
+  );
+} else {
+  const app = await startSpool(config);
+  serveParent(
+    { url: app.url },
+    {
+      stats: () => ({ runner: app.runner?.stats() ?? null, cpu: process.cpuUsage(), memory: process.memoryUsage() }),
+      sqlStats: () => [...sqlStats.values()],
+    },
+    () => app.close(),
+  );
+}

@@ -13,6 +13,7 @@ import { createContext, errorRow, renderTable, sleep, withTimeout, type BenchCon
 import { closeApiAgent, removeLeftoverDataDirs } from './lib/spool.ts';
 import { summarizeProfile } from './profile-summary.ts';
 import { benchRss } from './rss.ts';
+import { benchScale } from './scale.ts';
 import { benchUpload } from './upload.ts';
 import { benchValidate } from './validate.ts';
 import { benchZeroLatency } from './zero-latency.ts';
@@ -24,6 +25,7 @@ const BENCHES: Record<string, (ctx: BenchContext) => Promise<Row[]>> = {
   'capacity-429': (ctx) => benchCapacity(ctx, overloadScenario(ctx.quick)),
   'zero-latency': benchZeroLatency,
   rss: benchRss,
+  scale: benchScale,
 };
 
 // Whatever happens inside one benchmark, it is given up after this long.

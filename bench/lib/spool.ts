@@ -17,8 +17,12 @@ export const BENCH_API_KEY = 'spool-bench-key-0123456789';
 
 export interface SpoolChildOptions {
   label: string;
-  /** Deep enough for the benches: worker, limits and upstreams replace the defaults' sections. */
-  config?: Pick<ConfigInput, 'worker' | 'limits' | 'upstreams'>;
+  /** Deep enough for the benches: worker, limits, upstreams and engine replace the defaults' sections. */
+  config?: Pick<ConfigInput, 'worker' | 'limits' | 'upstreams' | 'engine' | 'databaseUrl'>;
+  /** 'worker': the runner and sweeps only, as `spool worker` runs them (no HTTP; `url` is empty). Default 'serve'. */
+  role?: 'serve' | 'worker';
+  /** Share this (another child's) data directory, e.g. its blobs, instead of a fresh one; it is left in place on stop. */
+  sharedDataDir?: string;
 }
 
 export interface SpoolChildStats {
@@ -68,11 +72,12 @@ export class SpoolChild {
     readonly child: ChildHandle<{ url: string }>,
     readonly dataDir: string,
     private readonly ctx: BenchContext,
+    private readonly ownsDataDir = true,
   ) {}
 
   static async start(ctx: BenchContext, options: SpoolChildOptions): Promise<SpoolChild> {
-    const dataDir = mkdtempSync(join(tmpdir(), `spool-bench-${options.label}-`));
-    liveDataDirs.add(dataDir);
+    const dataDir = options.sharedDataDir ?? mkdtempSync(join(tmpdir(), `spool-bench-${options.label}-`));
+    if (!options.sharedDataDir) liveDataDirs.add(dataDir);
     const config: ConfigInput = {
       host: '127.0.0.1',
       port: 0,
@@ -95,12 +100,19 @@ export class SpoolChild {
     try {
       const child = await spawnChild<{ url: string }>(`spool(${options.label})`, ctx.bundledServer ?? 'bench/child-server.ts', {
         nodeArgs,
-        env: { SPOOL_BENCH_CONFIG: JSON.stringify(config), SPOOL_LOG_LEVEL: 'silent', SPOOL_BENCH_SQL_PROFILE: ctx.sqlProfile ? '1' : '0' },
+        env: {
+          SPOOL_BENCH_CONFIG: JSON.stringify(config),
+          SPOOL_LOG_LEVEL: 'silent',
+          SPOOL_BENCH_SQL_PROFILE: ctx.sqlProfile ? '1' : '0',
+          SPOOL_BENCH_ROLE: options.role ?? 'serve',
+        },
       });
-      return new SpoolChild(child, dataDir, ctx);
+      return new SpoolChild(child, dataDir, ctx, !options.sharedDataDir);
     } catch (err) {
-      rmSync(dataDir, { recursive: true, force: true });
-      liveDataDirs.delete(dataDir);
+      if (!options.sharedDataDir) {
+        rmSync(dataDir, { recursive: true, force: true });
+        liveDataDirs.delete(dataDir);
+      }
       throw err;
     }
   }
@@ -143,9 +155,11 @@ export class SpoolChild {
         }
       }
     } finally {
-      if (this.ctx.keepDataDirs) this.ctx.log(`kept ${this.child.label}'s data directory ${this.dataDir}`);
+      if (!this.ownsDataDir) {
+        // Another child's directory: its owner removes it.
+      } else if (this.ctx.keepDataDirs) this.ctx.log(`kept ${this.child.label}'s data directory ${this.dataDir}`);
       else rmSync(this.dataDir, { recursive: true, force: true });
-      liveDataDirs.delete(this.dataDir);
+      if (this.ownsDataDir) liveDataDirs.delete(this.dataDir);
     }
     return times;
   }

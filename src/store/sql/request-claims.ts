@@ -4,7 +4,7 @@
 // arriving after the lease lapsed (and the request was reclaimed elsewhere,
 // or failed by cancel/expiry) changes nothing: each line ends with exactly
 // one outcome.
-import { PostgresAdapter, sql, SqliteAdapter, type Kysely, type Transaction } from 'kysely';
+import { PostgresAdapter, sql, type Kysely, type Transaction } from 'kysely';
 import type { SqlDialectName } from './database.ts';
 import type { Database, RequestRow } from './schema.ts';
 
@@ -165,8 +165,8 @@ export async function applyRequestOutcomes(
   return db.transaction().execute(async (tx) => {
     const applied: RequestOutcomeRecord[] = [];
     const counters = new Map<string, { completed: number; failed: number; input: number; output: number }>();
-    // On SQLite the successes (nearly every record) go in a few multi-row statements; the rest one by one.
-    const grouped = tx.getExecutor().adapter instanceof SqliteAdapter ? await applySucceededSqlite(tx, owner, records, now) : undefined;
+    // The successes (nearly every record) go in a few multi-row statements; the rest one by one.
+    const grouped = await applySucceededGrouped(tx, owner, records, now);
     for (const record of records) {
       if (grouped && record.kind === 'succeeded') {
         if (!grouped.has(`${record.line}\u0000${record.batchId}`)) continue;
@@ -248,40 +248,70 @@ export async function applyRequestOutcomes(
   });
 }
 
-// Rows per multi-row UPDATE: 7 bound values each, far inside SQLite's 32766.
-const SQLITE_OUTCOME_CHUNK = 500;
+// Rows per multi-row UPDATE: 7 bound values each, far inside SQLite's 32766 and PostgreSQL's 65535.
+const OUTCOME_CHUNK = 500;
 
 /**
  * Records every 'succeeded' outcome of a group with one UPDATE ... FROM
  * (VALUES ...) per chunk instead of one UPDATE per line: per-line statements
- * each paid a Kysely build, a SQLite prepare and a run, which at thousands of
- * results a second was most of the writer's cost. Same conditions as the
- * per-line path (owner and state 'running'). Returns "line\0batchId" of the
- * rows it changed. SQLite only (its VALUES columns are untyped and named
- * column1..N); a group that names a line twice is left to the per-line path.
+ * each paid a Kysely build, a prepare (SQLite) or a round trip (PostgreSQL)
+ * and a run, which at thousands of results a second was most of the writer's
+ * cost (bench --only scale, PostgreSQL: one statement per line cost ~300 µs
+ * of server CPU per request). Same conditions as the per-line path (owner and
+ * state 'running'). Returns "line\0batchId" of the rows it changed, or
+ * undefined for a group that names a line twice (left to the per-line path).
  */
-async function applySucceededSqlite(tx: Transaction<Database>, owner: string, records: RequestOutcomeRecord[], now: number): Promise<Set<string> | undefined> {
+async function applySucceededGrouped(tx: Transaction<Database>, owner: string, records: RequestOutcomeRecord[], now: number): Promise<Set<string> | undefined> {
   const succeeded = records.filter((record): record is Extract<RequestOutcomeRecord, { kind: 'succeeded' }> => record.kind === 'succeeded');
   const keys = new Set(succeeded.map((record) => `${record.line}\u0000${record.batchId}`));
   if (keys.size !== succeeded.length) return undefined;
+  const postgres = tx.getExecutor().adapter instanceof PostgresAdapter;
   const applied = new Set<string>();
-  for (let i = 0; i < succeeded.length; i += SQLITE_OUTCOME_CHUNK) {
-    const chunk = succeeded.slice(i, i + SQLITE_OUTCOME_CHUNK);
-    const values = sql.join(
-      chunk.map((r) => sql`(${r.batchId}, ${r.line}, ${r.status}, ${r.body}, ${r.requestId}, ${r.inputTokens}, ${r.outputTokens})`),
-    );
-    const result = await sql<{ batch_id: string; line: number }>`
-      update requests set
-        state = 'succeeded', lease_owner = null, lease_expires_at = null,
-        response_status = v.column3, response_body = v.column4, request_id = v.column5,
-        input_tokens = v.column6, output_tokens = v.column7,
-        error_code = null, error_message = null, finished_at = ${now}
-      from (values ${values}) as v
-      where requests.batch_id = v.column1 and requests.line = v.column2 and requests.lease_owner = ${owner} and requests.state = 'running'
-      returning batch_id, line`.execute(tx);
-    for (const row of result.rows) applied.add(`${row.line}\u0000${row.batch_id}`);
+  for (let i = 0; i < succeeded.length; i += OUTCOME_CHUNK) {
+    const chunk = succeeded.slice(i, i + OUTCOME_CHUNK);
+    const rows = postgres ? await updateSucceededPostgres(tx, owner, chunk, now) : await updateSucceededSqlite(tx, owner, chunk, now);
+    for (const row of rows) applied.add(`${row.line}\u0000${row.batch_id}`);
   }
   return applied;
+}
+
+type Succeeded = Extract<RequestOutcomeRecord, { kind: 'succeeded' }>;
+
+// SQLite's VALUES columns are untyped and named column1..N.
+async function updateSucceededSqlite(tx: Transaction<Database>, owner: string, chunk: Succeeded[], now: number): Promise<{ batch_id: string; line: number }[]> {
+  const values = sql.join(chunk.map((r) => sql`(${r.batchId}, ${r.line}, ${r.status}, ${r.body}, ${r.requestId}, ${r.inputTokens}, ${r.outputTokens})`));
+  const result = await sql<{ batch_id: string; line: number }>`
+    update requests set
+      state = 'succeeded', lease_owner = null, lease_expires_at = null,
+      response_status = v.column3, response_body = v.column4, request_id = v.column5,
+      input_tokens = v.column6, output_tokens = v.column7,
+      error_code = null, error_message = null, finished_at = ${now}
+    from (values ${values}) as v
+    where requests.batch_id = v.column1 and requests.line = v.column2 and requests.lease_owner = ${owner} and requests.state = 'running'
+    returning requests.batch_id, requests.line`.execute(tx);
+  return result.rows;
+}
+
+// PostgreSQL types untyped parameters in VALUES as text: each numeric column is cast so the comparisons and
+// assignments to integer/bigint columns type-check. The rows are only this worker's own running lines, which
+// claims and heartbeats skip while locked; a deadlock with a cancel or expiry sweep is broken by PostgreSQL
+// aborting one side, and the result writer retries its group.
+async function updateSucceededPostgres(tx: Transaction<Database>, owner: string, chunk: Succeeded[], now: number): Promise<{ batch_id: string; line: number }[]> {
+  const values = sql.join(
+    chunk.map(
+      (r) => sql`(${r.batchId}::text, ${r.line}::integer, ${r.status}::integer, ${r.body}::text, ${r.requestId}::text, ${r.inputTokens}::bigint, ${r.outputTokens}::bigint)`,
+    ),
+  );
+  const result = await sql<{ batch_id: string; line: number }>`
+    update requests set
+      state = 'succeeded', lease_owner = null, lease_expires_at = null,
+      response_status = v.status, response_body = v.body, request_id = v.request_id,
+      input_tokens = v.input_tokens, output_tokens = v.output_tokens,
+      error_code = null, error_message = null, finished_at = ${now}
+    from (values ${values}) as v (batch_id, line, status, body, request_id, input_tokens, output_tokens)
+    where requests.batch_id = v.batch_id and requests.line = v.line and requests.lease_owner = ${owner} and requests.state = 'running'
+    returning requests.batch_id, requests.line`.execute(tx);
+  return result.rows.map((row) => ({ batch_id: row.batch_id, line: Number(row.line) }));
 }
 
 /** Statuses of the given batches, so the runner can abort work for ones cancelled or expired meanwhile. */

@@ -1,0 +1,250 @@
+// scale: the scale-out shape on PostgreSQL. One API process (--no-worker)
+// and 1, 2 and 4 worker processes run the same batch against a zero-latency
+// upstream whose one global ceiling they share; end-to-end requests/s is
+// read from the database (in_progress_at -> completed_at, ms). Then the
+// claim query alone: 1, 2 and 4 claimers (separate connections) draining a
+// 20,000-line batch 64 rows at a time, as workers do, with nothing else.
+// Every run gets a fresh database, dropped afterwards.
+import { randomBytes } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
+import { userInfo } from 'node:os';
+import { sql } from 'kysely';
+import pg from 'pg';
+import { openSqlStore } from '../src/store/sql/database.ts';
+import { claimRequests } from '../src/store/sql/request-claims.ts';
+import { insertRequests } from '../src/store/sql/requests.ts';
+import type { NewRequest } from '../src/store/sql/schema.ts';
+import { smallInput } from './inputs.ts';
+import { cpuSeconds } from './lib/proc.ts';
+import { fmt, ratio, type BenchContext, type Row } from './lib/report.ts';
+import { SpoolChild } from './lib/spool.ts';
+import { startSimChild } from './lib/upstream.ts';
+
+const WORKER_COUNTS = [1, 2, 4];
+const CEILING = 64;
+const CLAIM_CHUNK = 64;
+
+export async function benchScale(ctx: BenchContext): Promise<Row[]> {
+  const admin = await connectAdmin();
+  try {
+    const rows: Row[] = [];
+    const lines = ctx.quick ? 4_000 : 20_000;
+    const input = await ctx.inputFile(smallInput(lines));
+    const sim = await startSimChild('scale', { concurrency: 0, latencyMs: 0, queue: 0, responseBytes: 400 });
+    try {
+      let single = NaN;
+      for (const workers of WORKER_COUNTS) {
+        const databaseUrl = await createDatabase(admin);
+        try {
+          const run = await runBatch(ctx, { databaseUrl, simUrl: sim.baseUrl, simPid: sim.pid, inputPath: input.path, workers });
+          if (workers === 1) single = run.rps;
+          ctx.log(
+            `scale: ${workers} worker(s): ${run.done}/${lines} in ${fmt(run.ms)} ms = ${fmt(run.rps)} req/s; ` +
+              `worker CPU ${fmt(run.workerCpuS, 2)} s, API CPU ${fmt(run.apiCpuS, 2)} s, upstream CPU ${fmt(run.upstreamCpuS, 2)} s, PostgreSQL CPU ${fmt(run.postgresCpuS, 2)} s`,
+          );
+          rows.push({
+            metric: `scale-out end to end, ${workers} worker process${workers > 1 ? 'es' : ''} on PostgreSQL (${fmt(lines)} lines, zero-latency upstream, global ceiling ${CEILING})`,
+            spool: `${fmt(run.rps)} req/s`,
+            reference: workers === 1 ? '' : `${fmt(single)} req/s with 1`,
+            ratio: workers === 1 ? '' : ratio(run.rps, single),
+            target: '',
+            pass: null,
+          });
+        } finally {
+          await dropDatabase(admin, databaseUrl);
+        }
+      }
+    } finally {
+      await sim.stop();
+    }
+    for (const claimers of WORKER_COUNTS) {
+      const databaseUrl = await createDatabase(admin);
+      try {
+        const claim = await claimQueryRate(databaseUrl, ctx.quick ? 5_000 : 20_000, claimers);
+        ctx.log(`scale: claim query, ${claimers} claimer(s): ${fmt(claim.rows)} rows in ${fmt(claim.ms)} ms (${fmt(claim.claims)} claims)`);
+        rows.push({
+          metric: `claim query alone on PostgreSQL, ${claimers} concurrent claimer${claimers > 1 ? 's' : ''} (${CLAIM_CHUNK} rows per claim)`,
+          spool: `${fmt(claim.claims / (claim.ms / 1000))} claims/s`,
+          reference: `${fmt(claim.rows / (claim.ms / 1000))} rows/s`,
+          ratio: '',
+          target: '',
+          pass: null,
+        });
+      } finally {
+        await dropDatabase(admin, databaseUrl);
+      }
+    }
+    return rows;
+  } finally {
+    await admin.end();
+  }
+}
+
+interface BatchRun {
+  done: number;
+  ms: number;
+  rps: number;
+  workerCpuS: number;
+  apiCpuS: number;
+  upstreamCpuS: number;
+  postgresCpuS: number;
+}
+
+async function runBatch(
+  ctx: BenchContext,
+  args: { databaseUrl: string; simUrl: string; simPid: number; inputPath: string; workers: number },
+): Promise<BatchRun> {
+  const upstreams = [{ name: 'sim', baseUrl: args.simUrl, models: ['*'], maxConcurrency: CEILING, initialConcurrency: 8 }];
+  const api = await SpoolChild.start(ctx, { label: 'scale-api', config: { databaseUrl: args.databaseUrl, upstreams, worker: { enabled: false } } });
+  const workers: SpoolChild[] = [];
+  try {
+    for (let i = 0; i < args.workers; i++) {
+      // The workers read input blobs the API process wrote: one blob directory for all, as one S3 bucket would be.
+      workers.push(
+        await SpoolChild.start(ctx, { label: `scale-worker-${i + 1}`, role: 'worker', sharedDataDir: api.dataDir, config: { databaseUrl: args.databaseUrl, upstreams } }),
+      );
+    }
+    const { fileId } = await api.upload(args.inputPath);
+    const cpu = () => ({
+      workers: workers.reduce((sum, w) => sum + (cpuSeconds(w.pid) ?? NaN), 0),
+      api: cpuSeconds(api.pid) ?? NaN,
+      upstream: cpuSeconds(args.simPid) ?? NaN,
+      postgres: postgresCpuSeconds(),
+    });
+    const before = cpu();
+    const batch = await api.createBatch(fileId);
+    await api.waitFor(batch.id, ['completed'], 300_000, 100);
+    const after = cpu();
+    const times = await batchTimes(args.databaseUrl, batch.id);
+    const ms = times.completed_at - times.in_progress_at;
+    return {
+      done: times.request_completed,
+      ms,
+      rps: times.request_completed / (ms / 1000),
+      workerCpuS: after.workers - before.workers,
+      apiCpuS: after.api - before.api,
+      upstreamCpuS: after.upstream - before.upstream,
+      postgresCpuS: after.postgres - before.postgres,
+    };
+  } finally {
+    for (const worker of workers) await worker.stop();
+    await api.stop();
+  }
+}
+
+/** Claims a batch of `lines` pending rows dry with `claimers` concurrent claimers; nothing else touches the database. */
+async function claimQueryRate(databaseUrl: string, lines: number, claimers: number): Promise<{ rows: number; claims: number; ms: number }> {
+  const store = await openSqlStore({ dataDir: '', databaseUrl });
+  try {
+    const batchId = `batch-claim-bench-${claimers}`;
+    const rows: NewRequest[] = Array.from({ length: lines }, (_, i) => ({
+      batch_id: batchId,
+      line: i + 1,
+      custom_id: `r${i + 1}`,
+      model: 'bench-model',
+      byte_offset: i * 240,
+      byte_length: 240,
+      estimated_tokens: 10,
+      state: 'pending',
+      attempts: 0,
+      not_before: 0,
+      input_tokens: 0,
+      output_tokens: 0,
+    }));
+    await insertRequests(store.db, rows);
+    // Fresh statistics, as autovacuum would have after a real validation inserted the rows.
+    await sql`ANALYZE requests`.execute(store.db);
+    let claimed = 0;
+    let claims = 0;
+    const started = performance.now();
+    await Promise.all(
+      Array.from({ length: claimers }, async (_, i) => {
+        for (;;) {
+          const got = await claimRequests(store.db, 'postgres', batchId, `claimer-${i}`, 60_000, Date.now(), CLAIM_CHUNK);
+          if (got.length === 0) return;
+          claimed += got.length;
+          claims += 1;
+        }
+      }),
+    );
+    const ms = performance.now() - started;
+    if (claimed !== lines) throw new Error(`claimers took ${claimed} rows of ${lines}: a row was claimed twice or missed`);
+    return { rows: claimed, claims, ms };
+  } finally {
+    await store.close();
+  }
+}
+
+async function batchTimes(databaseUrl: string, batchId: string): Promise<{ in_progress_at: number; completed_at: number; request_completed: number }> {
+  const client = new pg.Client({ connectionString: databaseUrl });
+  await client.connect();
+  try {
+    const result = await client.query('SELECT in_progress_at, completed_at, request_completed FROM batches WHERE id = $1', [batchId]);
+    const row = result.rows[0] as Record<string, string | number>;
+    return { in_progress_at: Number(row.in_progress_at), completed_at: Number(row.completed_at), request_completed: Number(row.request_completed) };
+  } finally {
+    await client.end();
+  }
+}
+
+/** CPU seconds of every PostgreSQL backend on the machine (they are the server's processes; 0 where /proc is unreadable). */
+function postgresCpuSeconds(): number {
+  let total = 0;
+  for (const pid of postgresPids()) total += cpuSeconds(pid) ?? 0;
+  return total;
+}
+
+function postgresPids(): number[] {
+  try {
+    return readdirSync('/proc')
+      .filter((name) => /^\d+$/.test(name))
+      .filter((pid) => {
+        try {
+          return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'postgres';
+        } catch {
+          return false;
+        }
+      })
+      .map(Number);
+  } catch {
+    return [];
+  }
+}
+
+async function connectAdmin(): Promise<pg.Client> {
+  const urls = process.env.SPOOL_TEST_POSTGRES_URL
+    ? [process.env.SPOOL_TEST_POSTGRES_URL]
+    : [...new Set([process.env.PGUSER, safeUser(), 'postgres'].filter((u): u is string => Boolean(u)))].map((user) => `postgres://${encodeURIComponent(user)}@127.0.0.1:5432/postgres`);
+  const failures: string[] = [];
+  for (const url of urls) {
+    const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5000 });
+    try {
+      await client.connect();
+      return client;
+    } catch (err) {
+      failures.push(`${url}: ${(err as Error).message}`);
+      await client.end().catch(() => undefined);
+    }
+  }
+  throw new Error(`scale needs PostgreSQL on 127.0.0.1:5432 (or SPOOL_TEST_POSTGRES_URL): ${failures.join('; ')}`);
+}
+
+function safeUser(): string | undefined {
+  try {
+    return userInfo().username;
+  } catch {
+    return undefined;
+  }
+}
+
+async function createDatabase(admin: pg.Client): Promise<string> {
+  const name = `spool_bench_${randomBytes(6).toString('hex')}`;
+  await admin.query(`CREATE DATABASE ${name}`);
+  const url = new URL(`postgres://${encodeURIComponent(admin.user ?? 'postgres')}@${admin.host}:${admin.port}/${name}`);
+  return url.toString();
+}
+
+async function dropDatabase(admin: pg.Client, databaseUrl: string): Promise<void> {
+  const name = new URL(databaseUrl).pathname.slice(1);
+  await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).catch(() => undefined);
+}

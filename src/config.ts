@@ -43,6 +43,54 @@ const engineModelSchema = z
   })
   .strict();
 
+/** A whisper.cpp speech-to-text model for /v1/audio/transcriptions and /translations. */
+const whisperModelSchema = z
+  .object({
+    /** A whisper.cpp ggml model file (ggml-base.en.bin...) the user has; nothing is ever downloaded. */
+    path: z.string().min(1),
+    /** The model name audio lines use; default the file name without its extension. */
+    name: z.string().min(1).optional(),
+    /** CPU threads per transcription; default every core but one. */
+    threads: z.number().int().nonnegative().optional(),
+  })
+  .strict();
+
+/** Where file bytes live in the scale-out shape: any S3-compatible store. */
+const s3Schema = z
+  .object({
+    /** Base URL of an S3-compatible store (MinIO, Ceph, R2, ...); unset means AWS S3 itself. */
+    endpoint: z.string().url().optional(),
+    region: z.string().min(1).default('us-east-1'),
+    /** Required when blobs.kind is "s3" (checked below, so the error names this key). */
+    bucket: z.string().min(1).optional(),
+    /** Both unset: the AWS SDK's default credential chain (AWS_* variables, profile, instance role). */
+    accessKeyId: z.string().min(1).optional(),
+    secretAccessKey: z.string().min(1).optional(),
+    /** Bucket in the path (http://host/bucket/key), as MinIO and most self-hosted stores need. Unset: on when an endpoint is set. */
+    forcePathStyle: z.boolean().optional(),
+    /** Prepended to every object key ("spool/"), so one bucket can serve several deployments. */
+    prefix: z.string().default(''),
+  })
+  .strict();
+
+const blobsSchema = z
+  .object({
+    /** "local": a directory under dataDir (embedded default). "s3": shared by every process of a scale-out deployment. */
+    kind: z.enum(['local', 's3']).default('local'),
+    s3: s3Schema.prefault({}),
+  })
+  .strict()
+  .superRefine((blobs, ctx) => {
+    if (blobs.kind !== 's3') return;
+    if (!blobs.s3.bucket) ctx.addIssue({ code: 'custom', path: ['s3', 'bucket'], message: 'required when blobs.kind is "s3"' });
+    if (!blobs.s3.accessKeyId !== !blobs.s3.secretAccessKey) {
+      const missing = blobs.s3.accessKeyId ? 'secretAccessKey' : 'accessKeyId';
+      ctx.addIssue({ code: 'custom', path: ['s3', missing], message: 'set accessKeyId and secretAccessKey together, or neither (AWS default credentials)' });
+    }
+  });
+
+export type BlobsConfig = z.infer<typeof blobsSchema>;
+
 export const configSchema = z
   .object({
     host: z.string().default('127.0.0.1'),
@@ -52,6 +100,8 @@ export const configSchema = z
     publicUrl: z.string().url().optional(),
     /** postgres://... selects PostgreSQL; unset means SQLite in the data dir. */
     databaseUrl: z.string().optional(),
+    /** Where file bytes live: SPOOL_BLOBS__KIND=s3, SPOOL_BLOBS__S3__BUCKET=... */
+    blobs: blobsSchema.prefault({}),
     /** Accepted as user "default" (admin) when set. */
     apiKey: z.string().min(8).optional(),
     log: z
@@ -125,11 +175,12 @@ export const configSchema = z
       .strict()
       .prefault({}),
     upstreams: z.array(upstreamSchema).default([]),
-    /** The embedded llama.cpp engine: GGUF models served in-process (no other server needed). */
+    /** The embedded engine: GGUF models (llama.cpp) and a whisper model (whisper.cpp) served in-process (no other server needed). */
     engine: z
       .object({
         gpu: z.union([z.literal('auto'), z.literal(false)]).default('auto'),
         models: z.array(engineModelSchema).default([]),
+        whisper: whisperModelSchema.optional(),
       })
       .strict()
       .prefault({}),
@@ -151,7 +202,8 @@ function configFromEnv(env: NodeJS.ProcessEnv): Record<string, unknown> {
     let path: string[] | undefined;
     if (name === 'DATABASE_URL') path = ['databaseUrl'];
     else if (name === 'SPOOL_LOG_LEVEL') path = ['log', 'level'];
-    else if (name === 'SPOOL_CONFIG') continue;
+    // Not server settings: the config file's path, bin/spool.js's source switch, and the client commands' server URL.
+    else if (name === 'SPOOL_CONFIG' || name === 'SPOOL_FROM_SOURCE' || name === 'SPOOL_SERVER') continue;
     else if (name.startsWith('SPOOL_')) {
       path = name
         .slice('SPOOL_'.length)

@@ -1,6 +1,6 @@
 // The scale-out shape from DESIGN.md on PostgreSQL: two API-only processes
 // (`spool serve --no-worker`) and three `spool worker` processes share one
-// database and one blob directory. Workers are SIGKILLed at random moments
+// database and one S3 bucket (s3rver on loopback). Workers are SIGKILLed at random moments
 // and restarted; every line must still end up exactly once, and the upstream
 // never sees more than its one global ceiling. Racing finalizers and expiry
 // sweeps in two processes write one set of files. Also the
@@ -9,6 +9,8 @@
 // Skipped with SPOOL_TEST_SKIP_POSTGRES=1, like the store contract's
 // PostgreSQL half; otherwise an unreachable PostgreSQL fails loudly.
 import assert from 'node:assert/strict';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { runLifecycleSweeps } from '../../src/batches/sweeps.ts';
 import { openStore } from '../../src/store/index.ts';
@@ -38,6 +40,7 @@ import {
   type Endpoint,
   type Json,
 } from '../helpers/runner-harness.ts';
+import { startS3rver } from '../helpers/s3rver.ts';
 import { canonicalBodyKey } from '../helpers/upstreams.ts';
 
 const CHAT = '/v1/chat/completions';
@@ -46,26 +49,32 @@ const TERMINAL = ['completed', 'failed', 'expired', 'cancelled'];
 after(cleanupAll);
 
 describe('scale-out on PostgreSQL', { skip: SKIP_POSTGRES ? 'SPOOL_TEST_SKIP_POSTGRES=1' : false }, () => {
-  it('two API processes and three workers, workers SIGKILLed and restarted mid-run: every line exactly once, the global ceiling holds', async () => {
+  it('two API processes and three workers on PostgreSQL + S3, workers SIGKILLed and restarted mid-run: every line exactly once, the global ceiling holds', async () => {
     const LINES = 3000;
     const CEILING = 4;
     const databaseUrl = await createPostgresDatabase();
+    const s3 = await startS3rver();
+    after(() => s3.close());
+    const bucket = await s3.createBucket('spool-scale');
+    const { endpoint, region, accessKeyId, secretAccessKey, forcePathStyle } = s3.storeOptions(bucket);
     // 10 ms a request and 4 slots for everyone: the run outlasts three kill-and-restart cycles.
     const upstream = await startTestUpstream({ kind: 'slow', delayMs: 10 });
-    const dataDir = makeTempDir('spool-scale-');
     const config: Json = {
+      blobs: { kind: 's3', s3: { endpoint, region, bucket, accessKeyId, secretAccessKey, forcePathStyle } },
       upstreams: [{ name: 'loop', baseUrl: upstream.url, models: ['loop-*'], maxConcurrency: CEILING, initialConcurrency: CEILING }],
       worker: { leaseSeconds: 1, pollIntervalMs: 50, retryBaseDelayMs: 20, retryMaxDelayMs: 200, maxAttempts: 10, claimBatchSize: 16 },
     };
+    // Every process has a data directory of its own: all they share is the database and the bucket.
+    const dataDir = () => makeTempDir('spool-scale-');
     const apis = [
-      await startChildSpool({ dataDir, config, databaseUrl, extraArgs: ['--no-worker'] }),
-      await startChildSpool({ dataDir, config, databaseUrl, extraArgs: ['--no-worker'] }),
+      await startChildSpool({ dataDir: dataDir(), config, databaseUrl, extraArgs: ['--no-worker'] }),
+      await startChildSpool({ dataDir: dataDir(), config, databaseUrl, extraArgs: ['--no-worker'] }),
     ];
     // Uploaded and created through one API process, followed and downloaded through the other.
     const submitVia: Endpoint = { base: apis[0].openai, key: HARNESS_API_KEY };
     const ep: Endpoint = { base: apis[1].openai, key: HARNESS_API_KEY };
     const workers: ChildProcessHandle[] = [];
-    for (let i = 0; i < 3; i++) workers.push(await startChildWorker({ dataDir, config, databaseUrl }));
+    for (let i = 0; i < 3; i++) workers.push(await startChildWorker({ dataDir: dataDir(), config, databaseUrl }));
 
     const lines = chatLines(LINES, 'loop-llama', 'line');
     const created = await submitBatch(submitVia, lines, { fileName: 'scale.jsonl' });
@@ -83,7 +92,7 @@ describe('scale-out on PostgreSQL', { skip: SKIP_POSTGRES ? 'SPOOL_TEST_SKIP_POS
       const victim = Math.floor(Math.random() * workers.length);
       await workers[victim].kill();
       log.push({ kill: i + 1, worker: victim, afterMs: delayMs, done });
-      workers[victim] = await startChildWorker({ dataDir, config, databaseUrl });
+      workers[victim] = await startChildWorker({ dataDir: dataDir(), config, databaseUrl });
     }
 
     const batch = await waitForStatus(ep, created.id, 'completed', 180_000);
@@ -98,6 +107,11 @@ describe('scale-out on PostgreSQL', { skip: SKIP_POSTGRES ? 'SPOOL_TEST_SKIP_POS
     // maxConcurrency is one ceiling for all three workers together (held in PostgreSQL), not one per worker.
     assert.ok(upstream.stats.maxInFlight <= CEILING, `never more than the global ceiling of ${CEILING} at once (saw ${upstream.stats.maxInFlight})`);
     assert.ok(upstream.stats.maxInFlight > 1, `requests ran concurrently (max in flight ${upstream.stats.maxInFlight})`);
+    // The input, output and error files are objects in the bucket, none on any process's disk.
+    const objects = readdirSync(join(s3.directory, bucket), { recursive: true }).map(String);
+    for (const id of [created.input_file_id, batch.output_file_id, batch.error_file_id]) {
+      assert.ok(objects.some((name) => name.includes(id) || name.includes(created.id)), `${id} is stored in the bucket`);
+    }
   });
 
   it('two processes racing to finalize and to expire the same batches produce one set of files', async () => {

@@ -28,6 +28,8 @@ export interface BlobStore {
   delete(key: string): Promise<void>;
   /** Confirms the store is reachable (readiness). */
   check(): Promise<void>;
+  /** Releases connections, for stores that hold any. */
+  close?(): Promise<void>;
 }
 
 export class BlobTooLargeError extends Error {

@@ -15,6 +15,7 @@
 // (so generated text is always whole words), and to make end-of-sequence
 // either never or always the most likely token (`eos`).
 import { writeFile } from 'node:fs/promises';
+import { normalSource } from './random.ts';
 
 // ---------------------------------------------------------------- GGUF encoding
 
@@ -225,22 +226,6 @@ export function tinyVocabulary(): TinyVocabulary {
     types.push(TOKEN_NORMAL);
   }
   return { tokens, scores, types };
-}
-
-/** A deterministic PRNG (mulberry32) with a Box-Muller normal on top. */
-function normalSource(seed: number): () => number {
-  let state = seed >>> 0;
-  const uniform = () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  return () => {
-    const u = Math.max(uniform(), 1e-12);
-    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * uniform());
-  };
 }
 
 /** The bytes of a tiny random llama GGUF (a few hundred KB). */

@@ -6,6 +6,9 @@ import { createApiKey } from '../auth/keys.ts';
 import { ConfigError, loadConfig, type Config } from '../config.ts';
 import { openStore } from '../store/index.ts';
 import { listApiKeys, revokeApiKey } from '../store/sql/keys.ts';
+import { registerClientCommands } from './commands/index.ts';
+import { ExitCode } from './exit-codes.ts';
+import { printJson, printTable } from './output.ts';
 
 interface CommonFlags {
   config?: string;
@@ -29,6 +32,8 @@ const collect = (value: string, previous: string[] = []): string[] => [...previo
 interface ServeFlags extends CommonFlags {
   model?: string[];
   modelName?: string[];
+  whisperModel?: string;
+  whisperModelName?: string;
   host?: string;
   port?: number;
   upstream?: string;
@@ -45,7 +50,11 @@ function configFrom(flags: ServeFlags): Config {
       // --upstream URL: the one-line setup, every model goes to that server.
       upstreams: flags.upstream ? [{ name: 'default', baseUrl: flags.upstream, models: ['*'] }] : undefined,
       worker: flags.worker === false ? { enabled: false } : undefined,
-      engine: flags.model && flags.model.length > 0 ? { models: engineModelsFrom(flags.model, flags.modelName ?? []) } : undefined,
+      engine: {
+        models: flags.model && flags.model.length > 0 ? engineModelsFrom(flags.model, flags.modelName ?? []) : undefined,
+        // Merged over a configured engine.whisper, so --whisper-model-name alone renames the configured model.
+        whisper: flags.whisperModel || flags.whisperModelName ? { path: flags.whisperModel, name: flags.whisperModelName } : undefined,
+      },
     },
   });
 }
@@ -66,6 +75,8 @@ program
   .option('--no-worker', 'API only: do not run batch requests in this process')
   .option('--model <path>', 'serve this GGUF model with the embedded engine (repeatable)', collect)
   .option('--model-name <name>', 'the name batch lines use for the preceding --model (default: its file name)', collect)
+  .option('--whisper-model <path>', 'transcribe audio lines with this whisper.cpp ggml model in the embedded engine')
+  .option('--whisper-model-name <name>', 'the name audio lines use for the --whisper-model (default: its file name)')
   .action(async (flags: ServeFlags) => {
     const config = configFrom(flags);
     const app = await startSpool(config);
@@ -101,6 +112,10 @@ program
   .option('--data-dir <dir>', 'data directory (SPOOL_DATA_DIR)')
   .option('--config <file>', 'config file (SPOOL_CONFIG)')
   .option('--upstream <url>', 'send every model to this OpenAI-compatible server')
+  .option('--model <path>', 'serve this GGUF model with the embedded engine (repeatable)', collect)
+  .option('--model-name <name>', 'the name batch lines use for the preceding --model (default: its file name)', collect)
+  .option('--whisper-model <path>', 'transcribe audio lines with this whisper.cpp ggml model in the embedded engine')
+  .option('--whisper-model-name <name>', 'the name audio lines use for the --whisper-model (default: its file name)')
   .action(async (flags: ServeFlags) => {
     const config = configFrom(flags);
     const log = pino({ level: config.log.level });
@@ -128,9 +143,11 @@ keys
   .option('--admin', 'may administer the service', false)
   .option('--data-dir <dir>', 'data directory (SPOOL_DATA_DIR)')
   .option('--config <file>', 'config file (SPOOL_CONFIG)')
-  .action(async (flags: CommonFlags & { user: string; admin: boolean }) => {
+  .option('--json', 'print {id, key, user_id, is_admin} as JSON')
+  .action(async (flags: CommonFlags & { user: string; admin: boolean; json?: boolean }) => {
     const minted = await withStore(flags, (store) => createApiKey(store.sql.db, flags.user, flags.admin));
-    process.stdout.write(`${minted.key}\n`);
+    if (flags.json) printJson({ id: minted.id, key: minted.key, user_id: minted.userId, is_admin: minted.isAdmin });
+    else process.stdout.write(`${minted.key}\n`);
     process.stderr.write(`Created key ${minted.id} for user "${minted.userId}"${minted.isAdmin ? ' (admin)' : ''}. Store it now: it is not shown again.\n`);
   });
 
@@ -139,12 +156,16 @@ keys
   .description('list keys (never the secrets)')
   .option('--data-dir <dir>', 'data directory (SPOOL_DATA_DIR)')
   .option('--config <file>', 'config file (SPOOL_CONFIG)')
-  .action(async (flags: CommonFlags) => {
+  .option('--json', 'print the keys as a JSON array')
+  .action(async (flags: CommonFlags & { json?: boolean }) => {
     const rows = await withStore(flags, (store) => listApiKeys(store.sql.db));
-    if (rows.length === 0) process.stdout.write('no keys\n');
-    for (const row of rows) {
-      const state = row.revoked_at ? `revoked ${new Date(row.revoked_at).toISOString()}` : 'active';
-      process.stdout.write(`${row.id}  ${row.prefix}…  user=${row.user_id}${row.is_admin ? ' admin' : ''}  created ${new Date(row.created_at).toISOString()}  ${state}\n`);
+    const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+    // Never the hash: a listing is for telling keys apart, and it ends up in terminals and logs.
+    const keys = rows.map((row) => ({ id: row.id, prefix: row.prefix, user_id: row.user_id, is_admin: Boolean(row.is_admin), created_at: iso(row.created_at), revoked_at: iso(row.revoked_at) }));
+    if (flags.json) printJson(keys);
+    else {
+      const rowsOut = keys.map((key) => [key.id, `${key.prefix}…`, key.user_id, key.is_admin ? 'yes' : 'no', key.created_at, key.revoked_at ? `revoked ${key.revoked_at}` : 'active']);
+      printTable(['ID', 'PREFIX', 'USER', 'ADMIN', 'CREATED', 'STATE'], rowsOut, 'no keys');
     }
   });
 
@@ -157,10 +178,13 @@ keys
   .action(async (idOrPrefix: string, flags: CommonFlags) => {
     const revoked = await withStore(flags, (store) => revokeApiKey(store.sql.db, idOrPrefix, Date.now()));
     if (revoked === 0) {
-      process.stderr.write(`no active key matches "${idOrPrefix}"\n`);
-      process.exitCode = 1;
+      process.stderr.write(`spool: no active key matches "${idOrPrefix}"\n`);
+      process.exitCode = ExitCode.notFound;
     } else process.stdout.write(`revoked ${revoked} key(s)\n`);
   });
+
+// run, files, batches: HTTP clients of a (possibly embedded) Spool server.
+registerClientCommands(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.stderr.write(`spool: ${err instanceof ConfigError ? err.message : err instanceof Error ? err.message : String(err)}\n`);

@@ -34,3 +34,6 @@ export const newBatchId = (): string => `batch-${uuidv7()}`;
 export const newKeyId = (): string => `key-${uuidv7()}`;
 export const newRequestId = (): string => `req-${uuidv7()}`;
 export const newWorkerId = (): string => `worker-${uuidv7()}`;
+/** A webhook event: the payload's `id` and the webhook-id header, the same on every retry. */
+export const newWebhookEventId = (): string => `evt-${uuidv7()}`;
+export const newWebhookDeliveryId = (): string => `whd-${uuidv7()}`;

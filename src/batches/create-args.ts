@@ -12,6 +12,8 @@ export interface CreateBatchArgs {
   modelId: string | null;
   metadata: Record<string, string> | null;
   outputExpiresAfterSeconds: number | null;
+  /** Where the batch's terminal-state webhook goes: Together `webhook_url`, OpenAI `metadata.webhook_url` (either field in either dialect). */
+  webhookUrl: string | null;
 }
 
 const MAX_METADATA_KEYS = 16;
@@ -23,6 +25,7 @@ const MAX_WINDOW_MS = 30 * 86_400_000;
 // OpenAI's bounds for output_expires_after.seconds: one hour to thirty days.
 const MIN_OUTPUT_TTL_S = 3_600;
 const MAX_OUTPUT_TTL_S = 2_592_000;
+const MAX_WEBHOOK_URL_LENGTH = 2048;
 
 export function parseCreateBatchArgs(body: unknown, defaultWindow: string): CreateBatchArgs {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {
@@ -36,6 +39,7 @@ export function parseCreateBatchArgs(body: unknown, defaultWindow: string): Crea
   const endpoint = parseEndpoint(fields.endpoint);
   const completionWindow = fields.completion_window ?? defaultWindow;
   if (typeof completionWindow !== 'string') throw badRequest(`'completion_window' must be a string such as "24h".`, 'completion_window');
+  const metadata = parseMetadata(fields.metadata);
   return {
     inputFileId,
     endpoint,
@@ -43,8 +47,9 @@ export function parseCreateBatchArgs(body: unknown, defaultWindow: string): Crea
     windowMs: parseWindow(completionWindow),
     priority: parsePriority(fields.priority),
     modelId: parseModelId(fields.model_id),
-    metadata: parseMetadata(fields.metadata),
+    metadata,
     outputExpiresAfterSeconds: parseOutputExpiresAfter(fields.output_expires_after),
+    webhookUrl: parseWebhookUrl(fields.webhook_url, metadata?.webhook_url),
   };
 }
 
@@ -96,6 +101,29 @@ function parseMetadata(value: unknown): Record<string, string> | null {
     }
   }
   return value as Record<string, string>;
+}
+
+/** The batch's webhook URL from `webhook_url` (Together) or `metadata.webhook_url` (OpenAI); both given, they must agree. */
+function parseWebhookUrl(field: unknown, fromMetadata: string | undefined): string | null {
+  const direct = field === undefined || field === null || field === '' ? null : checkWebhookUrl(field, 'webhook_url');
+  const meta = fromMetadata === undefined || fromMetadata === '' ? null : checkWebhookUrl(fromMetadata, 'metadata.webhook_url');
+  if (direct !== null && meta !== null && direct !== meta) {
+    throw badRequest("'webhook_url' and 'metadata.webhook_url' name different URLs: give one of them.", 'webhook_url');
+  }
+  return direct ?? meta;
+}
+
+function checkWebhookUrl(value: unknown, param: string): string {
+  const hint = `'${param}' must be an absolute http:// or https:// URL of at most ${MAX_WEBHOOK_URL_LENGTH} characters`;
+  if (typeof value !== 'string' || value.length > MAX_WEBHOOK_URL_LENGTH) throw badRequest(`${hint}.`, param);
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw badRequest(`${hint}; "${value.slice(0, 100)}" is not a URL.`, param);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw badRequest(`${hint}, not ${url.protocol.slice(0, -1)}.`, param);
+  return value;
 }
 
 function parseOutputExpiresAfter(value: unknown): number | null {

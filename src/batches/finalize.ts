@@ -10,6 +10,7 @@ import { updateLeasedBatch } from '../store/sql/batches.ts';
 import { insertFile } from '../store/sql/files.ts';
 import { batchRequestTotals, pageBatchRequests } from '../store/sql/requests.ts';
 import type { BatchRow, BatchStatus, FileRow, RequestRow, RequestState } from '../store/sql/schema.ts';
+import { enqueueBatchEvent } from '../webhooks/outbox.ts';
 import type { LifecycleContext } from './context.ts';
 import type { BatchLeaseKeeper } from './lease-keeper.ts';
 import { errorLine, outputLine } from './result-lines.ts';
@@ -35,6 +36,7 @@ const TIMESTAMP_OF: Record<FinalStatus, 'completed_at' | 'expired_at' | 'cancell
 /** Caller holds the batch lease and has checked that no request is open. Returns false if the lease was lost. */
 export async function finalizeBatch(ctx: LifecycleContext, batch: BatchRow, status: FinalStatus, lease: BatchLeaseKeeper): Promise<boolean> {
   const { store } = ctx;
+  const startedAt = performance.now();
   const outputKey = blobKeyForBatchOutput(batch.id, 'output');
   const errorsKey = blobKeyForBatchOutput(batch.id, 'errors');
   const output = await store.blobs.write(outputKey, resultLines(ctx, batch, 'succeeded', lease));
@@ -61,8 +63,8 @@ export async function finalizeBatch(ctx: LifecycleContext, batch: BatchRow, stat
   });
   const outputFile = fileRow('output', outputKey, output);
   const errorFile = fileRow('errors', errorsKey, errors);
-  return store.sql.db.transaction().execute(async (tx) => {
-    const done = await updateLeasedBatch(tx, batch.id, ctx.workerId, FINALIZED_FROM[status], {
+  const done = await store.sql.db.transaction().execute(async (tx) => {
+    const moved = await updateLeasedBatch(tx, batch.id, ctx.workerId, FINALIZED_FROM[status], {
       status,
       [TIMESTAMP_OF[status]]: now,
       ...(status === 'cancelled' ? {} : { finalizing_at: batch.finalizing_at ?? now }),
@@ -77,11 +79,15 @@ export async function finalizeBatch(ctx: LifecycleContext, batch: BatchRow, stat
       lease_expires_at: null,
     });
     // Lost the lease (or the state moved): nothing is written but the blobs under this batch's keys, which the next finalizer rewrites.
-    if (!done) return false;
+    if (!moved) return false;
     await insertFile(tx, outputFile);
     await insertFile(tx, errorFile);
+    // Same transaction as the state change: the terminal state and its webhook event commit together.
+    await enqueueBatchEvent(tx, ctx.config.webhooks, batch.id, now);
     return true;
   });
+  if (done) ctx.metrics?.finalized(status, (performance.now() - startedAt) / 1000);
+  return done;
 }
 
 async function* resultLines(ctx: LifecycleContext, batch: BatchRow, state: RequestState, lease: BatchLeaseKeeper): AsyncGenerator<Uint8Array> {

@@ -1,18 +1,30 @@
-// Batch lifecycle as the API sees it: create, read, list, cancel. The work
+// Batch lifecycle as the API sees it: create, read, list, cancel, retry. The work
 // that follows (validation, running, finalization) happens in sweeps that any
 // process may run; this module only moves a batch into the state that asks
 // for that work, and every move is a conditional UPDATE so racing processes
 // agree on the outcome.
+import type { Kysely, Transaction } from 'kysely';
 import { ApiError, badRequest, conflict, notFound } from '../errors.ts';
 import { newBatchId } from '../ids.ts';
 import type { Store } from '../store/index.ts';
 import { findBatch, findUserBatch, insertBatch, listBatches, transitionBatch } from '../store/sql/batches.ts';
-import { findUserFile } from '../store/sql/files.ts';
-import { enqueuedTokensForModel } from '../store/sql/requests.ts';
-import type { BatchRow } from '../store/sql/schema.ts';
-import type { CreateBatchArgs } from './create-args.ts';
+import { findUserFile, insertFile } from '../store/sql/files.ts';
+import { countBatchRequestsInStates, enqueuedTokensForModel } from '../store/sql/requests.ts';
+import { TERMINAL_BATCH_STATUSES, type BatchRow, type Database, type WireDialect } from '../store/sql/schema.ts';
+import { parseWindow, type CreateBatchArgs } from './create-args.ts';
+import { writeRetryInput } from './retry-input.ts';
+
+type Db = Kysely<Database> | Transaction<Database>;
+
+/** Where a new batch comes from: the dialect it was asked for in (its webhook events use it) and, for a retry, the original. */
+export interface BatchOrigin {
+  dialect: WireDialect;
+  retryOf?: string | null;
+}
 
 export interface BatchServiceOptions {
+  /** Output/error file lifetime for batches created without output_expires_after; unset keeps them until deleted. */
+  defaultOutputExpiresAfterSeconds?: number;
   maxEnqueuedTokensPerModel: number;
 }
 
@@ -31,8 +43,9 @@ export class BatchService {
     return this.store.sql.db;
   }
 
-  async create(userId: string, args: CreateBatchArgs): Promise<BatchRow> {
-    const file = await findUserFile(this.db, userId, args.inputFileId);
+  /** `db` lets a caller create the batch inside its own transaction (a retry registers its input file in the same one). */
+  async create(userId: string, args: CreateBatchArgs, origin: BatchOrigin = { dialect: 'together' }, db: Db = this.db): Promise<BatchRow> {
+    const file = await findUserFile(db, userId, args.inputFileId);
     if (!file || (file.expires_at !== null && file.expires_at <= Date.now())) {
       // 404 like any other read of a missing or foreign file: another user's file is indistinguishable from none.
       throw new ApiError(404, `No file found with id '${args.inputFileId}' for 'input_file_id': upload the batch input file first and pass its id.`, {
@@ -53,7 +66,7 @@ export class BatchService {
     if (file.file_type !== 'jsonl') {
       throw badRequest(`'input_file_id' ${file.id} is a ${file.file_type} file: batch input must be JSONL.`, 'input_file_id', 'invalid_input_file');
     }
-    if (args.modelId) await this.checkTokenBudget(args.modelId, Math.ceil(file.bytes / BYTES_PER_TOKEN));
+    if (args.modelId) await this.checkTokenBudget(args.modelId, Math.ceil(file.bytes / BYTES_PER_TOKEN), db);
     const now = Date.now();
     const row: BatchRow = {
       id: newBatchId(),
@@ -84,17 +97,70 @@ export class BatchService {
       input_tokens: 0,
       output_tokens: 0,
       estimated_tokens: 0,
-      output_expires_after_seconds: args.outputExpiresAfterSeconds,
+      output_expires_after_seconds: args.outputExpiresAfterSeconds ?? this.options.defaultOutputExpiresAfterSeconds ?? null,
       lease_owner: null,
       lease_expires_at: null,
+      dialect: origin.dialect,
+      webhook_url: args.webhookUrl,
+      retry_of: origin.retryOf ?? null,
     };
-    await insertBatch(this.db, row);
+    await insertBatch(db, row);
     return row;
   }
 
+  /**
+   * A new batch of the failed lines of a finished one (run-time failures, and
+   * the batch_cancelled / batch_expired lines that never ran), with the
+   * original's endpoint, window, priority, model, metadata and webhook, and
+   * retry_of pointing back at it. Its input file is written from the
+   * original's bytes and goes through validation like any other.
+   */
+  async retry(userId: string, batchId: string, dialect: WireDialect): Promise<BatchRow> {
+    const original = await this.get(userId, batchId);
+    if (!TERMINAL_BATCH_STATUSES.includes(original.status)) {
+      throw conflict(
+        `Batch ${original.id} is ${original.status}: only a finished batch (completed, failed, expired or cancelled) can be retried. Wait for it to finish.`,
+        'batch_not_finished',
+      );
+    }
+    if ((await countBatchRequestsInStates(this.db, original.id, ['failed'])) === 0) {
+      const why =
+        original.status === 'failed'
+          ? 'it failed validation, so none of its lines ran: fix the input file and create a new batch'
+          : 'every line of it succeeded';
+      throw conflict(`Batch ${original.id} has no failed lines to retry: ${why}.`, 'no_failed_lines');
+    }
+    const input = await findUserFile(this.db, userId, original.input_file_id);
+    if (!input?.blob_key || (input.expires_at !== null && input.expires_at <= Date.now())) {
+      throw conflict(`The input file ${original.input_file_id} of batch ${original.id} no longer exists, so its failed lines cannot be read.`, 'input_file_missing');
+    }
+    const file = await writeRetryInput(this.store, original, input.blob_key);
+    const args: CreateBatchArgs = {
+      inputFileId: file.id,
+      endpoint: original.endpoint,
+      completionWindow: original.completion_window,
+      windowMs: parseWindow(original.completion_window),
+      priority: original.priority,
+      modelId: original.model_id,
+      metadata: original.metadata ? JSON.parse(original.metadata) : null,
+      outputExpiresAfterSeconds: original.output_expires_after_seconds,
+      webhookUrl: original.webhook_url,
+    };
+    try {
+      // File and batch in one transaction: a refused create (token budget) leaves no stray input file behind.
+      return await this.db.transaction().execute(async (tx) => {
+        await insertFile(tx, file);
+        return this.create(userId, args, { dialect, retryOf: original.id }, tx);
+      });
+    } catch (err) {
+      await this.store.blobs.delete(file.blob_key!).catch(() => undefined);
+      throw err;
+    }
+  }
+
   /** 429 when a model's queue already holds more tokens than the configured ceiling. */
-  async checkTokenBudget(model: string, more: number): Promise<void> {
-    const enqueued = await enqueuedTokensForModel(this.db, model);
+  async checkTokenBudget(model: string, more: number, db: Db = this.db): Promise<void> {
+    const enqueued = await enqueuedTokensForModel(db, model);
     const limit = this.options.maxEnqueuedTokensPerModel;
     if (enqueued + more > limit) {
       throw new ApiError(

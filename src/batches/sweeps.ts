@@ -12,6 +12,7 @@ import { claimBatchLease, releaseBatchLease, renewBatchLease, updateLeasedBatch,
 import { deleteFileRow, listExpiredFiles } from '../store/sql/files.ts';
 import { countBatchRequestsInStates, deleteBatchRequests, failOpenRequests } from '../store/sql/requests.ts';
 import type { BatchRow } from '../store/sql/schema.ts';
+import { enqueueBatchEvent } from '../webhooks/outbox.ts';
 import { leaseMs, type LifecycleContext } from './context.ts';
 import { finalizeBatch } from './finalize.ts';
 import { BatchLeaseKeeper, LeaseLostError } from './lease-keeper.ts';
@@ -45,7 +46,8 @@ async function withClaimedBatch(ctx: LifecycleContext, filter: BatchClaimFilter,
     park = result === WAITING;
     return result === true;
   } catch (err) {
-    if (!(err instanceof LeaseLostError)) ctx.log.error({ err, batchId: batch.id }, 'batch sweep step failed; it will be retried');
+    if (err instanceof LeaseLostError) ctx.log.warn({ batchId: batch.id }, 'lost the batch lease during a sweep step; another process takes over');
+    else ctx.log.error({ err, batchId: batch.id }, 'batch sweep step failed; it will be retried');
     park = true;
     return false;
   } finally {
@@ -92,7 +94,12 @@ export const expireOverdue: Step = async (ctx, batch, lease) => {
   const now = Date.now();
   if (batch.status === 'validating') {
     await deleteBatchRequests(db, batch.id);
-    const expired = await updateLeasedBatch(db, batch.id, ctx.workerId, ['validating'], { status: 'expired', expired_at: now });
+    // One transaction with the webhook event, so the terminal state and its event commit together.
+    const expired = await db.transaction().execute(async (tx) => {
+      const moved = await updateLeasedBatch(tx, batch.id, ctx.workerId, ['validating'], { status: 'expired', expired_at: now });
+      if (moved) await enqueueBatchEvent(tx, ctx.config.webhooks, batch.id, now);
+      return moved;
+    });
     if (expired) ctx.log.info({ batchId: batch.id }, 'batch expired before validation finished');
     return expired;
   }

@@ -9,6 +9,7 @@ import { claimBatchLease, findBatch, releaseBatchLease, updateLeasedBatch } from
 import { findFile } from '../store/sql/files.ts';
 import { deleteBatchRequests, enqueuedTokensForModel, insertRequests } from '../store/sql/requests.ts';
 import type { BatchRow, BatchValidationError, Database } from '../store/sql/schema.ts';
+import { enqueueBatchEvent } from '../webhooks/outbox.ts';
 import { leaseMs, type LifecycleContext } from './context.ts';
 import { validateInput, type ValidRequestLine } from './input-validator.ts';
 import { BatchLeaseKeeper, LeaseLostError } from './lease-keeper.ts';
@@ -22,8 +23,10 @@ export async function validateNextBatch(ctx: LifecycleContext): Promise<boolean>
   const batch = await claimBatchLease(db, { statuses: ['validating'] }, ctx.workerId, leaseMs(ctx), Date.now());
   if (!batch) return false;
   const lease = new BatchLeaseKeeper(ctx, batch.id);
+  const startedAt = performance.now();
   try {
-    await validateBatch(ctx, batch, lease);
+    const outcome = await validateBatch(ctx, batch, lease);
+    ctx.metrics?.validated(outcome, (performance.now() - startedAt) / 1000);
   } catch (err) {
     if (err instanceof LeaseLostError) ctx.log.warn({ batchId: batch.id }, 'lost the batch lease during validation; another process takes over');
     else {
@@ -36,7 +39,7 @@ export async function validateNextBatch(ctx: LifecycleContext): Promise<boolean>
   return true;
 }
 
-async function validateBatch(ctx: LifecycleContext, batch: BatchRow, lease: BatchLeaseKeeper): Promise<void> {
+async function validateBatch(ctx: LifecycleContext, batch: BatchRow, lease: BatchLeaseKeeper): Promise<'valid' | 'invalid'> {
   const db = ctx.store.sql.db;
   await deleteBatchRequests(db, batch.id);
   const file = await findFile(db, batch.input_file_id);
@@ -44,7 +47,7 @@ async function validateBatch(ctx: LifecycleContext, batch: BatchRow, lease: Batc
     await failValidation(ctx, batch, [
       { code: 'missing_file', message: `The input file ${batch.input_file_id} no longer exists.`, line: null, param: 'input_file_id' },
     ]);
-    return;
+    return 'invalid';
   }
   const { limits } = ctx.config;
   const source = await ctx.store.blobs.read(file.blob_key);
@@ -66,13 +69,13 @@ async function validateBatch(ctx: LifecycleContext, batch: BatchRow, lease: Batc
   if (!outcome.ok) {
     await deleteBatchRequests(db, batch.id);
     await failValidation(ctx, batch, outcome.errors);
-    return;
+    return 'invalid';
   }
   const overBudget = await modelsOverTokenBudget(db, outcome.tokensByModel, limits.maxEnqueuedTokensPerModel);
   if (overBudget.length > 0) {
     await deleteBatchRequests(db, batch.id);
     await failValidation(ctx, batch, overBudget);
-    return;
+    return 'invalid';
   }
   const counts = { request_total: outcome.requestCount, estimated_tokens: outcome.estimatedTokens };
   const started = await updateLeasedBatch(db, batch.id, ctx.workerId, ['validating'], {
@@ -90,6 +93,7 @@ async function validateBatch(ctx: LifecycleContext, batch: BatchRow, lease: Batc
     await releaseBatchLease(db, batch.id, ctx.workerId);
   }
   ctx.log.info({ batchId: batch.id, requests: outcome.requestCount, started }, 'batch validated');
+  return 'valid';
 }
 
 async function storeRequestRows(db: Kysely<Database>, batchId: string, rows: ValidRequestLine[]): Promise<void> {
@@ -135,9 +139,13 @@ async function failValidation(ctx: LifecycleContext, batch: BatchRow, errors: Ba
   const db = ctx.store.sql.db;
   const now = Date.now();
   const released = { lease_owner: null, lease_expires_at: null, errors: JSON.stringify(errors) };
-  const failed = await updateLeasedBatch(db, batch.id, ctx.workerId, ['validating'], { ...released, status: 'failed', failed_at: now });
-  // A cancel that arrived while we read wins: the user asked for it to stop.
-  if (!failed) await updateLeasedBatch(db, batch.id, ctx.workerId, ['cancelling'], { ...released, status: 'cancelled', cancelled_at: now });
+  // One transaction with the webhook event, so the terminal state and its event commit together.
+  await db.transaction().execute(async (tx) => {
+    const failed = await updateLeasedBatch(tx, batch.id, ctx.workerId, ['validating'], { ...released, status: 'failed', failed_at: now });
+    // A cancel that arrived while we read wins: the user asked for it to stop.
+    const cancelled = !failed && (await updateLeasedBatch(tx, batch.id, ctx.workerId, ['cancelling'], { ...released, status: 'cancelled', cancelled_at: now }));
+    if (failed || cancelled) await enqueueBatchEvent(tx, ctx.config.webhooks, batch.id, now);
+  });
   const current = await findBatch(db, batch.id);
   ctx.log.info({ batchId: batch.id, status: current?.status, errors: errors.length }, 'batch failed validation');
 }

@@ -46,6 +46,8 @@ export function batchFields(batch: WireBatch): Array<[string, string | number | 
     ['cancelled_at', formatTime(batch.cancelled_at)],
     ['expires_at', formatTime(batch.expires_at)],
   ];
+  if (batch.retry_of) fields.push(['retry_of', batch.retry_of]);
+  if (batch.webhook_url) fields.push(['webhook_url', batch.webhook_url]);
   if (batch.usage) fields.push(['tokens', `${batch.usage.input_tokens} in, ${batch.usage.output_tokens} out`]);
   for (const [index, line] of validationErrorLines(batch).entries()) fields.push([index === 0 ? 'errors' : '', line]);
   return fields;

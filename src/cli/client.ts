@@ -49,6 +49,9 @@ export interface WireBatch {
   usage?: { input_tokens: number; output_tokens: number; total_tokens: number };
   model?: string | null;
   metadata?: Record<string, string> | null;
+  /** Set on a batch made by `retry`: the batch whose failed lines it reruns. */
+  retry_of?: string | null;
+  webhook_url?: string | null;
 }
 
 interface WireList<T> {
@@ -105,6 +108,11 @@ export class SpoolClient {
 
   cancelBatch(id: string, signal?: AbortSignal): Promise<WireBatch> {
     return this.json('POST', `/batches/${encodeURIComponent(id)}/cancel`, { signal });
+  }
+
+  /** A new batch of the failed lines of a finished one; resolves with the new batch. */
+  retryBatch(id: string, signal?: AbortSignal): Promise<WireBatch> {
+    return this.json('POST', `/batches/${encodeURIComponent(id)}/retry`, { signal });
   }
 
   /** Newest first; follows `has_more` pages until `limit` batches (or all of them) are read. */

@@ -1,7 +1,8 @@
-// Keeps URL fetches Spool makes on a user's behalf (audio `body.file` URLs)
-// away from the machine's own network: loopback, private ranges, link-local
-// (cloud metadata at 169.254.169.254 / fd00:ec2::254) and every other address
-// that is not public unicast, unless the operator allowlists it.
+// Keeps URL fetches Spool makes on a user's behalf (audio `body.file` URLs,
+// webhook deliveries) away from the machine's own network: loopback, private
+// ranges, link-local (cloud metadata at 169.254.169.254 / fd00:ec2::254) and
+// every other address that is not public unicast, unless the operator
+// allowlists it.
 //
 // The check sits inside the connection itself: the connector refuses IP
 // literals (net.connect never calls `lookup` for those) and the `lookup` it
@@ -314,6 +315,12 @@ export interface GuardedFetchOptions extends NetworkPolicy {
   headers?: Record<string, string>;
   /** Name resolution; the system's (dns.lookup) by default. Every address it returns is checked. */
   resolve?: Resolver;
+  /** Default GET. A POST is never redirected: where a Location points is not where the sender agreed to post. */
+  method?: 'GET' | 'POST';
+  /** The request body (POST). */
+  body?: string | Buffer;
+  /** Answer as soon as the status is known, with no body read (bytes empty): for callers that only need the status. */
+  skipBody?: boolean;
 }
 
 export interface GuardedFetchResult {
@@ -328,7 +335,7 @@ export interface GuardedFetchResult {
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 
 /**
- * GETs an http(s) URL the guarded way: only http and https, redirects followed by hand (at most
+ * GETs (or POSTs to) an http(s) URL the guarded way: only http and https, redirects followed by hand (at most
  * `maxRedirects`, each hop checked), every connection refused when its host resolves to an address the
  * policy does not allow, the body capped at `maxBytes`. Refusals and limits throw GuardedFetchError;
  * network failures throw what undici threw.
@@ -384,10 +391,11 @@ export async function guardedFetch(url: string, options: GuardedFetchOptions): P
       let response;
       try {
         response = await request(current, {
-          method: 'GET',
+          method: options.method ?? 'GET',
           dispatcher: agent,
           signal: options.signal,
           headers: options.headers,
+          body: options.body,
         });
       } catch (err) {
         throw refusal ?? err;
@@ -397,6 +405,7 @@ export async function guardedFetch(url: string, options: GuardedFetchOptions): P
       body.on('error', () => undefined);
       if (REDIRECT_STATUSES.has(statusCode)) {
         body.destroy();
+        if (options.method === 'POST') throw new GuardedFetchError('bad_redirect', `HTTP ${statusCode} redirect: a POST is not redirected`);
         const location = Array.isArray(headers.location) ? headers.location[0] : headers.location;
         if (!location) throw new GuardedFetchError('bad_redirect', `HTTP ${statusCode} redirect without a Location header`);
         if (hop >= maxRedirects) throw new GuardedFetchError('too_many_redirects', `more than ${maxRedirects} redirects`);
@@ -409,7 +418,7 @@ export async function guardedFetch(url: string, options: GuardedFetchOptions): P
         current = checkScheme(next.href);
         continue;
       }
-      if (statusCode !== 200) {
+      if (statusCode !== 200 || options.skipBody) {
         body.destroy();
         return { url: current.href, status: statusCode, headers, bytes: Buffer.alloc(0) };
       }

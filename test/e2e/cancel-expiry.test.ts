@@ -290,6 +290,25 @@ describe('cancel and expiry mid-run', () => {
 });
 
 describe('output retention', () => {
+  it('limits.defaultOutputExpiresAfterSeconds applies to batches created without output_expires_after', async () => {
+    const own = await startHarness({ config: { limits: { defaultOutputExpiresAfterSeconds: 7200 } } });
+    const ep = endpointOf(own);
+    const plain = await waitForStatus(ep, (await submitBatch(ep, [chatLine('a', 'echo')])).id, 'completed');
+    const own1h = await waitForStatus(
+      ep,
+      (await submitBatch(ep, [chatLine('b', 'echo')], { extra: { output_expires_after: { anchor: 'created_at', seconds: 3600 } } })).id,
+      'completed',
+    );
+    for (const [batch, seconds] of [
+      [plain, 7200],
+      [own1h, 3600],
+    ] as const) {
+      const file = await api(`${ep.base}/files/${batch.output_file_id}`, ep.key);
+      assert.equal(file.json.expires_at, batch.created_at + seconds, 'the batch\'s own output_expires_after wins over the default');
+    }
+    await own.stop();
+  });
+
   it('output and error files past output_expires_after disappear: 404, and their blobs are deleted', async () => {
     const own = await startHarness({});
     const ep = endpointOf(own);
@@ -307,10 +326,11 @@ describe('output retention', () => {
     // An hour passes.
     await own.app.store.sql.db.updateTable('files').set({ expires_at: Date.now() - 1000 }).where('batch_id', '=', created.id).execute();
 
+    // The sweep deletes each blob, then its row: wait for both, or the last row may still be there.
     await pollUntil(
-      async () => readdirSync(blobs).length,
+      async () => readdirSync(blobs).length + (await own.app.store.sql.db.selectFrom('files').select('id').where('batch_id', '=', created.id).execute()).length,
       (left) => left === 0,
-      { what: 'the retention sweep to delete the blobs' },
+      { what: 'the retention sweep to delete the blobs and their rows' },
     );
     for (const id of [batch.output_file_id, batch.error_file_id]) {
       assert.equal((await api(`${ep.base}/files/${id}/content`, ep.key)).status, 404);

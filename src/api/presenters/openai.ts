@@ -55,5 +55,8 @@ export function openaiBatch(batch: BatchRow) {
     },
     metadata: batch.metadata ? JSON.parse(batch.metadata) : null,
     model: batch.model_id,
+    // Spool's own fields (README "Webhooks", "Retrying failed lines"); SDKs pass unknown fields through.
+    webhook_url: batch.webhook_url,
+    retry_of: batch.retry_of,
   };
 }

@@ -67,5 +67,8 @@ export function togetherBatch(batch: BatchRow) {
     error_file_id: batch.error_file_id,
     error: errors.length > 0 ? validationErrorSummary(errors) : null,
     completed_at: isoOrNull(batch.completed_at ?? batch.failed_at ?? batch.cancelled_at ?? batch.expired_at),
+    // Spool's own fields (README "Webhooks", "Retrying failed lines"); SDKs pass unknown fields through.
+    webhook_url: batch.webhook_url,
+    retry_of: batch.retry_of,
   };
 }

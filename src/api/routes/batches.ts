@@ -1,4 +1,4 @@
-// /batches: create, retrieve, list, cancel in both dialects.
+// /batches: create, retrieve, list, cancel and retry in both dialects.
 import type { FastifyInstance } from 'fastify';
 import { parseCreateBatchArgs } from '../../batches/create-args.ts';
 import type { BatchService } from '../../batches/service.ts';
@@ -18,7 +18,7 @@ export async function batchesRoutes(app: FastifyInstance, options: BatchesRoutes
 
   app.post('/batches', async (request, reply) => {
     const args = parseCreateBatchArgs(request.body, options.defaultCompletionWindow);
-    const batch = await batches.create(request.principal.userId, args);
+    const batch = await batches.create(request.principal.userId, args, { dialect: request.dialect });
     if (request.dialect === 'openai') return reply.status(200).send(presentBatch('openai', batch));
     return reply.status(201).send({ job: presentBatch('together', batch), warning: null });
   });
@@ -48,4 +48,11 @@ export async function batchesRoutes(app: FastifyInstance, options: BatchesRoutes
   app.post<{ Params: { id: string } }>('/batches/:id/cancel', async (request) =>
     presentBatch(request.dialect, await batches.cancel(request.principal.userId, request.params.id)),
   );
+
+  // A new batch of the original's failed lines; answered like a create (it is one), in the caller's dialect.
+  app.post<{ Params: { id: string } }>('/batches/:id/retry', async (request, reply) => {
+    const batch = await batches.retry(request.principal.userId, request.params.id, request.dialect);
+    if (request.dialect === 'openai') return reply.status(200).send(presentBatch('openai', batch));
+    return reply.status(201).send({ job: presentBatch('together', batch), warning: null });
+  });
 }

@@ -1,4 +1,4 @@
-// `spool batches list|get|create|cancel|wait|download`.
+// `spool batches list|get|create|cancel|retry|wait|download`.
 import { basename } from 'node:path';
 import type { Command } from 'commander';
 import { batchFields, batchRow, BATCH_TABLE_HEAD } from '../batch-view.ts';
@@ -51,6 +51,19 @@ export function registerBatchesCommands(program: Command): void {
       const batch = await clientFrom(flags).cancelBatch(id);
       if (flags.json) printJson(batch);
       else process.stdout.write(`${batch.id} ${batch.status}\n`);
+    }),
+  );
+
+  remoteCommand(
+    batches.command('retry').description('create a new batch of the failed lines of a finished batch and print its id').argument('<batch-id>'),
+  ).action(
+    action(async (id: string, flags: RemoteFlags) => {
+      const batch = await clientFrom(flags).retryBatch(id);
+      if (flags.json) printJson(batch);
+      else {
+        process.stdout.write(`${batch.id}\n`);
+        note(`created batch ${batch.id} (${batch.status}) retrying the failed lines of ${id}; follow it with \`spool batches wait ${batch.id}\``);
+      }
     }),
   );
 

@@ -153,10 +153,57 @@ const upstreamSlots: Migration = {
   },
 };
 
+// Webhooks (the outbox of terminal-state events, and what a batch needs to
+// fill it: its webhook URL and the dialect its events are written in) and
+// retries of failed lines (retry_of links a retry to its original).
+const webhooksAndRetries: Migration = {
+  async up(db: Kysely<any>) {
+    // One column per statement: SQLite's ALTER TABLE adds one column at a time.
+    // Batches made before this migration have no recorded dialect; /v1 speaks Together unless told otherwise.
+    await db.schema.alterTable('batches').addColumn('dialect', 'text', (c) => c.notNull().defaultTo('together')).execute();
+    await db.schema.alterTable('batches').addColumn('webhook_url', 'text').execute();
+    await db.schema.alterTable('batches').addColumn('retry_of', 'text').execute();
+
+    await db.schema
+      .createTable('webhook_deliveries')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('event_id', 'text', (c) => c.notNull())
+      .addColumn('event_type', 'text', (c) => c.notNull())
+      .addColumn('batch_id', 'text', (c) => c.notNull())
+      .addColumn('user_id', 'text', (c) => c.notNull())
+      .addColumn('url', 'text', (c) => c.notNull())
+      .addColumn('payload', 'text', (c) => c.notNull())
+      .addColumn('state', 'text', (c) => c.notNull())
+      .addColumn('attempts', 'integer', (c) => c.notNull().defaultTo(0))
+      .addColumn('next_attempt_at', 'bigint', (c) => c.notNull())
+      .addColumn('lease_owner', 'text')
+      .addColumn('lease_expires_at', 'bigint')
+      .addColumn('last_status', 'integer')
+      .addColumn('last_error', 'text')
+      .addColumn('created_at', 'bigint', (c) => c.notNull())
+      .addColumn('delivered_at', 'bigint')
+      .execute();
+    // A batch turns terminal once, so one delivery per URL: a second enqueue (a replayed step) is a no-op.
+    await db.schema.createIndex('webhook_deliveries_batch_url').on('webhook_deliveries').columns(['batch_id', 'url']).unique().execute();
+    // The delivery sweep's scan: due pending rows. Partial, so delivered history never weighs on it.
+    await db.schema
+      .createIndex('webhook_deliveries_due')
+      .on('webhook_deliveries')
+      .column('next_attempt_at')
+      .where(sql.ref('state'), '=', 'pending')
+      .execute();
+  },
+  async down(db: Kysely<any>) {
+    await db.schema.dropTable('webhook_deliveries').execute();
+    for (const column of ['retry_of', 'webhook_url', 'dialect']) await db.schema.alterTable('batches').dropColumn(column).execute();
+  },
+};
+
 export const migrations: Record<string, Migration> = {
   '0001_initial': initial,
   '0002_sweep_indexes': sweepIndexes,
   '0003_upstream_slots': upstreamSlots,
+  '0004_webhooks_and_retries': webhooksAndRetries,
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -100,6 +100,49 @@ export interface BatchesTable {
   /** A process holding the batch for validation or finalization. */
   lease_owner: string | null;
   lease_expires_at: number | null;
+  /** The wire dialect the batch was created in; its webhook events carry the batch object in that dialect. */
+  dialect: Generated<WireDialect>;
+  /** Where this batch's terminal-state webhook goes (OpenAI `metadata.webhook_url`, Together `webhook_url`). */
+  webhook_url: string | null;
+  /** The batch whose failed lines this batch retries (POST /batches/{id}/retry). */
+  retry_of: string | null;
+}
+
+/** Stored on batches so that background work can answer in the dialect a batch was created in. */
+export type WireDialect = 'together' | 'openai';
+
+export type WebhookEventType = 'batch.completed' | 'batch.failed' | 'batch.expired' | 'batch.cancelled';
+/** pending: to be (re)sent at next_attempt_at; delivered: a 2xx came back; failed: given up. */
+export type WebhookDeliveryState = 'pending' | 'delivered' | 'failed';
+
+/**
+ * The webhook outbox: one row per (batch, URL), written in the transaction
+ * that makes the batch terminal, so an event can never be lost between the
+ * state change and its delivery. The payload is fixed at that moment, so every
+ * retry sends the same bytes under the same webhook-id.
+ */
+export interface WebhookDeliveriesTable {
+  id: string;
+  /** The event id: the `id` of the payload and the webhook-id header; shared by the deliveries of one event. */
+  event_id: string;
+  event_type: WebhookEventType;
+  batch_id: string;
+  user_id: string;
+  url: string;
+  /** The JSON body sent, byte for byte, on every attempt. */
+  payload: string;
+  state: WebhookDeliveryState;
+  /** Attempts started (counted when claimed, like request attempts). */
+  attempts: number;
+  next_attempt_at: number;
+  lease_owner: string | null;
+  lease_expires_at: number | null;
+  /** HTTP status of the last attempt, null when it got no answer. */
+  last_status: number | null;
+  /** Why the last attempt failed (network error, timeout, refused address, HTTP status). */
+  last_error: string | null;
+  created_at: number;
+  delivered_at: number | null;
 }
 
 export interface RequestsTable {
@@ -148,6 +191,7 @@ export interface Database {
   files: FilesTable;
   batches: BatchesTable;
   requests: RequestsTable;
+  webhook_deliveries: WebhookDeliveriesTable;
 }
 
 export type ApiKeyRow = Selectable<ApiKeysTable>;
@@ -159,6 +203,8 @@ export type NewBatch = Insertable<BatchesTable>;
 export type BatchUpdate = Updateable<BatchesTable>;
 export type RequestRow = Selectable<RequestsTable>;
 export type NewRequest = Insertable<RequestsTable>;
+export type WebhookDeliveryRow = Selectable<WebhookDeliveriesTable>;
+export type NewWebhookDelivery = Insertable<WebhookDeliveriesTable>;
 
 // Kysely wants these imported even when only used in generics above.
 export type { ColumnType, Generated };

@@ -18,3 +18,7 @@ export async function getOrCreateSetting(db: Kysely<Database>, key: string, make
 
 export const getUploadSigningSecret = (db: Kysely<Database>): Promise<string> =>
   getOrCreateSetting(db, 'upload_signing_secret', () => randomBytes(32).toString('hex'));
+
+/** Standard Webhooks form ("whsec_" + base64 of 32 random bytes), which the OpenAI SDK's webhooks.unwrap() and the standardwebhooks libraries accept as is. */
+export const getWebhookSigningSecret = (db: Kysely<Database>): Promise<string> =>
+  getOrCreateSetting(db, 'webhook_signing_secret', () => `whsec_${randomBytes(32).toString('base64')}`);

@@ -13,6 +13,16 @@ export interface LifecycleContext {
   /** Called when a worker in this process holds no more lines of some batch, which may then be ready to finalize. */
   onBatchDrained?: () => void;
   log: { info(obj: object, msg?: string): void; warn(obj: object, msg?: string): void; error(obj: object, msg?: string): void };
+  /** Where lifecycle timings go (/metrics); left out, nothing is measured. */
+  metrics?: LifecycleMetrics;
+}
+
+/** Durations of the lifecycle steps, reported once per batch step that finished. */
+export interface LifecycleMetrics {
+  /** One validation pass: `valid` moved the batch on to run, `invalid` failed it with line errors. */
+  validated(outcome: 'valid' | 'invalid', seconds: number): void;
+  /** Writing a batch's output and error files and moving it to its final state. */
+  finalized(status: 'completed' | 'expired' | 'cancelled', seconds: number): void;
 }
 
 export const leaseMs = (ctx: LifecycleContext): number => Math.round(ctx.config.worker.leaseSeconds * 1000);

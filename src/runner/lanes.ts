@@ -7,6 +7,7 @@ import { createEchoUpstreamClient, createHttpUpstreamClient, type UpstreamClient
 import { ModelRouter } from '../upstreams/router.ts';
 import { AdaptiveLimiter } from './adaptive-limiter.ts';
 import { RateLimiter } from './rate-limiter.ts';
+import { UpstreamTally } from './upstream-tally.ts';
 
 export interface Lane<Job> {
   name: string;
@@ -14,6 +15,8 @@ export interface Lane<Job> {
   limiter: AdaptiveLimiter;
   rate: RateLimiter;
   queue: Job[];
+  /** Outcomes, retries, tokens and latency of this lane's requests, read by /metrics. */
+  tally: UpstreamTally;
   /**
    * Set when the upstream's maxConcurrency is a ceiling shared by every worker (global-ceilings.ts): the
    * limiter is then capped to the slots this worker holds, starting at none.
@@ -67,12 +70,12 @@ export class Lanes<Job> {
 
   private makeLane(route: NonNullable<ReturnType<ModelRouter['route']>>): Lane<Job> {
     if (route.kind === 'echo') {
-      return { name: 'echo', client: createEchoUpstreamClient(), limiter: new AdaptiveLimiter({ initial: ECHO_CONCURRENCY, max: ECHO_CONCURRENCY }), rate: new RateLimiter(), queue: [] };
+      return { name: 'echo', client: createEchoUpstreamClient(), limiter: new AdaptiveLimiter({ initial: ECHO_CONCURRENCY, max: ECHO_CONCURRENCY }), rate: new RateLimiter(), queue: [], tally: new UpstreamTally() };
     }
     if (route.kind === 'engine') {
       if (!this.engine) throw new Error('the router chose the embedded engine, but none is configured');
       const max = this.engine.maxConcurrency;
-      return { name: 'engine', client: this.engine.client, limiter: new AdaptiveLimiter({ initial: max, max }), rate: new RateLimiter(), queue: [] };
+      return { name: 'engine', client: this.engine.client, limiter: new AdaptiveLimiter({ initial: max, max }), rate: new RateLimiter(), queue: [], tally: new UpstreamTally() };
     }
     const upstream = route.upstream;
     const limiter = new AdaptiveLimiter({ initial: upstream.initialConcurrency, max: upstream.maxConcurrency, slowStart: true });
@@ -83,6 +86,7 @@ export class Lanes<Job> {
       limiter,
       rate: new RateLimiter({ requestsPerMinute: upstream.requestsPerMinute, tokensPerMinute: upstream.tokensPerMinute }),
       queue: [],
+      tally: new UpstreamTally(),
       sharedCeiling: this.sharedCeilings ? { upstream: upstream.name, max: upstream.maxConcurrency } : undefined,
     };
   }

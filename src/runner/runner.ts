@@ -28,6 +28,7 @@ import { readLines } from './request-bodies.ts';
 import { fail, release, settle, type ClaimedRequest } from './request-lifecycle.ts';
 import { ResultWriter } from './result-writer.ts';
 import { decide, type RetryPolicyOptions } from './retry-policy.ts';
+import { retryCauseOf, UpstreamTally, type UpstreamTotals } from './upstream-tally.ts';
 
 interface Job extends ClaimedRequest {
   row: RequestRow;
@@ -51,7 +52,19 @@ export interface RunnerStats {
   retried: number;
   inFlight: number;
   queued: number;
-  lanes: { name: string; limit: number; inFlight: number; queued: number; pausedUntil: number; sharedSlots?: number }[];
+  lanes: {
+    name: string;
+    limit: number;
+    /** The upstream's maxConcurrency: the adaptive limit never goes above it. */
+    ceiling: number;
+    inFlight: number;
+    queued: number;
+    pausedUntil: number;
+    sharedSlots?: number;
+    totals: UpstreamTotals;
+  }[];
+  /** Lines this process failed before any upstream was tried: no upstream serves the model, input gone, attempts used up. */
+  unrouted: UpstreamTotals;
 }
 
 const AUDIO_ENDPOINTS = new Set(['/v1/audio/transcriptions', '/v1/audio/translations']);
@@ -70,6 +83,7 @@ export class Runner {
   private readonly executions = new Set<Promise<void>>();
   private readonly inputBlobKeys = new Map<string, string | null>();
   private readonly counters = { claimed: 0, succeeded: 0, failed: 0, retried: 0 };
+  private readonly unrouted = new UpstreamTally();
   /** Claimed lines of each batch not yet recorded; reaching zero may mean the batch is done. */
   private readonly outstanding = new Map<string, number>();
   /** Batches whose last claim came back short: nothing more was due when we looked. */
@@ -125,12 +139,14 @@ export class Runner {
     const lanes = this.lanes.all().map((lane) => ({
       name: lane.name,
       limit: lane.limiter.limit,
+      ceiling: lane.limiter.max,
       inFlight: lane.limiter.inFlight,
       queued: lane.queue.length,
       pausedUntil: lane.limiter.pausedUntil(),
       sharedSlots: lane.sharedCeiling ? this.ceilings?.heldFor(lane.sharedCeiling.upstream) : undefined,
+      totals: lane.tally.totals(),
     }));
-    return { ...this.counters, inFlight: this.inFlight.size, queued: lanes.reduce((n, l) => n + l.queued, 0), lanes };
+    return { ...this.counters, inFlight: this.inFlight.size, queued: lanes.reduce((n, l) => n + l.queued, 0), lanes, unrouted: this.unrouted.totals() };
   }
 
   /**
@@ -319,14 +335,15 @@ export class Runner {
     try {
       record = await this.attempt(job);
     } catch (err) {
-      this.ctx.log.error({ err, batchId: job.batchId, line: job.line }, 'unexpected error running a request; it will be retried');
+      this.ctx.log.error({ err, batchId: job.batchId, line: job.line, custom_id: job.row.custom_id }, 'unexpected error running a request; it will be retried');
+      lane.tally.countRetry('internal');
       record = settle(job, { kind: 'network_error', message: `internal error: ${(err as Error).message}` }, { action: 'retry', delayMs: this.policy.baseDelayMs, overload: false, reason: 'internal error' }, Date.now());
     } finally {
       lane.limiter.release();
       this.inFlight.delete(job);
     }
     this.pump();
-    this.record(record);
+    this.record(record, lane.tally);
     this.wakeClaimLoop?.();
   }
 
@@ -341,13 +358,16 @@ export class Runner {
       if (err instanceof AudioSourceError) return fail(job, 'invalid_request', err.message);
       throw err;
     }
+    const sentAt = performance.now();
     const outcome = await job.lane.client.send(call);
+    job.lane.tally.observeLatency((performance.now() - sentAt) / 1000);
     if (job.abortReason) return this.abortedRecord(job);
     let decision = decide(outcome, job.attempts, this.policy);
     // A retry that could only run after the deadline is a final failure now, with the upstream's last answer.
     if (decision.action === 'retry' && Date.now() + decision.delayMs >= job.batch.deadline_at) {
       decision = decide(outcome, this.policy.maxAttempts, this.policy);
     }
+    if (decision.action === 'retry') job.lane.tally.countRetry(retryCauseOf(outcome));
     if (decision.action === 'succeed') job.lane.limiter.onSuccess();
     else if (decision.action === 'retry' && decision.overload) job.lane.limiter.onOverload(outcome.kind === 'response' ? outcome.retryAfterMs : null);
     return settle(job, outcome, decision, Date.now());
@@ -389,7 +409,9 @@ export class Runner {
     job.abort.abort();
   }
 
-  private record(record: RequestOutcomeRecord): void {
+  /** `tally`: the lane the line ran on; left out, the line never reached an upstream. */
+  private record(record: RequestOutcomeRecord, tally: UpstreamTally = this.unrouted): void {
+    tally.countOutcome(record);
     if (record.kind === 'succeeded') this.counters.succeeded++;
     else if (record.kind === 'failed') this.counters.failed++;
     else if (record.kind === 'retry') this.counters.retried++;
@@ -453,7 +475,7 @@ export class Runner {
         const reason = reasonFor(job.batchId);
         if (!reason) return true;
         job.abortReason = reason;
-        this.record(this.abortedRecord(job));
+        this.record(this.abortedRecord(job), lane.tally);
         return false;
       });
     }

@@ -3,7 +3,7 @@
 // either absent or complete, even across a crash or power loss.
 import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { access, constants, mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import { StreamMeasure } from './measure.ts';
@@ -126,8 +126,11 @@ export class LocalBlobStore implements BlobStore {
     await rm(this.pathOf(key), { force: true });
   }
 
+  /** Every write starts in the temp directory, so that is what must exist and be writable. */
   async check(): Promise<void> {
-    await stat(this.root);
+    const info = await stat(this.tmpDir);
+    if (!info.isDirectory()) throw Object.assign(new Error(`${this.tmpDir} is not a directory`), { code: 'ENOTDIR' });
+    await access(this.tmpDir, constants.W_OK);
   }
 }
 

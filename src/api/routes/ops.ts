@@ -1,0 +1,81 @@
+// Operational endpoints, outside the API-key scope: /healthz (the process
+// serves HTTP), /readyz (it can do its work: the database and the blob store
+// answer) and /metrics (Prometheus text; open or admin-only, per config).
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { KeyVerifier } from '../../auth/keys.ts';
+import { ApiError } from '../../errors.ts';
+import type { SpoolMetrics } from '../../metrics/spool-metrics.ts';
+import type { Store } from '../../store/index.ts';
+import { pingDatabase } from '../../store/sql/observability.ts';
+import { bearerToken } from '../auth.ts';
+
+export interface OpsRoutesOptions {
+  store: Store;
+  verifier: KeyVerifier;
+  /** Unset: metrics are disabled and /metrics is not mounted. */
+  metrics?: { registry: SpoolMetrics; auth: 'none' | 'admin' };
+}
+
+// A probe gets an answer within this, even from a database or bucket that hangs: a hung dependency is not ready.
+const CHECK_TIMEOUT_MS = 5_000;
+
+export async function opsRoutes(app: FastifyInstance, options: OpsRoutesOptions): Promise<void> {
+  app.get('/healthz', async () => ({ status: 'ok' }));
+
+  app.get('/readyz', async (request) => {
+    const [database, blobStore] = await Promise.all([probe(() => pingDatabase(options.store.sql.db)), probe(() => options.store.blobs.check())]);
+    const checks = { database, blob_store: blobStore };
+    const failed = Object.entries(checks).filter(([, check]) => check.error !== undefined);
+    if (failed.length === 0) return { status: 'ready', checks: { database: 'ok', blob_store: 'ok' } };
+    // The full reason (paths, endpoints) goes to the log; the unauthenticated answer names the part and an error code.
+    for (const [name, check] of failed) request.log.warn({ err: check.error, check: name }, 'readiness check failed');
+    const summary = Object.fromEntries(Object.entries(checks).map(([name, check]) => [name, check.error === undefined ? 'ok' : errorCode(check.error)]));
+    const names = failed.map(([name]) => name.replace('_', ' ')).join(' and ');
+    throw new ApiError(503, `Not ready: the ${names} ${failed.length > 1 ? 'are' : 'is'} unreachable (${failed.map(([name]) => `${name}: ${summary[name]}`).join(', ')}).`, {
+      code: 'not_ready',
+      extra: { status: 'unavailable', checks: summary },
+    });
+  });
+
+  const { metrics } = options;
+  if (!metrics) return;
+  app.get('/metrics', async (request, reply) => {
+    if (metrics.auth === 'admin') await requireAdmin(request, options.verifier);
+    return reply.type(metrics.registry.contentType).send(await metrics.registry.render());
+  });
+}
+
+async function probe(check: () => Promise<void>): Promise<{ error?: unknown }> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(Object.assign(new Error(`no answer within ${CHECK_TIMEOUT_MS} ms`), { code: 'ETIMEDOUT' })), CHECK_TIMEOUT_MS);
+  });
+  try {
+    await Promise.race([check(), timeout]);
+    return {};
+  } catch (error) {
+    return { error };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** A short, non-revealing name for what went wrong: a Node error code (ENOENT, ECONNREFUSED) or the error's class. */
+function errorCode(err: unknown): string {
+  const { code, name } = (typeof err === 'object' && err !== null ? err : {}) as { code?: unknown; name?: unknown };
+  if (typeof code === 'string' && /^[A-Z0-9_]+$/.test(code)) return code;
+  return typeof name === 'string' && name !== '' ? name : 'Error';
+}
+
+async function requireAdmin(request: FastifyRequest, verifier: KeyVerifier): Promise<void> {
+  const token = bearerToken(request);
+  const principal = token ? await verifier.verify(token) : undefined;
+  if (!principal) {
+    throw new ApiError(401, 'Metrics need an admin API key: send it as "Authorization: Bearer <key>" (metrics.auth is "admin").', {
+      type: 'authentication_error',
+      code: 'invalid_api_key',
+      headers: { 'www-authenticate': 'Bearer' },
+    });
+  }
+  if (!principal.isAdmin) throw new ApiError(403, 'Metrics need an admin API key; this key belongs to an ordinary user.', { type: 'permission_error', code: 'admin_required' });
+}

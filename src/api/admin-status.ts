@@ -1,0 +1,164 @@
+// The operators' view of the work in flight, as one JSON object: per upstream
+// the adaptive concurrency this process's worker runs at (its runner's
+// lanes), the queue in the database, and how recent requests ended. The
+// runner part is this process's alone (an API-only process has none); the
+// database part covers every worker.
+import type { UpstreamConfig } from '../config.ts';
+import type { RunnerStats } from '../runner/runner.ts';
+import type { ModelOutcomes, ModelQueueDepth } from '../store/sql/queue-stats.ts';
+import { ModelRouter } from '../upstreams/router.ts';
+
+export interface AdminStatusInputs {
+  now: number;
+  windowMs: number;
+  runner: RunnerStats | undefined;
+  queue: ModelQueueDepth[];
+  outcomes: ModelOutcomes[];
+}
+
+export interface OutcomeCounts {
+  succeeded: number;
+  failed: number;
+  retries: number;
+  /** failed / (succeeded + failed); null when nothing finished in the window. */
+  error_rate: number | null;
+}
+
+export interface UpstreamStatus {
+  name: string;
+  kind: 'upstream' | 'echo' | 'engine';
+  /** Configured ceiling (maxConcurrency); null for the built-in lanes, whose ceiling is fixed. */
+  max_concurrency: number | null;
+  /** Current adaptive limit of this process's lane; null until the lane has served a request here. */
+  concurrency_limit: number | null;
+  in_flight: number;
+  /** Claimed by this process and waiting for a concurrency slot. */
+  queued: number;
+  /** Unix ms until which the lane holds off after a 429 / Retry-After; null when it is not paused. */
+  paused_until: number | null;
+  pending: number;
+  running: number;
+  recent: OutcomeCounts;
+}
+
+export interface ModelStatus {
+  model: string;
+  /** The upstream (lane) the model routes to; null when nobody serves it (its lines fail with invalid_model). */
+  upstream: string | null;
+  pending: number;
+  running: number;
+  recent: OutcomeCounts;
+}
+
+export interface AdminStatus {
+  object: 'admin.status';
+  generated_at: number;
+  window_seconds: number;
+  /** This process's worker; null in an API-only process (`spool serve --no-worker`). */
+  worker: { claimed: number; succeeded: number; failed: number; retried: number; in_flight: number; queued: number } | null;
+  upstreams: UpstreamStatus[];
+  models: ModelStatus[];
+}
+
+type Lane = RunnerStats['lanes'][number];
+
+export class AdminStatusBuilder {
+  private readonly router: ModelRouter;
+
+  constructor(
+    private readonly upstreams: readonly UpstreamConfig[],
+    engineModels: readonly string[] = [],
+  ) {
+    // The runner's own routing rules, so a model is reported under the lane that really serves it.
+    this.router = new ModelRouter([...upstreams], { engineModels: [...engineModels] });
+  }
+
+  laneOf(model: string): { name: string; kind: UpstreamStatus['kind'] } | null {
+    const route = this.router.route(model);
+    if (!route) return null;
+    return route.kind === 'upstream' ? { name: route.upstream.name, kind: 'upstream' } : { name: route.kind, kind: route.kind };
+  }
+
+  build(inputs: AdminStatusInputs): AdminStatus {
+    const models = this.models(inputs);
+    const upstreams = new Map<string, UpstreamStatus>();
+    const entry = (name: string, kind: UpstreamStatus['kind']): UpstreamStatus => {
+      let status = upstreams.get(name);
+      if (!status) {
+        const configured = kind === 'upstream' ? this.upstreams.find((u) => u.name === name) : undefined;
+        status = {
+          name,
+          kind,
+          max_concurrency: configured?.maxConcurrency ?? null,
+          concurrency_limit: null,
+          in_flight: 0,
+          queued: 0,
+          paused_until: null,
+          pending: 0,
+          running: 0,
+          recent: outcomeCounts(0, 0, 0),
+        };
+        upstreams.set(name, status);
+      }
+      return status;
+    };
+    // Configured upstreams first and always, so an idle one still shows its ceiling.
+    for (const upstream of this.upstreams) entry(upstream.name, 'upstream');
+    for (const lane of inputs.runner?.lanes ?? []) applyLane(entry(lane.name, kindOfLane(lane.name, this.upstreams)), lane, inputs.now);
+    for (const model of models) {
+      if (!model.upstream) continue;
+      const status = entry(model.upstream, this.laneOf(model.model)!.kind);
+      status.pending += model.pending;
+      status.running += model.running;
+      status.recent = outcomeCounts(
+        status.recent.succeeded + model.recent.succeeded,
+        status.recent.failed + model.recent.failed,
+        status.recent.retries + model.recent.retries,
+      );
+    }
+    const runner = inputs.runner;
+    return {
+      object: 'admin.status',
+      generated_at: Math.floor(inputs.now / 1000),
+      window_seconds: Math.round(inputs.windowMs / 1000),
+      worker: runner
+        ? { claimed: runner.claimed, succeeded: runner.succeeded, failed: runner.failed, retried: runner.retried, in_flight: runner.inFlight, queued: runner.queued }
+        : null,
+      upstreams: [...upstreams.values()],
+      models,
+    };
+  }
+
+  private models(inputs: AdminStatusInputs): ModelStatus[] {
+    const byModel = new Map<string, ModelStatus>();
+    const entry = (model: string): ModelStatus => {
+      let status = byModel.get(model);
+      if (!status) {
+        status = { model, upstream: this.laneOf(model)?.name ?? null, pending: 0, running: 0, recent: outcomeCounts(0, 0, 0) };
+        byModel.set(model, status);
+      }
+      return status;
+    };
+    for (const depth of inputs.queue) Object.assign(entry(depth.model), { pending: depth.pending, running: depth.running });
+    for (const outcome of inputs.outcomes) entry(outcome.model).recent = outcomeCounts(outcome.succeeded, outcome.failed, outcome.retries);
+    return [...byModel.values()].sort((a, b) => a.model.localeCompare(b.model));
+  }
+}
+
+function applyLane(status: UpstreamStatus, lane: Lane, now: number): void {
+  status.concurrency_limit = lane.limit;
+  status.in_flight = lane.inFlight;
+  status.queued = lane.queued;
+  status.paused_until = lane.pausedUntil > now ? lane.pausedUntil : null;
+}
+
+// Lane names are the upstream's name, or "echo" / "engine" for the built-in ones (runner/lanes.ts).
+function kindOfLane(name: string, upstreams: readonly UpstreamConfig[]): UpstreamStatus['kind'] {
+  if (upstreams.some((u) => u.name === name)) return 'upstream';
+  return name === 'engine' ? 'engine' : name === 'echo' ? 'echo' : 'upstream';
+}
+
+function outcomeCounts(succeeded: number, failed: number, retries: number): OutcomeCounts {
+  const finished = succeeded + failed;
+  return { succeeded, failed, retries, error_rate: finished === 0 ? null : failed / finished };
+}

@@ -1,0 +1,269 @@
+// One batch: progress, counts, timestamps, validation errors, a preview of
+// its error file, downloads of its files, and cancel while it runs.
+import { api } from './api.js';
+import { byId, h, replaceChildren } from './dom.js';
+import { downloadButton } from './download.js';
+import { formatBytes, formatCount, formatDuration, formatPercent, formatRate, formatTime, isTerminal, progressOf, statusLabel } from './format.js';
+import { Poller } from './poller.js';
+import { throughputOf } from './rates.js';
+import { setProgress, statusBadge } from './batches-view.js';
+
+const POLL_MS = 1500;
+// The error file may be as large as the batch: the preview reads only its head.
+const PREVIEW_BYTES = 64 * 1024;
+const PREVIEW_LINES = 20;
+
+const TIMELINE = [
+  ['created_at', 'Created'],
+  ['in_progress_at', 'Started'],
+  ['finalizing_at', 'Finalizing'],
+  ['completed_at', 'Completed'],
+  ['failed_at', 'Failed'],
+  ['cancelling_at', 'Cancelling'],
+  ['cancelled_at', 'Cancelled'],
+  ['expired_at', 'Expired'],
+  ['expires_at', 'Deadline'],
+];
+
+function field(list, term, value) {
+  list.append(h('dt', { text: term }), h('dd', {}, value));
+}
+
+export function createBatchView({ tracker }) {
+  let batchId = null;
+  let lastDecile = null;
+  let lastStatus = null;
+  let previewedErrorFile = null;
+  let renderedFiles = '';
+  const fileInfo = new Map();
+  const loadingFiles = new Set();
+  const poller = new Poller(refresh);
+
+  const bar = h('progress', { max: 1, id: 'batch-progress', 'aria-labelledby': 'batch-progress-label' });
+  const percent = h('span', { class: 'progress-text' });
+  const statusSlot = h('span');
+  const counts = h('p', { class: 'counts' });
+  const speed = h('p', { class: 'hint' });
+  replaceChildren(
+    byId('batch-summary'),
+    h('p', { class: 'summary-status' }, statusSlot),
+    h('div', { class: 'progress-row' }, h('span', { id: 'batch-progress-label', class: 'visually-hidden', text: 'Batch progress' }), bar, percent),
+    counts,
+    speed,
+  );
+
+  async function refresh() {
+    const id = batchId;
+    try {
+      const batch = await api.getBatch(id);
+      if (id !== batchId) return null;
+      render(batch);
+      byId('batch-error').textContent = '';
+      return isTerminal(batch) ? null : POLL_MS;
+    } catch (err) {
+      if (id === batchId) byId('batch-error').textContent = `Could not load batch ${id}: ${err.message}`;
+      if (err.status === 404) return null;
+      throw err;
+    }
+  }
+
+  function render(batch) {
+    tracker.observe(batch);
+    replaceChildren(statusSlot, statusBadge(batch.status));
+    setProgress(bar, percent, batch);
+    const { done, total, fraction } = progressOf(batch);
+    const { completed, failed } = batch.request_counts;
+    counts.textContent = `${formatCount(done)} of ${formatCount(total)} requests finished: ${formatCount(completed)} succeeded, ${formatCount(failed)} failed.`;
+    const { rate, eta, average } = throughputOf(tracker, batch);
+    speed.textContent = average
+      ? `Average throughput ${formatRate(rate)}.`
+      : `Throughput ${formatRate(rate)}${eta === null ? '' : `, about ${formatDuration(eta)} left`}.`;
+    announceProgress(batch, fraction);
+    renderFields(batch);
+    renderTimeline(batch);
+    renderActions(batch);
+    renderValidationErrors(batch);
+    if (batch.error_file_id && batch.error_file_id !== previewedErrorFile) {
+      previewedErrorFile = batch.error_file_id;
+      void previewErrorFile(batch.error_file_id);
+    }
+  }
+
+  // The live region speaks at each tenth and at status changes, not on every poll.
+  function announceProgress(batch, fraction) {
+    const decile = fraction === null ? null : Math.floor(fraction * 10);
+    if (decile === lastDecile && batch.status === lastStatus) return;
+    lastDecile = decile;
+    lastStatus = batch.status;
+    byId('batch-live').textContent = `${statusLabel(batch.status)}${fraction === null ? '' : `, ${formatPercent(fraction)} done`}.`;
+  }
+
+  function renderFields(batch) {
+    const list = byId('batch-fields');
+    list.replaceChildren();
+    field(list, 'Endpoint', h('code', { text: batch.endpoint }));
+    if (batch.model) field(list, 'Model', batch.model);
+    field(list, 'Input file', h('span', { class: 'mono', text: batch.input_file_id }));
+    field(list, 'Output file', batch.output_file_id ? h('span', { class: 'mono', text: batch.output_file_id }) : '—');
+    field(list, 'Error file', batch.error_file_id ? h('span', { class: 'mono', text: batch.error_file_id }) : '—');
+    field(list, 'Completion window', batch.completion_window);
+    const usage = batch.usage;
+    if (usage) field(list, 'Tokens', `${formatCount(usage.input_tokens)} in, ${formatCount(usage.output_tokens)} out`);
+  }
+
+  function renderTimeline(batch) {
+    const list = byId('batch-times');
+    list.replaceChildren();
+    for (const [key, label] of TIMELINE) {
+      if (batch[key] !== null && batch[key] !== undefined) field(list, label, h('time', { datetime: new Date(batch[key] * 1000).toISOString(), text: formatTime(batch[key]) }));
+    }
+  }
+
+  function renderActions(batch) {
+    // Rebuilt only when the set of files or the status changes, so a button keeps focus across polls.
+    const key = [batch.status, batch.input_file_id, batch.output_file_id, batch.error_file_id, ...[...fileInfo.keys()]].join('|');
+    if (key === renderedFiles) return;
+    renderedFiles = key;
+    const status = byId('batch-action-status');
+    const actions = byId('batch-actions');
+    actions.replaceChildren();
+    const files = [
+      [batch.output_file_id, 'output'],
+      [batch.error_file_id, 'error'],
+      [batch.input_file_id, 'input'],
+    ];
+    for (const [fileId, kind] of files) {
+      if (!fileId) continue;
+      const info = fileInfo.get(fileId);
+      if (info === undefined) {
+        void loadFileInfo(fileId, batch);
+        continue;
+      }
+      if (info === null) continue; // deleted: nothing to download
+      actions.append(
+        downloadButton({
+          label: `Download ${kind} file (${formatBytes(info.bytes)})`,
+          fileId,
+          filename: info.filename,
+          statusEl: status,
+          className: kind === 'output' ? 'primary' : 'secondary',
+        }),
+      );
+    }
+    if (!isTerminal(batch) && batch.status !== 'cancelling') {
+      actions.append(h('button', { type: 'button', class: 'danger', text: 'Cancel batch', onclick: () => cancel(batch.id) }));
+    }
+  }
+
+  async function loadFileInfo(fileId, batch) {
+    if (loadingFiles.has(fileId)) return;
+    loadingFiles.add(fileId);
+    try {
+      fileInfo.set(fileId, await api.getFile(fileId));
+    } catch {
+      fileInfo.set(fileId, null);
+    } finally {
+      loadingFiles.delete(fileId);
+    }
+    if (batch.id === batchId) renderActions(batch);
+  }
+
+  async function cancel(id) {
+    if (!window.confirm(`Cancel batch ${id}? Requests already finished are kept in its output file.`)) return;
+    const status = byId('batch-action-status');
+    try {
+      const batch = await api.cancelBatch(id);
+      status.textContent = `Batch ${id} is ${statusLabel(batch.status).toLowerCase()}.`;
+      if (id === batchId) {
+        render(batch);
+        poller.start();
+      }
+    } catch (err) {
+      status.textContent = `Could not cancel: ${err.message}`;
+    }
+  }
+
+  function renderValidationErrors(batch) {
+    const errors = batch.errors?.data ?? [];
+    byId('batch-validation').hidden = errors.length === 0;
+    replaceChildren(
+      byId('batch-validation-body'),
+      errors.map((e) =>
+        h('tr', {}, h('td', { class: 'num', text: e.line ?? '—' }), h('td', {}, h('code', { text: e.code })), h('td', { text: e.param ?? '—' }), h('td', { text: e.message })),
+      ),
+    );
+  }
+
+  async function previewErrorFile(fileId) {
+    const section = byId('batch-error-file');
+    const note = byId('batch-error-file-note');
+    let head;
+    try {
+      head = await api.fileHead(fileId, PREVIEW_BYTES);
+    } catch (err) {
+      section.hidden = false;
+      note.textContent = `Could not read the error file: ${err.message}`;
+      return;
+    }
+    const lines = head.text.split('\n');
+    // A head cut mid-line ends in a partial line: drop it.
+    if (head.truncated) lines.pop();
+    const entries = lines.filter((line) => line.trim() !== '');
+    section.hidden = entries.length === 0;
+    const shown = entries.slice(0, PREVIEW_LINES);
+    note.textContent =
+      shown.length < entries.length || head.truncated
+        ? `The first ${shown.length} lines. Download the error file for all of them.`
+        : `${shown.length} line${shown.length === 1 ? '' : 's'}.`;
+    replaceChildren(byId('batch-error-file-body'), shown.map(errorLineRow));
+  }
+
+  return {
+    show({ id }) {
+      if (id !== batchId) {
+        batchId = id;
+        lastDecile = null;
+        lastStatus = null;
+        previewedErrorFile = null;
+        renderedFiles = '';
+        byId('batch-title').textContent = `Batch ${id}`;
+        for (const el of ['batch-fields', 'batch-times', 'batch-actions', 'batch-validation-body', 'batch-error-file-body']) byId(el).replaceChildren();
+        for (const el of ['batch-error', 'batch-action-status', 'batch-live']) byId(el).textContent = '';
+        byId('batch-validation').hidden = true;
+        byId('batch-error-file').hidden = true;
+        statusSlot.replaceChildren();
+        counts.textContent = 'Loading…';
+        speed.textContent = '';
+        bar.removeAttribute('value');
+        percent.textContent = '';
+      }
+      poller.start();
+    },
+    hide() {
+      poller.stop();
+    },
+    reset() {
+      poller.stop();
+      batchId = null;
+      fileInfo.clear();
+    },
+  };
+}
+
+function errorLineRow(text) {
+  let line;
+  try {
+    line = JSON.parse(text);
+  } catch {
+    return h('tr', {}, h('td', { colspan: 4, text }));
+  }
+  const error = line.error ?? {};
+  return h(
+    'tr',
+    {},
+    h('td', { class: 'mono', text: line.custom_id ?? '—' }),
+    h('td', {}, h('code', { text: error.code ?? '—' })),
+    h('td', { class: 'num', text: line.response?.status_code ?? '—' }),
+    h('td', { text: error.message ?? '' }),
+  );
+}

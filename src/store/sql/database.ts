@@ -30,6 +30,10 @@ export async function openSqlStore(options: OpenSqlOptions): Promise<SqlStore> {
   const url = options.databaseUrl;
   if (url && /^postgres(ql)?:\/\//.test(url)) {
     const pool = new pg.Pool({ connectionString: url, max: 10 });
+    // An idle pooled connection that the server ends (a restart, a failover, pg_terminate_backend) is
+    // reported here; the pool has already dropped it and the next query opens a new one. Without a
+    // listener the event would be an uncaught exception that stops the whole process.
+    pool.on('error', () => undefined);
     const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
     const store: SqlStore = { db, dialect: 'postgres', close: () => db.destroy() };
     await closeOnFailure(store, () => migrate(db));

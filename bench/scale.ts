@@ -3,7 +3,8 @@
 // upstream whose one global ceiling they share; end-to-end requests/s is
 // read from the database (in_progress_at -> completed_at, ms). Then the
 // claim query alone: 1, 2 and 4 claimers (separate connections) draining a
-// 20,000-line batch 64 rows at a time, as workers do, with nothing else.
+// 20,000-line batch 64 rows at a time, each chunk marked done before the
+// next claim as a worker's results are, with nothing else running.
 // Every run gets a fresh database, dropped afterwards.
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -61,10 +62,10 @@ export async function benchScale(ctx: BenchContext): Promise<Row[]> {
       const databaseUrl = await createDatabase(admin);
       try {
         const claim = await claimQueryRate(databaseUrl, ctx.quick ? 5_000 : 20_000, claimers);
-        ctx.log(`scale: claim query, ${claimers} claimer(s): ${fmt(claim.rows)} rows in ${fmt(claim.ms)} ms (${fmt(claim.claims)} claims)`);
+        ctx.log(`scale: claim query, ${claimers} claimer(s): ${fmt(claim.rows)} rows in ${fmt(claim.ms)} ms (${fmt(claim.claims)} claims, ${fmt(claim.meanClaimMs, 2)} ms each)`);
         rows.push({
-          metric: `claim query alone on PostgreSQL, ${claimers} concurrent claimer${claimers > 1 ? 's' : ''} (${CLAIM_CHUNK} rows per claim)`,
-          spool: `${fmt(claim.claims / (claim.ms / 1000))} claims/s`,
+          metric: `claim query on PostgreSQL, ${claimers} concurrent claimer${claimers > 1 ? 's' : ''} (${CLAIM_CHUNK} rows per claim, each chunk marked done before the next claim)`,
+          spool: `${fmt(claim.claims / (claim.ms / 1000))} claims/s (${fmt(claim.meanClaimMs, 2)} ms each)`,
           reference: `${fmt(claim.rows / (claim.ms / 1000))} rows/s`,
           ratio: '',
           target: '',
@@ -133,7 +134,7 @@ async function runBatch(
 }
 
 /** Claims a batch of `lines` pending rows dry with `claimers` concurrent claimers; nothing else touches the database. */
-async function claimQueryRate(databaseUrl: string, lines: number, claimers: number): Promise<{ rows: number; claims: number; ms: number }> {
+async function claimQueryRate(databaseUrl: string, lines: number, claimers: number): Promise<{ rows: number; claims: number; ms: number; meanClaimMs: number }> {
   const store = await openSqlStore({ dataDir: '', databaseUrl });
   try {
     const batchId = `batch-claim-bench-${claimers}`;
@@ -156,20 +157,31 @@ async function claimQueryRate(databaseUrl: string, lines: number, claimers: numb
     await sql`ANALYZE requests`.execute(store.db);
     let claimed = 0;
     let claims = 0;
+    let claimMs = 0;
     const started = performance.now();
     await Promise.all(
       Array.from({ length: claimers }, async (_, i) => {
         for (;;) {
+          const at = performance.now();
           const got = await claimRequests(store.db, 'postgres', batchId, `claimer-${i}`, 60_000, Date.now(), CLAIM_CHUNK);
+          claimMs += performance.now() - at;
           if (got.length === 0) return;
           claimed += got.length;
           claims += 1;
+          // Done at once, as results are recorded in a real run: what a worker holds stays bounded, so the
+          // claim's scan for lapsed leases looks at a few in-flight rows, not at everything claimed so far.
+          await store.db
+            .updateTable('requests')
+            .set({ state: 'succeeded', lease_owner: null, lease_expires_at: null })
+            .where('batch_id', '=', batchId)
+            .where('line', 'in', got.map((row) => row.line))
+            .execute();
         }
       }),
     );
     const ms = performance.now() - started;
     if (claimed !== lines) throw new Error(`claimers took ${claimed} rows of ${lines}: a row was claimed twice or missed`);
-    return { rows: claimed, claims, ms };
+    return { rows: claimed, claims, ms, meanClaimMs: claimMs / (claims + claimers) };
   } finally {
     await store.close();
   }

@@ -1,7 +1,7 @@
 // One migration set for both dialects, written with Kysely's schema builder in
 // portable types only (text, integer, bigint). Adding a migration: append to
 // the record below with the next sortable name; never edit a shipped one.
-import { sql, type Kysely, type Migration, type MigrationProvider } from 'kysely';
+import { PostgresAdapter, sql, type Kysely, type Migration, type MigrationProvider } from 'kysely';
 
 const initial: Migration = {
   async up(db: Kysely<any>) {
@@ -199,11 +199,37 @@ const webhooksAndRetries: Migration = {
   },
 };
 
+// The claim's scan for due lines, on PostgreSQL. Its planner answers
+// "state = 'pending' ORDER BY line LIMIT 64" with a walk of the primary key
+// filtering on state, because right after validation the statistics say every
+// row is pending; lines are claimed in order, so each claim then steps over
+// every line claimed before it (bench --only scale: 5 ms a claim halfway
+// through 20,000 lines). A partial index holding only pending lines is the
+// plan it picks instead, and its scan starts at the first due line. SQLite's
+// planner already uses requests_batch_state for this, and every index costs
+// validation an insert per line there, so SQLite does without.
+const pendingClaimIndex: Migration = {
+  async up(db: Kysely<any>) {
+    if (!(db.getExecutor().adapter instanceof PostgresAdapter)) return;
+    await db.schema
+      .createIndex('requests_pending')
+      .on('requests')
+      .columns(['batch_id', 'line'])
+      .where(sql.ref('state'), '=', 'pending')
+      .execute();
+  },
+  async down(db: Kysely<any>) {
+    if (!(db.getExecutor().adapter instanceof PostgresAdapter)) return;
+    await db.schema.dropIndex('requests_pending').execute();
+  },
+};
+
 export const migrations: Record<string, Migration> = {
   '0001_initial': initial,
   '0002_sweep_indexes': sweepIndexes,
   '0003_upstream_slots': upstreamSlots,
   '0004_webhooks_and_retries': webhooksAndRetries,
+  '0005_pending_claim_index': pendingClaimIndex,
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -7,6 +7,7 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { benchCapacity, overloadScenario } from './capacity.ts';
+import { benchEngine } from './engine.ts';
 import { killAllChildren, REPO_ROOT } from './lib/child.ts';
 import { ForeignLoadMeter } from './lib/proc.ts';
 import { createContext, errorRow, renderTable, sleep, withTimeout, type BenchContext, type Row } from './lib/report.ts';
@@ -26,6 +27,7 @@ const BENCHES: Record<string, (ctx: BenchContext) => Promise<Row[]>> = {
   'zero-latency': benchZeroLatency,
   rss: benchRss,
   scale: benchScale,
+  engine: benchEngine,
 };
 
 // Whatever happens inside one benchmark, it is given up after this long.
@@ -178,7 +180,8 @@ async function waitForQuiet(ctx: BenchContext): Promise<void> {
 async function bundleChildServer(dir: string): Promise<string> {
   const { bundle } = await import('../scripts/bundle.mjs');
   rmSync(dir, { recursive: true, force: true });
-  await bundle({ entryPoints: [join(REPO_ROOT, 'bench', 'child-server.ts')], outdir: dir });
+  // engine-direct.ts, the engine bench's reference process, is bundled alongside so both sides run on plain node.
+  await bundle({ entryPoints: [join(REPO_ROOT, 'bench', 'child-server.ts'), join(REPO_ROOT, 'bench', 'engine-direct.ts')], outdir: dir });
   return join(dir, 'child-server.mjs');
 }
 

@@ -1,20 +1,25 @@
-// Starts a whole Spool process: store, HTTP API, lifecycle sweeps (and, when
-// the worker is enabled, the runner). `spool serve` and the tests both use it.
+// Starts a whole Spool process: store, HTTP API, lifecycle sweeps, webhook
+// deliveries (and, when the worker is enabled, the runner). `spool serve` and the tests both use it.
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { buildServer } from './api/server.ts';
+import { startOpsServer } from './api/ops-server.ts';
+import { AdminStatusBuilder } from './api/admin-status.ts';
 import { createApiKey, hasAnyActiveKey, KeyVerifier } from './auth/keys.ts';
 import type { LifecycleContext } from './batches/context.ts';
 import { BatchService } from './batches/service.ts';
 import { LifecycleSweeper } from './batches/sweeper.ts';
 import type { Config } from './config.ts';
 import { FileService } from './files/service.ts';
+import { createSpoolMetrics } from './metrics/spool-metrics.ts';
 import { newWorkerId } from './ids.ts';
 import { openStore, type Store } from './store/index.ts';
 import { Runner } from './runner/runner.ts';
 import type { Engine } from './upstreams/engine/index.ts';
+import { RealtimeGateway } from './upstreams/realtime.ts';
 import { getUploadSigningSecret } from './store/sql/settings.ts';
+import { startWebhookDispatcher } from './webhooks/deliver.ts';
 
 export interface SpoolApp {
   url: string;
@@ -41,10 +46,15 @@ export async function startSpool(config: Config): Promise<SpoolApp> {
   }
 }
 
+// Loaded whenever models are configured, worker or not: an API-only process
+// still answers real-time requests with them. One load per process, shared by
+// the runner's engine lane and the real-time routes.
+// The whisper model only where batches run: no real-time route serves audio.
 async function startEngine(config: Config): Promise<Engine | undefined> {
-  if (config.engine.models.length === 0 || !config.worker.enabled) return undefined;
+  const whisper = config.worker.enabled ? config.engine.whisper : undefined;
+  if (config.engine.models.length === 0 && !whisper) return undefined;
   const { createEngine } = await import('./upstreams/engine/index.ts');
-  return createEngine({ models: config.engine.models, gpu: config.engine.gpu });
+  return createEngine({ models: config.engine.models, gpu: config.engine.gpu, whisper });
 }
 
 async function startOnStore(config: Config, store: Store, engine: Engine | undefined): Promise<SpoolApp> {
@@ -54,7 +64,15 @@ async function startOnStore(config: Config, store: Store, engine: Engine | undef
     signedUrlTtlSeconds: config.uploads.signedUrlTtlSeconds,
     signingSecret,
   });
-  const batches = new BatchService(store, { maxEnqueuedTokensPerModel: config.limits.maxEnqueuedTokensPerModel });
+  const batches = new BatchService(store, {
+    maxEnqueuedTokensPerModel: config.limits.maxEnqueuedTokensPerModel,
+    defaultOutputExpiresAfterSeconds: config.limits.defaultOutputExpiresAfterSeconds,
+  });
+  const gateway = new RealtimeGateway({ upstreams: config.upstreams, engine });
+  // Like the admin status, metrics read the runner (and log through the server) per scrape, after both exist.
+  const metrics = config.metrics.enabled
+    ? createSpoolMetrics({ sql: store.sql, runnerStats: () => runner?.stats(), log: { warn: (obj, msg) => server.log.warn(obj, msg) } })
+    : undefined;
   const server = await buildServer({
     store,
     files,
@@ -63,16 +81,21 @@ async function startOnStore(config: Config, store: Store, engine: Engine | undef
     publicUrl: config.publicUrl,
     defaultCompletionWindow: config.limits.defaultCompletionWindow,
     logger: loggerOptions(config),
+    inference: { gateway, timeoutMs: config.worker.requestTimeoutMs },
+    // The runner starts after the server is built; the status reads it per request, never before listen().
+    admin: { status: new AdminStatusBuilder(config.upstreams, engine?.models), runnerStats: () => runner?.stats() },
+    metrics: metrics && { registry: metrics, auth: config.metrics.auth },
   });
   const initialKey = await ensureSomeKey(config, store);
-  const ctx: LifecycleContext = { store, config, workerId: newWorkerId(), log: server.log };
+  const ctx: LifecycleContext = { store, config, workerId: newWorkerId(), log: server.log, metrics: metrics?.lifecycle };
   const runner = config.worker.enabled ? new Runner(ctx, { engine }).start() : undefined;
   ctx.onRunnable = () => runner?.poke();
   const sweeper = new LifecycleSweeper(ctx).start();
   ctx.onBatchDrained = () => sweeper.poke();
+  const webhooks = await startWebhookDispatcher(ctx);
   server.addHook('onResponse', async (request, reply) => {
-    // A new or cancelled batch is picked up now rather than at the next poll.
-    if (request.method === 'POST' && /\/batches(\/[^/]+\/cancel)?$/.test(request.url.split('?')[0]) && reply.statusCode < 300) sweeper?.poke();
+    // A new (created or retried) or cancelled batch is picked up now rather than at the next poll.
+    if (request.method === 'POST' && /\/batches(\/[^/]+\/(cancel|retry))?$/.test(request.url.split('?')[0]) && reply.statusCode < 300) sweeper?.poke();
   });
   await server.listen({ host: config.host, port: config.port });
   const address = server.server.address();
@@ -88,9 +111,11 @@ async function startOnStore(config: Config, store: Store, engine: Engine | undef
     async close() {
       if (closed) return;
       closed = true;
-      await server.close();
+      // Real-time requests in flight get the runner's grace period too, then are ended, so server.close() never waits on a long generation.
+      await Promise.all([server.close(), gateway.close()]);
       await runner?.stop();
       await sweeper.stop();
+      await webhooks.stop();
       await store.close();
       await engine?.close();
     },
@@ -119,6 +144,8 @@ async function ensureSomeKey(config: Config, store: Store): Promise<SpoolApp['in
 export interface SpoolWorker {
   runner: Runner;
   store: Store;
+  /** Where /metrics, /healthz and /readyz are served, when metrics.workerPort is set. */
+  opsUrl?: string;
   close(): Promise<void>;
 }
 
@@ -126,20 +153,40 @@ export interface SpoolWorker {
 export async function startWorker(config: Config, log: LifecycleContext['log']): Promise<SpoolWorker> {
   const engine = await startEngine(config);
   const store = await openStore(config);
-  const ctx: LifecycleContext = { store, config, workerId: newWorkerId(), log };
-  const runner = new Runner(ctx, { engine }).start();
-  ctx.onRunnable = () => runner.poke();
+  const serveOps = config.metrics.workerPort !== undefined;
+  // Read per scrape: the listener is up (so a taken port fails start-up) before the runner claims any work.
+  let runner: Runner | undefined;
+  const metrics =
+    serveOps && config.metrics.enabled ? createSpoolMetrics({ sql: store.sql, runnerStats: () => runner?.stats(), log }) : undefined;
+  const ops = serveOps
+    ? await startOpsServer({
+        store,
+        verifier: new KeyVerifier(store.sql.db, config.apiKey),
+        metrics: metrics && { registry: metrics, auth: config.metrics.auth },
+        host: config.host,
+        port: config.metrics.workerPort!,
+        logger: loggerOptions(config),
+      })
+    : undefined;
+  const ctx: LifecycleContext = { store, config, workerId: newWorkerId(), log, metrics: metrics?.lifecycle };
+  const started = new Runner(ctx, { engine }).start();
+  runner = started;
+  ctx.onRunnable = () => started.poke();
   const sweeper = new LifecycleSweeper(ctx).start();
   ctx.onBatchDrained = () => sweeper.poke();
+  const webhooks = await startWebhookDispatcher(ctx);
   let closed = false;
   return {
-    runner,
+    runner: started,
     store,
+    opsUrl: ops?.url,
     async close() {
       if (closed) return;
       closed = true;
-      await runner.stop();
+      await ops?.server.close();
+      await started.stop();
       await sweeper.stop();
+      await webhooks.stop();
       await store.close();
       await engine?.close();
     },

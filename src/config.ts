@@ -91,6 +91,49 @@ const blobsSchema = z
 
 export type BlobsConfig = z.infer<typeof blobsSchema>;
 
+const httpUrlSchema = z
+  .string()
+  .url()
+  .refine((value) => /^https?:\/\//i.test(value), 'must be an http:// or https:// URL');
+
+/** Where terminal-state events of batches are POSTed, and how they are signed and retried (see README "Webhooks"). */
+const webhooksSchema = z
+  .object({
+    /** Per-user webhook URL: user id -> URL; every terminal state of that user's batches is sent there, besides a batch's own webhook_url. */
+    users: z.record(z.string().min(1), httpUrlSchema).default({}),
+    /**
+     * HMAC-SHA256 key for the webhook-signature header: "whsec_" + base64 of the key bytes (Standard Webhooks /
+     * OpenAI form), or any other string, used as its UTF-8 bytes. Unset: generated once and kept in the database,
+     * shared by every process (`spool webhooks secret` prints it).
+     */
+    signingSecret: z
+      .string()
+      .min(16)
+      .refine((value) => !value.startsWith('whsec_') || Buffer.from(value.slice(6), 'base64').length >= 16, 'a "whsec_" secret is base64 of at least 16 bytes')
+      .optional(),
+    /** Attempts per delivery before it is given up; with the default delays, 10 attempts span about 22 hours. */
+    maxAttempts: z.number().int().positive().default(10),
+    /** Delay before the 2nd attempt; each later delay is 4 times the one before (with +-20% jitter), up to retryMaxDelayMs. */
+    retryBaseDelayMs: z.number().int().positive().default(10_000),
+    retryMaxDelayMs: z.number().int().positive().default(6 * 3_600_000),
+    /** One attempt's limit, connection to last byte of the answer's head; past it the attempt counts as failed. */
+    timeoutMs: z.number().int().positive().default(15_000),
+    /** As audio.allowPrivateNetworks, for webhook URLs: by default only public addresses are posted to (SSRF guard). */
+    allowPrivateNetworks: z.boolean().default(false),
+    /** As audio.allowedHosts, for webhook URLs: hostnames, "*.suffix" wildcards, IPs or CIDRs. */
+    allowedHosts: z
+      .array(
+        z.string().superRefine((entry, ctx) => {
+          const problem = allowEntryError(entry);
+          if (problem) ctx.addIssue({ code: 'custom', message: problem });
+        }),
+      )
+      .default([]),
+  })
+  .strict();
+
+export type WebhooksConfig = z.infer<typeof webhooksSchema>;
+
 export const configSchema = z
   .object({
     host: z.string().default('127.0.0.1'),
@@ -111,6 +154,24 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    /** GET /metrics (Prometheus text). */
+    metrics: z
+      .object({
+        /** false: /metrics answers 404, and nothing is collected. */
+        enabled: z.boolean().default(true),
+        /**
+         * "none": anyone who reaches the port may scrape, as Prometheus expects by default (Spool binds 127.0.0.1
+         * unless told otherwise). "admin": an admin API key as "Authorization: Bearer" (Prometheus `authorization`).
+         */
+        auth: z.enum(['none', 'admin']).default('none'),
+        /**
+         * `spool worker` only (it has no API): serve /metrics, /healthz and /readyz on this port, on `host`.
+         * Unset: the worker listens on nothing. `spool serve` serves them on its API port.
+         */
+        workerPort: z.number().int().min(0).max(65535).optional(),
+      })
+      .strict()
+      .prefault({}),
     limits: z
       .object({
         maxFileBytes: z.number().int().positive().default(100 * MB),
@@ -119,6 +180,11 @@ export const configSchema = z
         /** Used in the enqueued-token estimate when a line sets no max_tokens. */
         defaultMaxTokensEstimate: z.number().int().nonnegative().default(1024),
         defaultCompletionWindow: z.string().default('24h'),
+        /**
+         * How long output and error files live when a batch is created without OpenAI's output_expires_after
+         * (seconds after the batch's creation; the retention sweep then deletes them). Unset: kept until deleted.
+         */
+        defaultOutputExpiresAfterSeconds: z.number().int().positive().optional(),
       })
       .strict()
       .prefault({}),
@@ -174,6 +240,7 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    webhooks: webhooksSchema.prefault({}),
     upstreams: z.array(upstreamSchema).default([]),
     /** The embedded engine: GGUF models (llama.cpp) and a whisper model (whisper.cpp) served in-process (no other server needed). */
     engine: z

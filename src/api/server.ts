@@ -1,6 +1,7 @@
 // Assembles the HTTP server: one Fastify instance, the API routes mounted
 // under /v1 and /openai/v1 (same handlers, dialect chosen per request), the
-// key-less signed-upload route, and health checks.
+// key-less signed-upload route, the operational endpoints (health,
+// readiness, metrics) and the OpenAPI document of all of them.
 import formbody from '@fastify/formbody';
 import multipart from '@fastify/multipart';
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
@@ -12,7 +13,12 @@ import { decorateRequests, requireApiKey } from './auth.ts';
 import { installErrorHandling } from './envelope.ts';
 import { batchesRoutes } from './routes/batches.ts';
 import { filesRoutes } from './routes/files.ts';
+import { inferenceRoutes, type InferenceRoutesOptions } from './routes/inference.ts';
 import { uploadRoutes } from './routes/uploads.ts';
+import { opsRoutes, type OpsRoutesOptions } from './routes/ops.ts';
+import { registerOpenApi } from './openapi/plugin.ts';
+import { adminRoutes, type AdminRoutesOptions } from './routes/admin.ts';
+import { dashboardRoutes } from '../web/dashboard.ts';
 
 export interface ServerDeps {
   store: Store;
@@ -22,6 +28,12 @@ export interface ServerDeps {
   publicUrl?: string;
   defaultCompletionWindow: string;
   logger: FastifyServerOptions['logger'];
+  /** Real-time /chat/completions, /completions and /embeddings; left out, those routes are not mounted. */
+  inference?: InferenceRoutesOptions;
+  /** GET /v1/admin/status (admin keys only); left out, the route is not mounted. */
+  admin?: Omit<AdminRoutesOptions, 'db'>;
+  /** GET /metrics; left out (metrics.enabled false), the route is not mounted. */
+  metrics?: OpsRoutesOptions['metrics'];
 }
 
 export const API_PREFIXES = ['/v1', '/openai/v1'] as const;
@@ -36,13 +48,10 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   });
   decorateRequests(app);
   installErrorHandling(app, deps.files.maxFileBytes);
+  // First: it documents the routes registered after it.
+  await registerOpenApi(app, { prefixes: { '/v1': 'together', '/openai/v1': 'openai' } });
 
-  app.get('/healthz', async () => ({ status: 'ok' }));
-  app.get('/readyz', async () => {
-    await deps.store.sql.db.selectFrom('settings').select('key').limit(1).execute();
-    await deps.store.blobs.check();
-    return { status: 'ready' };
-  });
+  await app.register(opsRoutes, { store: deps.store, verifier: deps.verifier, metrics: deps.metrics });
 
   await app.register(uploadRoutes, { files: deps.files });
 
@@ -55,10 +64,25 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
         requireApiKey(api, deps.verifier);
         await api.register(filesRoutes, { files: deps.files, publicUrl: deps.publicUrl });
         await api.register(batchesRoutes, { batches: deps.batches, defaultCompletionWindow: deps.defaultCompletionWindow });
+        if (deps.inference) await api.register(inferenceRoutes, deps.inference);
       },
       { prefix },
     );
   }
+
+  // A scope of its own under /v1 only: the status is Spool's, not part of either dialect's API.
+  if (deps.admin) {
+    const admin = deps.admin;
+    await app.register(
+      async (scope) => {
+        requireApiKey(scope, deps.verifier);
+        await scope.register(adminRoutes, { db: deps.store.sql.db, ...admin });
+      },
+      { prefix: '/v1/admin' },
+    );
+  }
+  // The dashboard at / (src/web); it adds only / and /dashboard/<asset>, so other paths keep the 404 envelope.
+  await app.register(dashboardRoutes);
   return app;
 }
 

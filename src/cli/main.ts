@@ -7,6 +7,7 @@ import { ConfigError, loadConfig, type Config } from '../config.ts';
 import { openStore } from '../store/index.ts';
 import { listApiKeys, revokeApiKey } from '../store/sql/keys.ts';
 import { registerClientCommands } from './commands/index.ts';
+import { registerWebhooksCommands } from './commands/webhooks.ts';
 import { ExitCode } from './exit-codes.ts';
 import { printJson, printTable } from './output.ts';
 
@@ -121,7 +122,7 @@ program
     const log = pino({ level: config.log.level });
     const worker = await startWorker(config, log);
     log.info('spool worker started');
-    process.stdout.write('Spool worker running\n');
+    process.stdout.write(`Spool worker running${worker.opsUrl ? ` (health and metrics at ${worker.opsUrl})` : ''}\n`);
     onSignals(() => worker.close(), (signal) => log.info({ signal }, 'shutting down'));
   });
 
@@ -185,6 +186,7 @@ keys
 
 // run, files, batches: HTTP clients of a (possibly embedded) Spool server.
 registerClientCommands(program);
+registerWebhooksCommands(program, configFrom);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.stderr.write(`spool: ${err instanceof ConfigError ? err.message : err instanceof Error ? err.message : String(err)}\n`);

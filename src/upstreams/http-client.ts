@@ -21,6 +21,12 @@ export interface UpstreamCall {
   /** Covers the whole exchange: connecting, sending, the headers and the whole body. */
   timeoutMs: number;
   signal?: AbortSignal;
+  /**
+   * Someone is waiting on this answer (a real-time API request), not a batch:
+   * where the backend queues work itself (the embedded engine's sequences),
+   * it goes ahead of queued batch requests. HTTP upstreams ignore it.
+   */
+  interactive?: boolean;
 }
 
 export type UpstreamOutcome =

@@ -86,7 +86,7 @@ after(async () => {
 describe('engine: loading', () => {
   it('serves each model under its file name, with its chat template or the documented fallback', () => {
     assert.deepEqual(engine.models, ['tiny', 'tiny-eos']);
-    assert.equal(engine.maxConcurrency, 4, 'two models with two sequences each');
+    assert.equal(engine.maxConcurrency, 8, 'two models with two sequences each, one request running and one waiting per sequence');
     const [tiny, eos] = engine.info;
     assert.deepEqual(tiny.chatTemplate, { source: 'gguf', wrapper: 'ChatML' });
     assert.deepEqual(eos.chatTemplate, { source: 'fallback', wrapper: 'General' });

@@ -14,7 +14,7 @@ import type { EngineModel } from './model.ts';
 import { isRecord, readGenerationParams, type Body } from './request.ts';
 import { checkPromptFits, completionUsage, noGeneration, nowSeconds, responseId, runChoices, type HandlerResult, type PromptRun } from './run.ts';
 
-export async function chatCompletion(model: EngineModel, body: Body, signal: AbortSignal): Promise<HandlerResult> {
+export async function chatCompletion(model: EngineModel, body: Body, signal: AbortSignal, interactive = false): Promise<HandlerResult> {
   if (!model.pool || !model.chatWrapper) return noGeneration(model, 'chat completions');
   const history = readMessages(body.messages);
   if (history instanceof ApiError) return history;
@@ -26,7 +26,7 @@ export async function chatCompletion(model: EngineModel, body: Body, signal: Abo
   const tooLong = checkPromptFits(model, prompt.tokens, 'messages');
   if (tooLong) return tooLong;
 
-  const generations = await runChoices(model, [prompt], params, signal);
+  const generations = await runChoices(model, [prompt], params, signal, interactive);
   return {
     status: 200,
     body: {

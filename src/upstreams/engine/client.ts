@@ -5,9 +5,17 @@
 // an unknown model a 404, an engine failure a 500; the caller's timeout is a
 // `timeout`, and its abort signal (or close()) a `network_error`.
 //
-// The runner's concurrency for the engine (maxConcurrency) is the number of
-// sequences the models have: more requests than that wait for a free
-// sequence, inside their timeout.
+// The runner's concurrency for the engine (maxConcurrency) is twice the
+// number of sequences the models have: each sequence has one request running
+// and one waiting in its pool, already parsed and tokenized, that starts the
+// moment the sequence frees instead of after a round trip through the runner
+// (recording the result, dispatching the next line). Waiting counts against
+// the request's timeout. Real-time requests (call.interactive) are served
+// before waiting batch requests, so they wait for at most one generation.
+//
+// With a whisper model (options.whisper), the engine also answers
+// /v1/audio/transcriptions and /translations (whisper/serve.ts), one at a
+// time in its own process; it adds one to maxConcurrency.
 import type { EngineBinding } from '../../runner/lanes.ts';
 import type { UpstreamCall, UpstreamClient, UpstreamOutcome } from '../http-client.ts';
 import { chatCompletion } from './chat.ts';
@@ -19,6 +27,8 @@ import { defaultModelName, loadEngineModel, type EngineModel, type EngineModelIn
 import { isRecord } from './request.ts';
 import type { HandlerResult } from './run.ts';
 import { SequencePoolClosedError } from './sequence-pool.ts';
+import { loadWhisperModel, type WhisperModel, type WhisperModelInfo, type WhisperModelOptions } from './whisper/model.ts';
+import { isAudioEndpoint, notALanguageModel, serveAudio } from './whisper/serve.ts';
 
 export interface EngineOptions {
   models: EngineModelOptions[];
@@ -26,11 +36,15 @@ export interface EngineOptions {
   gpu?: EngineGpu;
   /** The client's name; default 'engine'. */
   name?: string;
+  /** A whisper.cpp model for the audio endpoints. */
+  whisper?: WhisperModelOptions;
 }
 
 export interface Engine extends EngineBinding {
   /** What was loaded, per model: context size, sequences, chat template... */
   readonly info: EngineModelInfo[];
+  /** The whisper model, when one is loaded. */
+  readonly whisper: WhisperModelInfo | null;
   /** Stops taking requests, ends those in flight (they answer network_error) and frees the models. */
   close(): Promise<void>;
 }
@@ -38,25 +52,27 @@ export interface Engine extends EngineBinding {
 type Stop = 'timeout' | 'caller' | 'closed';
 
 export async function createEngine(options: EngineOptions): Promise<Engine> {
-  if (!Array.isArray(options.models) || options.models.length === 0) throw new EngineLoadError('INVALID_OPTIONS', 'the engine needs at least one model');
+  if (!Array.isArray(options.models) || (options.models.length === 0 && !options.whisper)) throw new EngineLoadError('INVALID_OPTIONS', 'the engine needs at least one model');
   const seen = new Set<string>();
-  for (const model of options.models) {
+  for (const model of [...options.models, ...(options.whisper ? [options.whisper] : [])]) {
     const name = model.name ?? defaultModelName(model.path ?? '');
     if (seen.has(name)) throw new EngineLoadError('INVALID_OPTIONS', `two models are named ${name}; give one a different name`);
     seen.add(name);
   }
 
   const loaded: EngineModel[] = [];
+  let whisper: WhisperModel | null = null;
   try {
     for (const model of options.models) loaded.push(await loadEngineModel({ ...model, gpu: options.gpu }));
+    if (options.whisper) whisper = await loadWhisperModel({ ...options.whisper, gpu: options.gpu });
   } catch (error) {
     await Promise.all(loaded.map((model) => model.dispose()));
     throw error;
   }
-  return engineFor(loaded, options.name ?? 'engine');
+  return engineFor(loaded, whisper, options.name ?? 'engine');
 }
 
-function engineFor(models: EngineModel[], name: string): Engine {
+function engineFor(models: EngineModel[], whisper: WhisperModel | null, name: string): Engine {
   const byName = new Map(models.map((model) => [model.info.name, model]));
   const inFlight = new Map<AbortController, Promise<unknown>>();
   const closeHooks = new Set<() => void>();
@@ -118,19 +134,19 @@ function engineFor(models: EngineModel[], name: string): Engine {
 
   async function handle(call: UpstreamCall, signal: AbortSignal): Promise<HandlerResult> {
     const endpoint = normaliseEndpoint(call.endpoint);
-    if (call.audio) {
-      return invalid(`The embedded engine has no whisper model, so it cannot serve ${endpoint}.`, null);
-    }
+    if (call.audio || isAudioEndpoint(endpoint)) return serveAudio(whisper, byName, endpoint, call, signal);
     if (endpoint !== '/v1/chat/completions' && endpoint !== '/v1/completions' && endpoint !== '/v1/embeddings') {
       return invalid(`The embedded engine does not serve ${endpoint}.`, null);
     }
     const body = call.body;
     if (!isRecord(body)) return invalid('The request body must be a JSON object.', null);
+    if (whisper && (body.model === whisper.info.name || models.length === 0)) return notALanguageModel(whisper, endpoint);
     const model = pickModel(body.model);
     if (model instanceof ApiError) return model;
     try {
-      if (endpoint === '/v1/chat/completions') return await chatCompletion(model, body, signal);
-      if (endpoint === '/v1/completions') return await textCompletion(model, body, signal);
+      const interactive = call.interactive === true;
+      if (endpoint === '/v1/chat/completions') return await chatCompletion(model, body, signal, interactive);
+      if (endpoint === '/v1/completions') return await textCompletion(model, body, signal, interactive);
       return await embeddings(model, body, signal);
     } catch (error) {
       // The handlers check prompt lengths up front; this is the backstop.
@@ -154,9 +170,10 @@ function engineFor(models: EngineModel[], name: string): Engine {
       send,
       close: () => close(),
     } satisfies UpstreamClient,
-    models: [...byName.keys()],
-    maxConcurrency: Math.max(1, models.reduce((sum, model) => sum + (model.pool?.size ?? 0), 0)),
+    models: [...byName.keys(), ...(whisper ? [whisper.info.name] : [])],
+    maxConcurrency: Math.max(1, 2 * models.reduce((sum, model) => sum + (model.pool?.size ?? 0), 0) + (whisper ? 1 : 0)),
     info: models.map((model) => model.info),
+    whisper: whisper?.info ?? null,
     close,
   };
 
@@ -166,7 +183,7 @@ function engineFor(models: EngineModel[], name: string): Engine {
       for (const hook of [...closeHooks]) hook();
       for (const model of models) model.pool?.close();
       await Promise.all([...inFlight.values()]);
-      await Promise.all(models.map((model) => model.dispose()));
+      await Promise.all([...models.map((model) => model.dispose()), whisper?.dispose()]);
     })();
     return closing;
   }

@@ -20,7 +20,7 @@ interface Prompt {
   tokens: Token[];
 }
 
-export async function textCompletion(model: EngineModel, body: Body, signal: AbortSignal): Promise<HandlerResult> {
+export async function textCompletion(model: EngineModel, body: Body, signal: AbortSignal, interactive = false): Promise<HandlerResult> {
   if (!model.pool) return noGeneration(model, 'completions');
   const prompts = readPrompts(model, body.prompt);
   if (prompts instanceof ApiError) return prompts;
@@ -35,7 +35,7 @@ export async function textCompletion(model: EngineModel, body: Body, signal: Abo
     if (tooLong) return tooLong;
   }
 
-  const generations = await runChoices(model, prompts.map((prompt) => ({ tokens: prompt.tokens })), params, signal);
+  const generations = await runChoices(model, prompts.map((prompt) => ({ tokens: prompt.tokens })), params, signal, interactive);
   const echo = body.echo === true;
   return {
     status: 200,

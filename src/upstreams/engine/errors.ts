@@ -26,7 +26,7 @@ export function invalid(message: string, param: string | null = null, code: stri
 /** Why a model could not be loaded; `message` is always one line, fit for a start-up error. */
 export class EngineLoadError extends Error {
   constructor(
-    readonly code: 'INVALID_OPTIONS' | 'NOT_FOUND' | 'NOT_A_FILE' | 'NOT_GGUF' | 'LOAD_FAILED' | 'CONTEXT_FAILED',
+    readonly code: 'INVALID_OPTIONS' | 'NOT_FOUND' | 'NOT_A_FILE' | 'NOT_GGUF' | 'NOT_WHISPER' | 'LOAD_FAILED' | 'CONTEXT_FAILED',
     message: string,
   ) {
     super(oneLine(message));

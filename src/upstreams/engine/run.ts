@@ -34,11 +34,16 @@ export function checkPromptFits(model: EngineModel, tokens: readonly Token[], pa
   );
 }
 
-/** Generations for every prompt, n choices each, in order (prompt-major, as OpenAI numbers choices), on one leased sequence. */
-export async function runChoices(model: EngineModel, prompts: PromptRun[], params: GenerationParams, signal: AbortSignal): Promise<Generation[]> {
+/**
+ * Generations for every prompt, n choices each, in order (prompt-major, as
+ * OpenAI numbers choices), on one leased sequence. `interactive`: someone is
+ * waiting on this answer (a real-time request), so it takes the next free
+ * sequence ahead of queued batch work.
+ */
+export async function runChoices(model: EngineModel, prompts: PromptRun[], params: GenerationParams, signal: AbortSignal, interactive = false): Promise<Generation[]> {
   const pool = model.pool;
   if (!pool) throw new Error(`model ${model.info.name} cannot generate`);
-  const lease = await pool.acquire({ prefer: prompts[0]?.tokens, signal });
+  const lease = await pool.acquire({ prefer: prompts[0]?.tokens, signal, urgent: interactive });
   try {
     const results: Generation[] = [];
     for (const prompt of prompts) {

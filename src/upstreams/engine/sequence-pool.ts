@@ -4,7 +4,8 @@
 // model's weights pass by pass (continuous batching): a request that finishes
 // frees its sequence for the next one without waiting for the others.
 //
-// Waiters are served first come, first served. A free sequence is chosen by
+// Waiters are served first come, first served, urgent ones (real-time
+// requests, whose caller is waiting) before the rest. A free sequence is chosen by
 // how much of the new prompt its KV cache already holds, so requests that
 // share a prefix (a system prompt, the same prompt with n > 1) skip
 // re-evaluating it.
@@ -18,6 +19,7 @@ export interface SequenceLease {
 
 interface Waiter {
   prefer: readonly Token[] | undefined;
+  urgent: boolean;
   resolve(lease: SequenceLease): void;
   reject(error: Error): void;
   signal: AbortSignal | undefined;
@@ -57,14 +59,16 @@ export class SequencePool {
    * A free sequence, or the next one to come free. Rejects with the signal's
    * reason when it aborts first, and with SequencePoolClosedError after close().
    * `prefer`: the prompt about to be evaluated, to pick the sequence whose cache matches it best.
+   * `urgent`: queue ahead of every waiter that is not urgent.
    */
-  acquire(options: { prefer?: readonly Token[]; signal?: AbortSignal } = {}): Promise<SequenceLease> {
+  acquire(options: { prefer?: readonly Token[]; signal?: AbortSignal; urgent?: boolean } = {}): Promise<SequenceLease> {
     if (this.closed) return Promise.reject(new SequencePoolClosedError());
     if (options.signal?.aborted) return Promise.reject(abortReason(options.signal));
     if (this.free.length > 0 && this.waiters.length === 0) return Promise.resolve(this.lease(this.take(options.prefer)));
     return new Promise<SequenceLease>((resolve, reject) => {
       const waiter: Waiter = {
         prefer: options.prefer,
+        urgent: options.urgent === true,
         resolve,
         reject,
         signal: options.signal,
@@ -75,7 +79,12 @@ export class SequencePool {
         },
       };
       options.signal?.addEventListener('abort', waiter.onAbort, { once: true });
-      this.waiters.push(waiter);
+      if (waiter.urgent) {
+        const firstPatient = this.waiters.findIndex((other) => !other.urgent);
+        this.waiters.splice(firstPatient === -1 ? this.waiters.length : firstPatient, 0, waiter);
+      } else {
+        this.waiters.push(waiter);
+      }
     });
   }
 

@@ -13,6 +13,7 @@ import { enqueueBatchEvent } from '../webhooks/outbox.ts';
 import { leaseMs, type LifecycleContext } from './context.ts';
 import { validateInput, type ValidRequestLine } from './input-validator.ts';
 import { BatchLeaseKeeper, LeaseLostError } from './lease-keeper.ts';
+import { reclaimAfterLargeStream } from '../runtime/reclaim-memory.ts';
 
 // Errors shown per failed batch; the first ones are what a user fixes first.
 const MAX_REPORTED_ERRORS = 100;
@@ -93,6 +94,7 @@ async function validateBatch(ctx: LifecycleContext, batch: BatchRow, lease: Batc
     await releaseBatchLease(db, batch.id, ctx.workerId);
   }
   ctx.log.info({ batchId: batch.id, requests: outcome.requestCount, started }, 'batch validated');
+  reclaimAfterLargeStream(file.bytes);
   return 'valid';
 }
 

@@ -20,6 +20,7 @@ import {
 } from '../store/sql/files.ts';
 import type { FilePurpose, FileRow } from '../store/sql/schema.ts';
 import { checkUploadSignature, signUpload } from './signed-urls.ts';
+import { reclaimAfterLargeStream } from '../runtime/reclaim-memory.ts';
 
 export interface FileServiceOptions {
   maxFileBytes: number;
@@ -56,6 +57,7 @@ export class FileService {
     const fileId = newFileId();
     const blobKey = blobKeyForUpload(fileId);
     const result = await this.blobs.write(blobKey, source, { maxBytes: this.options.maxFileBytes });
+    reclaimAfterLargeStream(result.bytes);
     return { fileId, blobKey, result };
   }
 
@@ -158,6 +160,7 @@ export class FileService {
     let result: BlobWriteResult;
     try {
       result = await this.blobs.write(blobKey, body, { maxBytes: this.options.maxFileBytes });
+      reclaimAfterLargeStream(result.bytes);
     } catch (err) {
       if (err instanceof BlobTooLargeError) await deleteFileRow(this.db, fileId);
       else await updateFile(this.db, fileId, { status: 'awaiting_upload' });

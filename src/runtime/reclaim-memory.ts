@@ -8,9 +8,8 @@
 // resident when validation of the same file starts and grows its own heap.
 // One full collection at the end of such a stream returns them at once
 // (bench --only upload,validate, 100 MB file: validate peak RSS 155 -> 139 MiB)
-// and costs a
-// few milliseconds; it runs at most once a second, so many concurrent uploads
-// do not turn into a collection storm.
+// and costs a few milliseconds; it runs at most once a second, so many
+// concurrent uploads do not turn into a collection storm.
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 

@@ -29,8 +29,9 @@ const RATIO_TARGET = 0.9;
 const CONTEXT_SIZE = 512;
 const DECODE_MAX_TOKENS = 64;
 // Per workload. A batch's start (validation, first claim, reading the lines) costs Spool ~30 ms once;
-// at 32 prompts that alone was 5% of a one-sequence decode run, at 64 it is half that.
-const PROMPTS = 64;
+// at 32 prompts that alone was 5% of a one-sequence decode run, at 128 it is about 1%. Real batches are
+// thousands of lines; a few dozen would measure start-up more than throughput.
+const PROMPTS = 128;
 // Best of this many rounds per side: other processes on a small machine make single runs noisy.
 const ROUNDS = 3;
 // Every core but one, as Spool's engine does by default: llama.cpp's threads spin-wait, so one more than the free cores is ruinous.

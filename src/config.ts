@@ -97,6 +97,18 @@ const httpUrlSchema = z
   .refine((value) => /^https?:\/\//i.test(value), 'must be an http:// or https:// URL');
 
 /** Where terminal-state events of batches are POSTed, and how they are signed and retried (see README "Webhooks"). */
+
+/** Exceptions to an SSRF guard: exact hostnames, "*.suffix" wildcards, IP addresses or CIDRs. */
+const allowedHostsSchema = () =>
+  z
+    .array(
+      z.string().superRefine((entry, ctx) => {
+        const problem = allowEntryError(entry);
+        if (problem) ctx.addIssue({ code: 'custom', message: problem });
+      }),
+    )
+    .default([]);
+
 const webhooksSchema = z
   .object({
     /** Per-user webhook URL: user id -> URL; every terminal state of that user's batches is sent there, besides a batch's own webhook_url. */
@@ -121,14 +133,7 @@ const webhooksSchema = z
     /** As audio.allowPrivateNetworks, for webhook URLs: by default only public addresses are posted to (SSRF guard). */
     allowPrivateNetworks: z.boolean().default(false),
     /** As audio.allowedHosts, for webhook URLs: hostnames, "*.suffix" wildcards, IPs or CIDRs. */
-    allowedHosts: z
-      .array(
-        z.string().superRefine((entry, ctx) => {
-          const problem = allowEntryError(entry);
-          if (problem) ctx.addIssue({ code: 'custom', message: problem });
-        }),
-      )
-      .default([]),
+    allowedHosts: allowedHostsSchema(),
   })
   .strict();
 
@@ -229,14 +234,7 @@ export const configSchema = z
          * Hosts audio URLs may fetch from even when they resolve to non-public addresses: exact hostnames
          * ("media.internal"), wildcards ("*.corp.example"), IP addresses ("10.1.2.3", "::1") or CIDRs ("10.0.0.0/8", "fd00::/8").
          */
-        allowedHosts: z
-          .array(
-            z.string().superRefine((entry, ctx) => {
-              const problem = allowEntryError(entry);
-              if (problem) ctx.addIssue({ code: 'custom', message: problem });
-            }),
-          )
-          .default([]),
+        allowedHosts: allowedHostsSchema(),
       })
       .strict()
       .prefault({}),

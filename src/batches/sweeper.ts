@@ -5,10 +5,11 @@
 import type { LifecycleContext } from './context.ts';
 import { runLifecycleSweeps } from './sweeps.ts';
 import { validateNextBatch } from './validate.ts';
+import { WakeableSleep } from '../runtime/wakeable-sleep.ts';
 
 export class LifecycleSweeper {
   private stopping = false;
-  private readonly sleepers = new Set<() => void>();
+  private readonly pause = new WakeableSleep();
   private loops: Promise<void>[] = [];
 
   constructor(private readonly ctx: LifecycleContext) {}
@@ -20,7 +21,7 @@ export class LifecycleSweeper {
 
   /** Skips the current sleep, e.g. right after a batch was created or cancelled. */
   poke(): void {
-    for (const wake of this.sleepers) wake();
+    this.pause.wakeAll();
   }
 
   async stop(): Promise<void> {
@@ -38,19 +39,7 @@ export class LifecycleSweeper {
         // The database may be briefly unreachable; the sweeps are idempotent, so just come back later.
         this.ctx.log.error({ err, loop: name }, 'lifecycle sweep failed');
       }
-      if (!busy && !this.stopping) await this.sleep(this.ctx.config.worker.pollIntervalMs);
+      if (!busy && !this.stopping) await this.pause.sleep(this.ctx.config.worker.pollIntervalMs);
     }
-  }
-
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const wake = () => {
-        clearTimeout(timer);
-        this.sleepers.delete(wake);
-        resolve();
-      };
-      const timer = setTimeout(wake, ms);
-      this.sleepers.add(wake);
-    });
   }
 }

@@ -18,6 +18,7 @@ import {
 } from '../store/sql/webhooks.ts';
 import { GuardedFetchError, guardedFetch } from '../upstreams/ssrf-guard.ts';
 import { signedHeaders } from './sign.ts';
+import { WakeableSleep } from '../runtime/wakeable-sleep.ts';
 
 // Deliveries sent at once per pass; a backlog drains over successive passes, which follow each other at once.
 const CLAIM_LIMIT = 16;
@@ -53,7 +54,7 @@ type SendOutcome =
 export class WebhookDispatcher {
   private stopping = false;
   private readonly abort = new AbortController();
-  private readonly sleepers = new Set<() => void>();
+  private readonly pause = new WakeableSleep();
   private loop: Promise<void> | undefined;
 
   constructor(private readonly options: WebhookDispatcherOptions) {}
@@ -67,7 +68,7 @@ export class WebhookDispatcher {
   async stop(): Promise<void> {
     this.stopping = true;
     this.abort.abort();
-    for (const wake of this.sleepers) wake();
+    this.pause.wakeAll();
     await this.loop;
   }
 
@@ -88,7 +89,7 @@ export class WebhookDispatcher {
         // The database may be briefly unreachable; claims are leased, so nothing is lost by coming back later.
         this.options.log.error({ err }, 'webhook delivery sweep failed');
       }
-      if (!busy && !this.stopping) await this.sleep(this.options.pollIntervalMs);
+      if (!busy && !this.stopping) await this.pause.sleep(this.options.pollIntervalMs);
     }
   }
 
@@ -141,18 +142,6 @@ export class WebhookDispatcher {
       }
       return { ok: false, status: null, error: describe(err), permanent: false };
     }
-  }
-
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const wake = () => {
-        clearTimeout(timer);
-        this.sleepers.delete(wake);
-        resolve();
-      };
-      const timer = setTimeout(wake, ms);
-      this.sleepers.add(wake);
-    });
   }
 }
 

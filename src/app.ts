@@ -20,6 +20,7 @@ import type { Engine } from './upstreams/engine/index.ts';
 import { RealtimeGateway } from './upstreams/realtime.ts';
 import { getUploadSigningSecret } from './store/sql/settings.ts';
 import { startWebhookDispatcher } from './webhooks/deliver.ts';
+import { closeServer } from './api/close-server.ts';
 
 export interface SpoolApp {
   url: string;
@@ -112,7 +113,7 @@ async function startOnStore(config: Config, store: Store, engine: Engine | undef
       if (closed) return;
       closed = true;
       // Real-time requests in flight get the runner's grace period too, then are ended, so server.close() never waits on a long generation.
-      await Promise.all([server.close(), gateway.close()]);
+      await Promise.all([closeServer(server), gateway.close()]);
       await runner?.stop();
       await sweeper.stop();
       await webhooks.stop();
@@ -183,7 +184,7 @@ export async function startWorker(config: Config, log: LifecycleContext['log']):
     async close() {
       if (closed) return;
       closed = true;
-      await ops?.server.close();
+      if (ops) await closeServer(ops.server);
       await started.stop();
       await sweeper.stop();
       await webhooks.stop();

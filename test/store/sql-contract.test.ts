@@ -54,6 +54,7 @@ import {
   pageBatchRequests,
 } from '../../src/store/sql/requests.ts';
 import type { ApiKeyRow, NewBatch, NewFile, NewRequest, RequestRow } from '../../src/store/sql/schema.ts';
+import { applyRequestOutcomes, claimRequests, type RequestOutcomeRecord } from '../../src/store/sql/request-claims.ts';
 import { getOrCreateSetting } from '../../src/store/sql/settings.ts';
 
 /** A fixed clock: nothing here depends on how fast the machine is. */
@@ -827,6 +828,92 @@ function contract(h: DialectHarness): void {
       const totals = await batchRequestTotals(store.db, batch.id);
       assert.deepEqual(totals, { succeeded: 2, failed: 1, open: 2, inputTokens: BIG + 5, outputTokens: 26 });
       assertNumbers(totals, ['succeeded', 'failed', 'open', 'inputTokens', 'outputTokens'], 'totals');
+    });
+  });
+
+  describe('request claims and outcomes', () => {
+    const LEASE = 60_000;
+    const dialect = h.name;
+
+    it('claims due pending lines and lapsed running ones in line order, each an attempt; never a live lease or a future retry', async () => {
+      const batch = batchRow();
+      await insertBatch(store.db, batch);
+      await insertRequests(store.db, [
+        requestRow(batch.id, 1, { state: 'succeeded' }),
+        requestRow(batch.id, 2),
+        requestRow(batch.id, 3, { not_before: NOW + 1 }),
+        requestRow(batch.id, 4, { state: 'running', attempts: 1, lease_owner: 'dead', lease_expires_at: NOW - 1 }),
+        requestRow(batch.id, 5, { state: 'running', attempts: 1, lease_owner: 'alive', lease_expires_at: NOW + 1 }),
+        requestRow(batch.id, 6, { attempts: 2 }),
+        requestRow(batch.id, 7),
+        requestRow('batch-other', 1),
+      ]);
+      const first = await claimRequests(store.db, dialect, batch.id, 'me', LEASE, NOW, 2);
+      assert.deepEqual(first.map((r) => r.line), [2, 4]);
+      assert.ok(first.every((r) => r.state === 'running' && r.lease_owner === 'me' && r.lease_expires_at === NOW + LEASE));
+      assert.deepEqual(first.map((r) => r.attempts), [1, 2]);
+      const rest = await claimRequests(store.db, dialect, batch.id, 'me', LEASE, NOW, 10);
+      assert.deepEqual(rest.map((r) => r.line), [6, 7]);
+      assert.equal(rest[0].attempts, 3);
+      assert.deepEqual(await claimRequests(store.db, dialect, batch.id, 'me', LEASE, NOW, 10), [], 'nothing more is due');
+      assert.deepEqual((await claimRequests(store.db, dialect, batch.id, 'me', LEASE, NOW + 1, 10)).map((r) => r.line), [3], 'the retry once due');
+    });
+
+    it('two processes claiming the same batch at once never get the same line', async () => {
+      const batch = batchRow();
+      await insertBatch(store.db, batch);
+      const total = 600;
+      await insertRequests(store.db, Array.from({ length: total }, (_, i) => requestRow(batch.id, i + 1)));
+      const other = await target.open();
+      const claimAll = async (db: SqlStore['db'], owner: string) => {
+        const lines: number[] = [];
+        for (;;) {
+          const rows = await claimRequests(db, dialect, batch.id, owner, LEASE, NOW, 16);
+          if (rows.length === 0) return lines;
+          lines.push(...rows.map((r) => r.line));
+        }
+      };
+      const [a, b] = await Promise.all([claimAll(store.db, 'a'), claimAll(other.db, 'b')]);
+      const all = [...a, ...b].sort((x, y) => x - y);
+      assert.deepEqual(all, Array.from({ length: total }, (_, i) => i + 1), 'every line claimed exactly once');
+    });
+
+    it('outcomes apply only for the lease holder, in one transaction with the batch counters', async () => {
+      const batch = batchRow({ request_total: 5 });
+      await insertBatch(store.db, batch);
+      await insertRequests(store.db, Array.from({ length: 5 }, (_, i) => requestRow(batch.id, i + 1)));
+      await claimRequests(store.db, dialect, batch.id, 'me', LEASE, NOW, 4);
+      const ok = (line: number): RequestOutcomeRecord => ({
+        kind: 'succeeded',
+        batchId: batch.id,
+        line,
+        status: 200,
+        body: JSON.stringify({ id: `r${line}` }),
+        requestId: `r${line}`,
+        inputTokens: BIG,
+        outputTokens: line,
+      });
+      const records: RequestOutcomeRecord[] = [
+        ok(1),
+        ok(2),
+        { kind: 'failed', batchId: batch.id, line: 3, code: 'upstream_error', message: 'no', status: 400, body: '{}', requestId: null },
+        { kind: 'retry', batchId: batch.id, line: 4, notBefore: NOW + 500, message: 'attempt 1: 503' },
+        ok(5), // never claimed: not this worker's
+      ];
+      const applied = await applyRequestOutcomes(store.db, 'me', records, NOW);
+      assert.deepEqual(applied.map((r) => r.line).sort(), [1, 2, 3, 4]);
+      assert.deepEqual(await applyRequestOutcomes(store.db, 'someone-else', [ok(4)], NOW), [], 'another owner changes nothing');
+      assert.deepEqual(await applyRequestOutcomes(store.db, 'me', [ok(1)], NOW), [], 'a line already finished is not finished twice');
+      const stored = await findBatch(store.db, batch.id);
+      assert.equal(stored?.request_completed, 2);
+      assert.equal(stored?.request_failed, 1);
+      assert.equal(stored?.input_tokens, 2 * BIG);
+      assert.equal(stored?.output_tokens, 3);
+      const rows = await pageBatchRequests(store.db, batch.id, 0, 10);
+      assert.deepEqual(rows.map((r) => r.state), ['succeeded', 'succeeded', 'failed', 'pending', 'pending']);
+      assert.equal(rows[0].response_body, JSON.stringify({ id: 'r1' }));
+      assert.equal(rows[0].lease_owner, null);
+      assert.equal(rows[3].not_before, NOW + 500);
     });
   });
 

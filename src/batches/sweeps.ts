@@ -28,14 +28,29 @@ const WAITING = Symbol('waiting');
 // How long a cancel waits for requests already sent upstream before failing them too.
 export const CANCEL_GRACE_MS = 30_000;
 
+// Batches one sweep pass may find waiting before it gives up on the rest until the next pass.
+const WAITING_PER_PASS = 16;
+
 /**
  * Claims the first batch matching `filter` and runs `step` on it. A batch
  * that has to wait, or whose step failed, is left leased for one poll
- * interval instead of released: each sweep claims the first eligible batch,
- * so releasing it would hand the same batch to the very next sweep and hold
- * up every batch behind it until this one could move.
+ * interval instead of released, and the pass goes on to the next eligible
+ * batch: each claim takes the first eligible batch, so without the parking a
+ * batch that cannot move would be handed to every sweep and hold up every
+ * batch behind it (a cancel waiting out its grace period for a request in
+ * flight held up a later cancel for those 30 s whenever the next sweep began
+ * after the parking lease had lapsed).
  */
 async function withClaimedBatch(ctx: LifecycleContext, filter: BatchClaimFilter, step: Step): Promise<boolean> {
+  for (let waited = 0; waited < WAITING_PER_PASS; waited++) {
+    const result = await stepOnClaimedBatch(ctx, filter, step);
+    if (result !== WAITING) return result;
+  }
+  return false;
+}
+
+/** One claim and one step; WAITING when the batch was parked (the pass may try the next one). */
+async function stepOnClaimedBatch(ctx: LifecycleContext, filter: BatchClaimFilter, step: Step): Promise<boolean | typeof WAITING> {
   const db = ctx.store.sql.db;
   const batch = await claimBatchLease(db, filter, ctx.workerId, leaseMs(ctx), Date.now());
   if (!batch) return false;
@@ -44,12 +59,12 @@ async function withClaimedBatch(ctx: LifecycleContext, filter: BatchClaimFilter,
   try {
     const result = await step(ctx, batch, lease);
     park = result === WAITING;
-    return result === true;
+    return result;
   } catch (err) {
     if (err instanceof LeaseLostError) ctx.log.warn({ batchId: batch.id }, 'lost the batch lease during a sweep step; another process takes over');
     else ctx.log.error({ err, batchId: batch.id }, 'batch sweep step failed; it will be retried');
     park = true;
-    return false;
+    return WAITING;
   } finally {
     lease.stop();
     if (park) await renewBatchLease(db, batch.id, ctx.workerId, ctx.config.worker.pollIntervalMs, Date.now()).catch(() => undefined);

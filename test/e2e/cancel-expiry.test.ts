@@ -191,30 +191,43 @@ describe('cancel and expiry mid-run', () => {
   });
 
   it('a cancel waiting on a request in flight elsewhere does not hold up other cancels', async () => {
-    // No worker here: the only open request is one a worker in another process holds under a live lease.
+    // Offline, so no sweeper of the harness's own runs in between: sweep passes called here must cancel the free
+    // batch even though the first batch each claims (the older one) has to wait out its grace period.
     const solo = await startHarness({ worker: { enabled: false } });
     const soloEp = endpointOf(solo);
     const waiting = await submitBatch(soloEp, chatLines(3, 'echo', 'waiting'));
     await waitForStatus(soloEp, waiting.id, 'in_progress');
     const free = await submitBatch(soloEp, chatLines(3, 'echo', 'free'));
     await waitForStatus(soloEp, free.id, 'in_progress');
-    await solo.app.store.sql.db
-      .updateTable('requests')
-      .set({ state: 'running', lease_owner: 'worker-in-another-process', lease_expires_at: Date.now() + 600_000, attempts: 1 })
-      .where('batch_id', '=', waiting.id)
-      .where('line', '=', 1)
-      .execute();
-    // The older batch is cancelled first, so it is the first one every cancel sweep looks at.
-    await cancelBatch(soloEp, waiting.id);
-    await cancelBatch(soloEp, free.id);
-    const cancelled = await waitForStatus(soloEp, free.id, 'cancelled');
-    assert.equal(
-      (await getBatch(soloEp, waiting.id)).status,
-      'cancelling',
-      'the other batch is still waiting for its request in flight (grace period) when this one is done',
-    );
-    assert.equal(cancelled.request_counts.failed, 3);
     await solo.stop();
+
+    const store = await openStore({ dataDir: solo.dataDir });
+    try {
+      const db = store.sql.db;
+      // The only open request of `waiting` is held by a worker in another process under a live lease.
+      await db
+        .updateTable('requests')
+        .set({ state: 'running', lease_owner: 'worker-in-another-process', lease_expires_at: Date.now() + 600_000, attempts: 1 })
+        .where('batch_id', '=', waiting.id)
+        .where('line', '=', 1)
+        .execute();
+      const now = Date.now();
+      for (const id of [waiting.id, free.id]) {
+        await db.updateTable('batches').set({ status: 'cancelling', cancelling_at: now, lease_owner: null, lease_expires_at: null }).where('id', '=', id).execute();
+      }
+      const ctx = lifecycleContext(store, solo.config);
+      // The first pass fails the pending lines of the older batch (progress, so the cancel sweep stops there);
+      // from then on that batch can only wait, and the second pass must go on past it to the free one.
+      await runLifecycleSweeps(ctx);
+      await runLifecycleSweeps(ctx);
+      const status = async (id: string) => (await db.selectFrom('batches').select('status').where('id', '=', id).executeTakeFirstOrThrow()).status;
+      assert.equal(await status(free.id), 'cancelled', 'the batch that can be cancelled is, without waiting for the other');
+      assert.equal(await status(waiting.id), 'cancelling', 'the other waits for its request in flight (grace period)');
+      const failed = await db.selectFrom('requests').select('line').where('batch_id', '=', free.id).where('error_code', '=', 'batch_cancelled').execute();
+      assert.equal(failed.length, 3);
+    } finally {
+      await store.close();
+    }
   });
 
   it('finalization is idempotent: redone by two processes at once, twice, it writes the same files and no duplicate lines', async () => {

@@ -3,54 +3,52 @@
 // select>) ran at ~35 µs a row, and the group commit's UPDATE ... FROM
 // (VALUES ...) was planned through the partial index of running lines by
 // lease_owner, walking every line the worker held once per result (105 µs a
-// row with 400 held). Nothing here is timed: the statements Spool actually
-// sends are captured and SQLite's own EXPLAIN QUERY PLAN is checked.
+// row with 400 held). Nothing here is timed: the statements the store's
+// functions send are captured and SQLite's own EXPLAIN QUERY PLAN is checked.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
-import { openSqlStore, type SqlStore } from '../../src/store/sql/database.ts';
+import { Kysely, SqliteDialect } from 'kysely';
+import { openSqlStore } from '../../src/store/sql/database.ts';
 import { applyRequestOutcomes, claimRequests, type RequestOutcomeRecord } from '../../src/store/sql/request-claims.ts';
 import { insertRequests } from '../../src/store/sql/requests.ts';
-
-type Prepare = (this: BetterSqlite3.Database, source: string) => BetterSqlite3.Statement;
+import type { Database } from '../../src/store/sql/schema.ts';
 
 describe('sqlite query plans of the runner hot path', () => {
   let dir: string;
-  let store: SqlStore;
+  let sqlite: BetterSqlite3.Database;
+  let db: Kysely<Database>;
   const prepared: string[] = [];
-  const proto = BetterSqlite3.prototype as unknown as { prepare: Prepare };
-  const original = proto.prepare;
 
   before(async () => {
-    proto.prepare = function (this: BetterSqlite3.Database, source: string) {
-      prepared.push(source);
-      return original.call(this, source);
-    };
     dir = await mkdtemp(join(tmpdir(), 'spool-plans-'));
-    store = await openSqlStore({ dataDir: dir });
+    const store = await openSqlStore({ dataDir: dir });
+    await store.close();
+    // The same queries on a connection of the test's own, so their SQL text can be captured as sent.
+    sqlite = new BetterSqlite3(join(dir, 'spool.db'));
+    db = new Kysely<Database>({
+      dialect: new SqliteDialect({ database: sqlite }),
+      log: (event) => {
+        prepared.push(event.query.sql);
+      },
+    });
   });
   after(async () => {
-    proto.prepare = original;
-    await store.close();
+    await db.destroy();
     await rm(dir, { recursive: true, force: true });
   });
 
-  /** EXPLAIN QUERY PLAN of the one statement Spool prepared matching `pattern`, its parameters bound to null. */
+  /** EXPLAIN QUERY PLAN of the one statement sent matching `pattern`, its parameters bound to null. */
   function planOf(pattern: RegExp): string[] {
     const matches = [...new Set(prepared.filter((source) => pattern.test(source)))];
     assert.equal(matches.length, 1, `expected one statement matching ${pattern}, got ${matches.length}`);
     const source = matches[0];
-    const probe = new BetterSqlite3(join(dir, 'spool.db'), { readonly: true });
-    try {
-      const parameters = (source.match(/\?/g) ?? []).length;
-      const rows = original.call(probe, `explain query plan ${source}`).all(...Array<null>(parameters).fill(null)) as { detail: string }[];
-      return rows.map((row) => row.detail);
-    } finally {
-      probe.close();
-    }
+    const parameters = (source.match(/\?/g) ?? []).length;
+    const rows = sqlite.prepare(`explain query plan ${source}`).all(...Array<null>(parameters).fill(null)) as { detail: string }[];
+    return rows.map((row) => row.detail);
   }
 
   it('claims and group commits look rows up by primary key', async () => {
@@ -68,8 +66,8 @@ describe('sqlite query plans of the runner hot path', () => {
       input_tokens: 0,
       output_tokens: 0,
     }));
-    await insertRequests(store.db, rows);
-    const claimed = await claimRequests(store.db, 'sqlite', 'b1', 'w', 60_000, Date.now(), 200);
+    await insertRequests(db, rows);
+    const claimed = await claimRequests(db, 'sqlite', 'b1', 'w', 60_000, Date.now(), 200);
     assert.equal(claimed.length, 200);
     const records: RequestOutcomeRecord[] = claimed.slice(0, 100).map((row) => ({
       kind: 'succeeded',
@@ -81,7 +79,7 @@ describe('sqlite query plans of the runner hot path', () => {
       inputTokens: 1,
       outputTokens: 1,
     }));
-    assert.equal((await applyRequestOutcomes(store.db, 'w', records, Date.now())).length, 100);
+    assert.equal((await applyRequestOutcomes(db, 'w', records, Date.now())).length, 100);
 
     const claimPlan = planOf(/^update "requests" set "state" = \?, "lease_owner"/);
     assert.ok(

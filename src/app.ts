@@ -70,6 +70,7 @@ async function startOnStore(config: Config, store: Store, engine: Engine | undef
     defaultOutputExpiresAfterSeconds: config.limits.defaultOutputExpiresAfterSeconds,
   });
   const gateway = new RealtimeGateway({ upstreams: config.upstreams, engine });
+  let runner: Runner | undefined;
   // Like the admin status, metrics read the runner (and log through the server) per scrape, after both exist.
   const metrics = config.metrics.enabled
     ? createSpoolMetrics({ sql: store.sql, runnerStats: () => runner?.stats(), log: { warn: (obj, msg) => server.log.warn(obj, msg) } })
@@ -83,22 +84,40 @@ async function startOnStore(config: Config, store: Store, engine: Engine | undef
     defaultCompletionWindow: config.limits.defaultCompletionWindow,
     logger: loggerOptions(config),
     inference: { gateway, timeoutMs: config.worker.requestTimeoutMs },
-    // The runner starts after the server is built; the status reads it per request, never before listen().
+    // The runner starts once the server listens; the status reads it per request (none until then).
     admin: { status: new AdminStatusBuilder(config.upstreams, engine?.models), runnerStats: () => runner?.stats() },
     metrics: metrics && { registry: metrics, auth: config.metrics.auth },
   });
   const initialKey = await ensureSomeKey(config, store);
   const ctx: LifecycleContext = { store, config, workerId: newWorkerId(), log: server.log, metrics: metrics?.lifecycle };
-  const runner = config.worker.enabled ? new Runner(ctx, { engine }).start() : undefined;
-  ctx.onRunnable = () => runner?.poke();
-  const sweeper = new LifecycleSweeper(ctx).start();
-  ctx.onBatchDrained = () => sweeper.poke();
-  const webhooks = await startWebhookDispatcher(ctx);
+  let sweeper: LifecycleSweeper | undefined;
   server.addHook('onResponse', async (request, reply) => {
-    // A new (created or retried) or cancelled batch is picked up now rather than at the next poll.
-    if (request.method === 'POST' && /\/batches(\/[^/]+\/(cancel|retry))?$/.test(request.url.split('?')[0]) && reply.statusCode < 300) sweeper?.poke();
+    if (request.method !== 'POST' || reply.statusCode >= 300) return;
+    const path = request.url.split('?')[0];
+    // A new (created or retried) or cancelled batch is picked up now rather than at the next poll,
+    // and a cancel stops this process's queued and in-flight work for the batch now, not at the next status check.
+    if (/\/batches(\/[^/]+\/(cancel|retry))?$/.test(path)) sweeper?.poke();
+    if (/\/batches\/[^/]+\/cancel$/.test(path)) runner?.checkBatches();
   });
-  await server.listen({ host: config.host, port: config.port });
+  // Listening first: a port already taken stops start-up before any background loop has claimed work.
+  try {
+    await server.listen({ host: config.host, port: config.port });
+  } catch (err) {
+    await Promise.all([closeServer(server), gateway.close()]);
+    throw err;
+  }
+  runner = config.worker.enabled ? new Runner(ctx, { engine }).start() : undefined;
+  ctx.onRunnable = () => runner?.poke();
+  const lifecycle = new LifecycleSweeper(ctx).start();
+  sweeper = lifecycle;
+  ctx.onBatchDrained = () => lifecycle.poke();
+  let webhooks: Awaited<ReturnType<typeof startWebhookDispatcher>>;
+  try {
+    webhooks = await startWebhookDispatcher(ctx);
+  } catch (err) {
+    await Promise.all([closeServer(server), gateway.close(), runner?.stop(), lifecycle.stop()]);
+    throw err;
+  }
   const address = server.server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
@@ -115,7 +134,7 @@ async function startOnStore(config: Config, store: Store, engine: Engine | undef
       // Real-time requests in flight get the runner's grace period too, then are ended, so server.close() never waits on a long generation.
       await Promise.all([closeServer(server), gateway.close()]);
       await runner?.stop();
-      await sweeper.stop();
+      await lifecycle.stop();
       await webhooks.stop();
       await store.close();
       await engine?.close();
@@ -153,7 +172,18 @@ export interface SpoolWorker {
 /** `spool worker`: runs batch requests and the lifecycle sweeps, with no HTTP API (scale-out role). */
 export async function startWorker(config: Config, log: LifecycleContext['log']): Promise<SpoolWorker> {
   const engine = await startEngine(config);
-  const store = await openStore(config);
+  let store: Store | undefined;
+  try {
+    store = await openStore(config);
+    return await startWorkerOnStore(config, store, engine, log);
+  } catch (err) {
+    await store?.close();
+    await engine?.close();
+    throw err;
+  }
+}
+
+async function startWorkerOnStore(config: Config, store: Store, engine: Engine | undefined, log: LifecycleContext['log']): Promise<SpoolWorker> {
   const serveOps = config.metrics.workerPort !== undefined;
   // Read per scrape: the listener is up (so a taken port fails start-up) before the runner claims any work.
   let runner: Runner | undefined;
@@ -175,7 +205,13 @@ export async function startWorker(config: Config, log: LifecycleContext['log']):
   ctx.onRunnable = () => started.poke();
   const sweeper = new LifecycleSweeper(ctx).start();
   ctx.onBatchDrained = () => sweeper.poke();
-  const webhooks = await startWebhookDispatcher(ctx);
+  let webhooks: Awaited<ReturnType<typeof startWebhookDispatcher>>;
+  try {
+    webhooks = await startWebhookDispatcher(ctx);
+  } catch (err) {
+    await Promise.all([ops && closeServer(ops.server), started.stop(), sweeper.stop()]);
+    throw err;
+  }
   let closed = false;
   return {
     runner: started,

@@ -135,6 +135,11 @@ export class Runner {
     this.wakeClaimLoop?.();
   }
 
+  /** Check the batches of queued and in-flight work now rather than at the next status check (one was just cancelled here). */
+  checkBatches(): void {
+    void this.abortStoppedBatches();
+  }
+
   stats(): RunnerStats {
     const lanes = this.lanes.all().map((lane) => ({
       name: lane.name,

@@ -22,6 +22,10 @@ import type { FilePurpose, FileRow } from '../store/sql/schema.ts';
 import { checkUploadSignature, signUpload } from './signed-urls.ts';
 import { reclaimAfterLargeStream } from '../runtime/reclaim-memory.ts';
 
+// How long after its signed URL expires an upload that never completed is kept: a 100 MB PUT begun at the
+// last moment has ended long before, even at modem speed.
+const ABANDONED_UPLOAD_GRACE_MS = 24 * 3600_000;
+
 export interface FileServiceOptions {
   maxFileBytes: number;
   signedUrlTtlSeconds: number;
@@ -122,7 +126,10 @@ export class FileService {
       blob_key: null,
       batch_id: null,
       created_at: now,
-      expires_at: null,
+      // An upload never completed goes away on its own: a URL nobody used, or a PUT cut off by a crash (which
+      // leaves the file 'uploading' and its URL spent). The retention sweep removes it once its URL has expired
+      // and a PUT begun just before that would long have ended; completing the upload clears the expiry.
+      expires_at: now + this.options.signedUrlTtlSeconds * 1000 + ABANDONED_UPLOAD_GRACE_MS,
     };
     await insertFile(this.db, row);
     const expires = Math.floor(now / 1000) + this.options.signedUrlTtlSeconds;
@@ -172,7 +179,7 @@ export class FileService {
       await updateFile(this.db, fileId, { status: 'awaiting_upload' });
       throw badRequest(`The uploaded bytes have sha256 ${result.sha256}, not the declared checksum ${file.declared_sha256}.`, 'checksum', 'checksum_mismatch');
     }
-    const done = { status: 'processed' as const, bytes: result.bytes, sha256: result.sha256, line_count: result.lineCount, blob_key: blobKey };
+    const done = { status: 'processed' as const, bytes: result.bytes, sha256: result.sha256, line_count: result.lineCount, blob_key: blobKey, expires_at: null };
     await updateFile(this.db, fileId, done);
     return { ...file, ...done };
   }

@@ -467,6 +467,38 @@ describe('uploads', () => {
     assertEnvelope(await put(other.location, bytes), 404);
   });
 
+  it('a signed upload never completed (unused, or cut off by a crash mid-PUT) is purged after its URL expires; a completed one is kept', async () => {
+    const key = await freshKey();
+    const db = spool.app.store.sql.db;
+    const expiryOf = async (id: string) => (await db.selectFrom('files').select(['status', 'expires_at']).where('id', '=', id).executeTakeFirst()) ?? null;
+    const before = Date.now();
+    const unused = await startSignedUpload(key, 'unused.jsonl');
+    const crashed = await startSignedUpload(key, 'crashed.jsonl');
+    const completed = await startSignedUpload(key, 'completed.jsonl');
+    const url = new URL(unused.location);
+    const urlExpiresMs = Number(url.searchParams.get('expires')) * 1000;
+    const pending = await expiryOf(unused.fileId);
+    assert.equal(pending?.status, 'awaiting_upload');
+    assert.ok(pending.expires_at !== null && pending.expires_at > urlExpiresMs && pending.expires_at > before, 'kept past its URL');
+
+    assert.equal((await put(completed.location, new Uint8Array(Buffer.from(chatJsonl(1))))).status, 200);
+    assert.deepEqual(await expiryOf(completed.fileId), { status: 'processed', expires_at: null }, 'an uploaded file does not expire');
+
+    // What a crash mid-PUT leaves: the URL spent, the file 'uploading' for good. Then the grace period passes.
+    await db.updateTable('files').set({ status: 'uploading' }).where('id', '=', crashed.fileId).execute();
+    await db.updateTable('files').set({ expires_at: Date.now() - 1 }).where('id', 'in', [unused.fileId, crashed.fileId]).execute();
+    await pollUntil(
+      async () => [await expiryOf(unused.fileId), await expiryOf(crashed.fileId)],
+      (rows) => rows.every((row) => row === null),
+      { what: 'the retention sweep to remove both' },
+    );
+    for (const id of [unused.fileId, crashed.fileId]) {
+      assertEnvelope(await callJson(`${spool.url}/v1/files/${id}`, key, 'GET'), 404);
+    }
+    assert.deepEqual(await listFileIds(key), [completed.fileId]);
+    assertEnvelope(await put(unused.location, new Uint8Array(Buffer.from(chatJsonl(1)))), 404);
+  });
+
   it('range requests that cannot be served → 416; malformed ranges serve the whole file', async () => {
     const key = await freshKey();
     const content = chatJsonl(1);

@@ -54,7 +54,7 @@ const openaiFile = {
     filename: { type: 'string' },
     purpose: { enum: ['batch', 'batch_output', 'fine-tune', 'evals'] },
     status: { enum: ['uploaded', 'processed'] },
-    expires_at: { type: 'integer', description: 'Unix seconds; only on files that expire (batch outputs with output_expires_after).' },
+    expires_at: { type: 'integer', description: 'Unix seconds; only on files that expire (batch outputs with output_expires_after, and signed uploads not yet completed).' },
     status_details: { type: 'null' },
   },
 };

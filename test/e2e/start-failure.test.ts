@@ -8,7 +8,7 @@ import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { startSpool } from '../../src/app.ts';
 import { parseConfig } from '../../src/config.ts';
-import { HARNESS_API_KEY, makeTempDir, sleep } from '../helpers/runner-harness.ts';
+import { HARNESS_API_KEY, makeTempDir, pollUntil } from '../helpers/runner-harness.ts';
 
 /** Timers and sockets this process holds, by kind. */
 function resources(): Map<string, number> {
@@ -26,12 +26,13 @@ describe('start-up failure', () => {
       const before = resources();
       const config = parseConfig({ host: '127.0.0.1', port, dataDir: makeTempDir(), apiKey: HARNESS_API_KEY, log: { level: 'silent' } });
       await assert.rejects(startSpool(config), (err: NodeJS.ErrnoException) => err.code === 'EADDRINUSE');
-      // Whatever start-up began is stopped by the time startSpool rejects; a beat for handles closing on the next tick.
-      await sleep(100);
-      const after = resources();
-      for (const kind of ['Timeout', 'TCPServerWrap', 'TCPSocketWrap']) {
-        assert.ok((after.get(kind) ?? 0) <= (before.get(kind) ?? 0), `${kind}: ${before.get(kind) ?? 0} before start-up, ${after.get(kind) ?? 0} after it failed`);
-      }
+      // Whatever start-up began is stopped: timers at once, the listener's handle once its close has run.
+      const leftover = (now: Map<string, number>) =>
+        ['Timeout', 'TCPServerWrap', 'TCPSocketWrap'].filter((kind) => (now.get(kind) ?? 0) > (before.get(kind) ?? 0));
+      const after = await pollUntil(async () => resources(), (now) => leftover(now).length === 0, { deadlineMs: 10_000, what: 'start-up to leave no timer or socket behind' }).catch(
+        () => resources(),
+      );
+      for (const kind of leftover(after)) assert.fail(`${kind}: ${before.get(kind) ?? 0} before start-up, ${after.get(kind)} after it failed`);
     } finally {
       await new Promise<void>((resolve) => squatter.close(() => resolve()));
     }

@@ -285,8 +285,8 @@ export class Runner {
         );
         continue;
       }
-      const parsed = JSON.parse(lines.get(row.line)!.toString('utf8')) as { body: Record<string, unknown> };
-      const input = { ...parsed.body };
+      // Parsed here, so the body is this job's own object: nothing else holds it.
+      const input = (JSON.parse(lines.get(row.line)!.toString('utf8')) as { body: Record<string, unknown> }).body;
       if (typeof input.model !== 'string') input.model = row.model;
       enqueueByPriority(lane.queue, { ...request, row, batch, lane, input, abort: new AbortController() });
     }

@@ -390,7 +390,12 @@ describe('webhooks on PostgreSQL', { skip: SKIP_POSTGRES && 'SPOOL_TEST_SKIP_POS
       const all = taken.flat();
       assert.equal(all.length, rows.length, 'every delivery claimed');
       assert.equal(new Set(all).size, rows.length, 'and none twice');
-      assert.ok(taken.filter((mine) => mine.length > 0).length >= 2, 'the claimers really did share the work');
+      // None stopped early: a claim never came back empty while deliveries were due (it did, as `id IN (SELECT ...
+      // FOR UPDATE SKIP LOCKED)`, leaving one claimer 209-279 of the 300), so each paced claimer has its share.
+      assert.ok(
+        taken.every((mine) => mine.length > 0 && mine.length <= rows.length / 2),
+        `the claimers shared the work: ${taken.map((mine) => mine.length).join(', ')}`,
+      );
     } finally {
       for (const store of stores) await store.close();
     }

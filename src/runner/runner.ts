@@ -349,6 +349,8 @@ export class Runner {
     }
     this.pump();
     this.record(record, lane.tally);
+    // Nothing else in flight or waiting here: no result is coming to share the commit, so do not linger for one.
+    if (this.buffered() === 0) this.writer.commitNow();
     this.wakeClaimLoop?.();
   }
 

@@ -81,6 +81,8 @@ program
   .action(async (flags: ServeFlags) => {
     const config = configFrom(flags);
     const app = await startSpool(config);
+    // Before anything is printed: whoever reads "listening" may send SIGTERM at once, and it must find the handler.
+    onSignals(() => app.close(), (signal) => app.server.log.info({ signal }, 'shutting down'));
     if (app.initialKey) {
       process.stdout.write(
         `\nNo API key existed, so Spool created one for user "default" (shown only this once):\n\n  ${app.initialKey.key}\n\n` +
@@ -88,7 +90,6 @@ program
       );
     }
     process.stdout.write(`Spool listening on ${app.url} (Together API at ${app.url}/v1, OpenAI API at ${app.url}/openai/v1)\n`);
-    onSignals(() => app.close(), (signal) => app.server.log.info({ signal }, 'shutting down'));
   });
 
 /** SIGTERM/SIGINT stop gracefully (bounded by the runner's grace period); a second signal exits at once. */
@@ -121,9 +122,9 @@ program
     const config = configFrom(flags);
     const log = pino({ level: config.log.level });
     const worker = await startWorker(config, log);
+    onSignals(() => worker.close(), (signal) => log.info({ signal }, 'shutting down'));
     log.info('spool worker started');
     process.stdout.write(`Spool worker running${worker.opsUrl ? ` (health and metrics at ${worker.opsUrl})` : ''}\n`);
-    onSignals(() => worker.close(), (signal) => log.info({ signal }, 'shutting down'));
   });
 
 const keys = program.command('keys').description('manage API keys');

@@ -13,6 +13,7 @@ import { ResultWriter } from '../../src/runner/result-writer.ts';
 import { openSqlStore, type SqlStore } from '../../src/store/sql/database.ts';
 import { claimRequests } from '../../src/store/sql/request-claims.ts';
 import { insertRequests, pageBatchRequests } from '../../src/store/sql/requests.ts';
+import { pendingRequestRow } from '../helpers/request-rows.ts';
 
 describe('result writer', () => {
   let dir: string;
@@ -21,23 +22,7 @@ describe('result writer', () => {
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'spool-writer-'));
     store = await openSqlStore({ dataDir: dir });
-    await insertRequests(
-      store.db,
-      [1, 2].map((line) => ({
-        batch_id: 'b',
-        line,
-        custom_id: `c${line}`,
-        model: 'm',
-        byte_offset: 0,
-        byte_length: 1,
-        estimated_tokens: 1,
-        state: 'pending' as const,
-        attempts: 0,
-        not_before: 0,
-        input_tokens: 0,
-        output_tokens: 0,
-      })),
-    );
+    await insertRequests(store.db, [1, 2].map((line) => pendingRequestRow('b', line)));
     await claimRequests(store.db, 'sqlite', 'b', 'w', 60_000, Date.now(), 10);
   });
   after(async () => {

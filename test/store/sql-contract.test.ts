@@ -56,6 +56,7 @@ import {
 import type { ApiKeyRow, NewBatch, NewFile, NewRequest, RequestRow } from '../../src/store/sql/schema.ts';
 import { applyRequestOutcomes, claimRequests, type RequestOutcomeRecord } from '../../src/store/sql/request-claims.ts';
 import { getOrCreateSetting } from '../../src/store/sql/settings.ts';
+import { pendingRequestRow } from '../helpers/request-rows.ts';
 
 /** A fixed clock: nothing here depends on how fast the machine is. */
 const NOW = 1_700_000_000_000;
@@ -238,21 +239,7 @@ function batchRow(overrides: Partial<NewBatch> = {}): NewBatch {
 }
 
 function requestRow(batchId: string, line: number, overrides: Partial<NewRequest> = {}): NewRequest {
-  return {
-    batch_id: batchId,
-    line,
-    custom_id: `req-${line}`,
-    model: 'model-x',
-    byte_offset: (line - 1) * 100,
-    byte_length: 100,
-    estimated_tokens: 10,
-    state: 'pending',
-    attempts: 0,
-    not_before: 0,
-    input_tokens: 0,
-    output_tokens: 0,
-    ...overrides,
-  };
+  return pendingRequestRow(batchId, line, { custom_id: `req-${line}`, model: 'model-x', estimated_tokens: 10, ...overrides });
 }
 
 function keyRow(overrides: Partial<ApiKeyRow> = {}): ApiKeyRow {

@@ -16,6 +16,7 @@ import { openSqlStore } from '../../src/store/sql/database.ts';
 import { applyRequestOutcomes, claimRequests, type RequestOutcomeRecord } from '../../src/store/sql/request-claims.ts';
 import { insertRequests } from '../../src/store/sql/requests.ts';
 import type { Database } from '../../src/store/sql/schema.ts';
+import { pendingRequestRow } from '../helpers/request-rows.ts';
 
 describe('sqlite query plans of the runner hot path', () => {
   let dir: string;
@@ -52,20 +53,7 @@ describe('sqlite query plans of the runner hot path', () => {
   }
 
   it('claims and group commits look rows up by primary key', async () => {
-    const rows = Array.from({ length: 300 }, (_, i) => ({
-      batch_id: 'b1',
-      line: i + 1,
-      custom_id: `c${i + 1}`,
-      model: 'm',
-      byte_offset: i * 100,
-      byte_length: 100,
-      estimated_tokens: 1,
-      state: 'pending' as const,
-      attempts: 0,
-      not_before: 0,
-      input_tokens: 0,
-      output_tokens: 0,
-    }));
+    const rows = Array.from({ length: 300 }, (_, i) => pendingRequestRow('b1', i + 1));
     await insertRequests(db, rows);
     const claimed = await claimRequests(db, 'sqlite', 'b1', 'w', 60_000, Date.now(), 200);
     assert.equal(claimed.length, 200);

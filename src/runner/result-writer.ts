@@ -22,15 +22,15 @@ export interface ResultWriterOptions {
 }
 
 const DEFAULT_MAX_GROUP = 256;
-// A commit blocks the event loop for its fsync (2-3 ms each on this machine's slower afternoons, --sql-profile).
-// Against a slow upstream (the embedded engine: a result every ~10-20 ms per sequence) a short linger made that
-// several commits a second, each stalling the engine while the JS its next step needs waits behind it (bench
-// --only engine, generation at 1 sequence against node-llama-cpp direct: 0.85-0.90 with a 5 ms linger, 0.95
-// with 50 ms; on a slower disk, 50 ms gave 5 of 12 engine rows at 0.9 or more over two interleaved rounds and
-// 200 ms gave 10 of 12). A busy lane fills a group before the linger ends anyway, and the runner commits at once
-// when nothing is left in flight, so the linger never holds up a batch's completion: a result counts at most
-// this much later.
-const DEFAULT_LINGER_MS = 200;
+// A commit blocks the event loop for about a millisecond on SQLite (its fsync; 2-3 ms on this machine's slower
+// afternoons). Against a slow upstream (the embedded engine: a result every ~20 ms per sequence) a 5 ms linger
+// made that one commit per result, each stalling the engine's next token step (bench --only engine, generation
+// at 1 sequence: 0.85-0.90 of node-llama-cpp direct with 5 ms, 0.95 with 50 ms; zero-latency and capacity
+// unchanged). A result counts at most 50 ms later, and the runner commits at once when nothing is left in
+// flight. 200 ms was tried: it looked better for the engine on a slow disk (two noisy rounds), but a batch
+// finishing beside a busy one then counts as done up to 200 ms later, and priority.test.ts failed once in CI with
+// it (46 of the busy batch's lines finished while the urgent one ran, against a bound of 40; 3 local runs passed).
+const DEFAULT_LINGER_MS = 50;
 const RETRY_DELAYS_MS = [50, 200, 1000, 5000];
 
 export class ResultWriter {

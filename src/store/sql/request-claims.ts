@@ -4,7 +4,7 @@
 // arriving after the lease lapsed (and the request was reclaimed elsewhere,
 // or failed by cancel/expiry) changes nothing: each line ends with exactly
 // one outcome.
-import { PostgresAdapter, sql, type Kysely, type Transaction } from 'kysely';
+import { PostgresAdapter, sql, type Kysely, type QueryCreator, type Transaction } from 'kysely';
 import type { SqlDialectName } from './database.ts';
 import type { Database, RequestRow } from './schema.ts';
 
@@ -47,44 +47,46 @@ export async function claimRequests(
   now: number,
   limit: number,
 ): Promise<RequestRow[]> {
-  const claim = db
-    .updateTable('requests')
-    .set((eb) => ({ state: 'running', lease_owner: owner, lease_expires_at: now + leaseMs, attempts: eb('attempts', '+', 1) }))
-    .where('batch_id', '=', batchId);
+  const lease = { state: 'running' as const, lease_owner: owner, lease_expires_at: now + leaseMs };
   // Two range scans of requests_batch_state (batch_id, state, line), each already in line order: due pending
   // lines, and running ones whose lease lapsed. A single OR'd query is planned as a walk of the whole batch in
   // line order past every finished line, which made each claim cost O(lines done): quadratic over a batch, on
   // both dialects (bench --only scale, PostgreSQL, one claimer: 20,000 lines at 7,200 rows/s with the OR'd
   // query, against 27,000 rows/s for 5,000). Compound members cannot carry their own ORDER BY/LIMIT in SQLite,
-  // hence the wrapping subqueries; on PostgreSQL each branch locks what it picks and skips rows other
-  // claimers hold (a row one branch locked but the outer LIMIT drops is unlocked when the statement commits).
-  let due = db
-    .selectFrom('requests')
-    .select('line')
-    .where('batch_id', '=', batchId)
-    .where('state', '=', 'pending')
-    .where('not_before', '<=', now)
-    .orderBy('line')
-    .limit(limit);
-  let lapsed = db
-    .selectFrom('requests')
-    .select('line')
-    .where('batch_id', '=', batchId)
-    .where('state', '=', 'running')
-    .where('lease_expires_at', '<', now)
-    .orderBy('line')
-    .limit(limit);
+  // hence the wrapping subqueries.
+  // Typed against the plain schema: the CTEs it may run inside add tables it does not read.
+  const inState = <DB extends Database>(qc: QueryCreator<DB>, state: 'pending' | 'running') =>
+    (qc as unknown as QueryCreator<Database>)
+      .selectFrom('requests')
+      .select('line')
+      .where('batch_id', '=', batchId)
+      .where('state', '=', state)
+      .where((eb) => (state === 'pending' ? eb('not_before', '<=', now) : eb('lease_expires_at', '<', now)))
+      .orderBy('line')
+      .limit(limit);
   if (dialect === 'postgres') {
-    due = due.forUpdate().skipLocked();
-    lapsed = lapsed.forUpdate().skipLocked();
+    // Each branch locks what it picks and skips rows other claimers hold, in a CTE, which PostgreSQL runs once
+    // (a row one branch locked but the outer LIMIT drops is unlocked when the statement commits). As a plain
+    // `line IN (SELECT ... FOR UPDATE SKIP LOCKED)` the subquery could be run again for a row another claimer
+    // had just changed, and a claim could come back empty while lines were due: the same shape made webhook
+    // claims do exactly that (webhooks.test.ts), and one of 4 request claimers once came back empty with 24 lines
+    // still pending.
+    return db
+      .with('due', (qc) => inState(qc, 'pending').forUpdate().skipLocked())
+      .with('lapsed', (qc) => inState(qc, 'running').forUpdate().skipLocked())
+      .updateTable('requests')
+      .set((eb) => ({ ...lease, attempts: eb('attempts', '+', 1) }))
+      .where('batch_id', '=', batchId)
+      .where('line', 'in', (eb) => eb.selectFrom('due').select('due.line').unionAll(eb.selectFrom('lapsed').select('lapsed.line')).orderBy('line').limit(limit))
+      .returningAll()
+      .execute();
   }
   const candidates = db
-    .selectFrom(due.as('due'))
+    .selectFrom(inState(db, 'pending').as('due'))
     .select('line')
-    .unionAll(db.selectFrom(lapsed.as('lapsed')).select('line'))
+    .unionAll(db.selectFrom(inState(db, 'running').as('lapsed')).select('line'))
     .orderBy('line')
     .limit(limit);
-  if (dialect === 'postgres') return claim.where('line', 'in', candidates).returningAll().execute();
   // SQLite runs `UPDATE ... WHERE line IN (<that compound select>)` at ~35 µs a row, against ~6 µs for an
   // UPDATE by an explicit list of keys (2.4 ms against 0.4 ms a 64-line claim, measured on 20,000 lines;
   // bench --only zero-latency --sql-profile had the claim as the heaviest statement). So: pick the lines, then
@@ -95,7 +97,10 @@ export async function claimRequests(
   for (let attempt = 0; attempt < CLAIM_PICKS; attempt++) {
     const lines = (await candidates.execute()).map((row) => row.line);
     if (lines.length === 0) return [];
-    const update = claim
+    const update = db
+      .updateTable('requests')
+      .set((eb) => ({ ...lease, attempts: eb('attempts', '+', 1) }))
+      .where('batch_id', '=', batchId)
       .where('line', 'in', lines)
       .where((eb) =>
         eb.or([

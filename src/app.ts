@@ -79,7 +79,7 @@ async function startOnStore(config: Config, store: Store, engine: Engine | undef
     store,
     files,
     batches,
-    verifier: new KeyVerifier(store.sql.db, config.apiKey),
+    verifier: new KeyVerifier(store.sql.db, config.adminKey),
     publicUrl: config.publicUrl,
     defaultCompletionWindow: config.limits.defaultCompletionWindow,
     logger: loggerOptions(config),
@@ -154,7 +154,7 @@ function loggerOptions(config: Config) {
  * service is usable, print it once, and keep a copy readable only by us.
  */
 async function ensureSomeKey(config: Config, store: Store): Promise<SpoolApp['initialKey']> {
-  if (config.apiKey || (await hasAnyActiveKey(store.sql.db))) return undefined;
+  if (config.adminKey || (await hasAnyActiveKey(store.sql.db))) return undefined;
   const minted = await createApiKey(store.sql.db, 'default', true);
   const path = join(config.dataDir, 'initial-api-key');
   writeFileSync(path, `${minted.key}\n`, { mode: 0o600 });
@@ -192,7 +192,7 @@ async function startWorkerOnStore(config: Config, store: Store, engine: Engine |
   const ops = serveOps
     ? await startOpsServer({
         store,
-        verifier: new KeyVerifier(store.sql.db, config.apiKey),
+        verifier: new KeyVerifier(store.sql.db, config.adminKey),
         metrics: metrics && { registry: metrics, auth: config.metrics.auth },
         host: config.host,
         port: config.metrics.workerPort!,

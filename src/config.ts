@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { allowEntryError } from './upstreams/ssrf-guard.ts';
+import { allowEntryError } from './net/address-policy.ts';
 
 const MB = 1024 * 1024;
 
@@ -150,8 +150,12 @@ export const configSchema = z
     databaseUrl: z.string().optional(),
     /** Where file bytes live: SPOOL_BLOBS__KIND=s3, SPOOL_BLOBS__S3__BUCKET=... */
     blobs: blobsSchema.prefault({}),
-    /** Accepted as user "default" (admin) when set. */
-    apiKey: z.string().min(8).optional(),
+    /**
+     * A bootstrap admin key, accepted as user "default" (admin) when set (SPOOL_ADMIN_KEY). Not SPOOL_API_KEY:
+     * that is the key the `spool` CLI sends as a client, and a shell that exports it for the CLI must not start
+     * a server that takes it as its admin key.
+     */
+    adminKey: z.string().min(8).optional(),
     log: z
       .object({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -259,40 +263,164 @@ export class ConfigError extends Error {
   override name = 'ConfigError';
 }
 
-/** Environment variables that map onto config keys. Nested keys use "__": SPOOL_LIMITS__MAX_FILE_BYTES. */
-function configFromEnv(env: NodeJS.ProcessEnv): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (const [name, raw] of Object.entries(env)) {
-    if (raw === undefined || raw === '') continue;
-    let path: string[] | undefined;
-    if (name === 'DATABASE_URL') path = ['databaseUrl'];
-    else if (name === 'SPOOL_LOG_LEVEL') path = ['log', 'level'];
-    // Not server settings: the config file's path, bin/spool.js's source switch, and the client commands' server URL.
-    else if (name === 'SPOOL_CONFIG' || name === 'SPOOL_FROM_SOURCE' || name === 'SPOOL_SERVER') continue;
-    else if (name.startsWith('SPOOL_')) {
-      path = name
-        .slice('SPOOL_'.length)
-        .split('__')
-        .map((part) => part.toLowerCase().replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase()));
-    }
-    if (!path) continue;
-    setPath(out, path, coerceEnvValue(raw));
+/**
+ * Environment variables: one per leaf key of the schema, named SPOOL_ + the key
+ * path in UPPER_SNAKE case with "__" between levels (SPOOL_DATA_DIR,
+ * SPOOL_LIMITS__MAX_FILE_BYTES), plus DATABASE_URL. Each value is converted by
+ * the type its key has in the schema, so SPOOL_ADMIN_KEY=12345678 stays a
+ * string; lists and maps take JSON. Other SPOOL_* variables are not settings:
+ * Kubernetes sets SPOOL_PORT=tcp://..., SPOOL_SERVICE_HOST and the like in
+ * every pod of a namespace with a Service named "spool", and tools set their
+ * own; those are ignored with one warning, never a refusal to start.
+ */
+type EnvKind = 'string' | 'number' | 'boolean' | 'json' | 'boolean-or-string';
+
+interface EnvBinding {
+  path: string[];
+  kind: EnvKind;
+}
+
+// Read by other parts of the `spool` command, not server settings: the config file's path, bin/spool.js's
+// source switch, and the client commands' server URL and API key (the CLI's key is never the server's admin
+// key: exporting it for the CLI must not make the next `spool serve` in that shell accept it).
+const NOT_SETTINGS = new Set(['SPOOL_CONFIG', 'SPOOL_FROM_SOURCE', 'SPOOL_SERVER', 'SPOOL_API_KEY']);
+
+// Kubernetes service links for a Service named "spool" (docker links use the same shape).
+const SERVICE_LINK = /^SPOOL_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)$/;
+
+const ALIASES: Record<string, string[]> = {
+  DATABASE_URL: ['databaseUrl'],
+  // Shorter than SPOOL_LOG__LEVEL, and what the test runner and older docs set.
+  SPOOL_LOG_LEVEL: ['log', 'level'],
+};
+
+const envName = (path: string[]): `SPOOL_${string}` =>
+  `SPOOL_${path.map((key) => key.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase()).join('__')}`;
+
+function envKindOf(schema: z.ZodType): EnvKind | 'object' {
+  const def = (schema as unknown as { def: { type: string; innerType?: z.ZodType; in?: z.ZodType; options?: z.ZodType[] } }).def;
+  switch (def.type) {
+    case 'optional':
+    case 'default':
+    case 'prefault':
+    case 'nullable':
+      return envKindOf(def.innerType!);
+    case 'pipe':
+      return envKindOf(def.in!);
+    case 'object':
+      return 'object';
+    case 'number':
+      return 'number';
+    case 'boolean':
+      return 'boolean';
+    case 'string':
+    case 'enum':
+    case 'literal':
+      return 'string';
+    case 'union':
+      return def.options!.some((option) => envKindOf(option) === 'boolean' || isFalseLiteral(option)) ? 'boolean-or-string' : 'string';
+    default:
+      return 'json';
+  }
+}
+
+function isFalseLiteral(schema: z.ZodType): boolean {
+  const def = (schema as unknown as { def: { type: string; values?: unknown[] } }).def;
+  return def.type === 'literal' && (def.values ?? []).includes(false);
+}
+
+function unwrapObject(schema: z.ZodType): z.ZodObject | undefined {
+  const def = (schema as unknown as { def: { type: string; innerType?: z.ZodType; in?: z.ZodType } }).def;
+  if (def.type === 'object') return schema as z.ZodObject;
+  if (def.innerType) return unwrapObject(def.innerType);
+  if (def.in) return unwrapObject(def.in);
+  return undefined;
+}
+
+/** Every leaf key of the schema, by its environment variable name. */
+function envBindings(schema: z.ZodObject, path: string[] = [], out = new Map<string, EnvBinding>()): Map<string, EnvBinding> {
+  for (const [key, child] of Object.entries(schema.shape as Record<string, z.ZodType>)) {
+    const childPath = [...path, key];
+    const object = envKindOf(child) === 'object' ? unwrapObject(child) : undefined;
+    if (object) envBindings(object, childPath, out);
+    else out.set(envName(childPath), { path: childPath, kind: envKindOf(child) as EnvKind });
   }
   return out;
 }
 
-function coerceEnvValue(raw: string): unknown {
-  if (raw === 'true') return true;
-  if (raw === 'false') return false;
-  if (/^-?\d+(\.\d+)?$/.test(raw) && raw.length < 16) return Number(raw);
-  if (raw.startsWith('[') || raw.startsWith('{')) {
-    try {
-      return JSON.parse(raw);
-    } catch {
-      return raw;
+let bindingsCache: Map<string, EnvBinding> | undefined;
+
+/** The environment variable of each setting, for docs and checks of deployment manifests. */
+export function configEnvBindings(): ReadonlyMap<string, EnvBinding> {
+  bindingsCache ??= envBindings(configSchema);
+  return bindingsCache;
+}
+
+function configFromEnv(env: NodeJS.ProcessEnv, warn: (message: string) => void): Record<string, unknown> {
+  const bindings = configEnvBindings();
+  const out: Record<string, unknown> = {};
+  const unknown: string[] = [];
+  const serviceLinks: string[] = [];
+  for (const [name, raw] of Object.entries(env)) {
+    if (raw === undefined || raw === '') continue;
+    const alias = ALIASES[name];
+    if (alias) {
+      setPath(out, alias, raw);
+      continue;
     }
+    if (!name.startsWith('SPOOL_') || NOT_SETTINGS.has(name)) continue;
+    if (SERVICE_LINK.test(name) || (name === 'SPOOL_PORT' && /^(tcp|udp|sctp):\/\//i.test(raw))) {
+      serviceLinks.push(name);
+      continue;
+    }
+    const binding = bindings.get(name);
+    if (!binding) {
+      unknown.push(name);
+      continue;
+    }
+    setPath(out, binding.path, convertEnvValue(raw, binding.kind));
   }
-  return raw;
+  if (serviceLinks.length > 0) {
+    warn(
+      `ignoring ${serviceLinks.sort().join(', ')}: Kubernetes service links of a Service named "spool", not settings ` +
+        '(set enableServiceLinks: false in the pod spec to drop them; SPOOL_PORT must be a port number)',
+    );
+  }
+  if (unknown.length > 0) {
+    warn(`ignoring ${unknown.sort().join(', ')}: not a Spool setting (settings are SPOOL_ + a config key, e.g. SPOOL_DATA_DIR, SPOOL_LIMITS__MAX_FILE_BYTES)`);
+  }
+  return out;
+}
+
+/** Converts by the key's schema type; a value that does not convert is passed on as text, so the schema's error names the variable's key. */
+function convertEnvValue(raw: string, kind: EnvKind): unknown {
+  const text = raw.trim();
+  switch (kind) {
+    case 'string':
+      return raw;
+    case 'number':
+      return /^-?\d+(\.\d+)?([eE][+-]?\d+)?$/.test(text) ? Number(text) : raw;
+    case 'boolean':
+      return parseBooleanText(text) ?? raw;
+    case 'boolean-or-string':
+      return parseBooleanText(text) ?? raw;
+    case 'json':
+      if (text.startsWith('[') || text.startsWith('{')) {
+        try {
+          return JSON.parse(text);
+        } catch {
+          return raw;
+        }
+      }
+      // A list of plain strings (allowedHosts) may be given comma-separated.
+      return text.split(',').map((item) => item.trim()).filter((item) => item !== '');
+  }
+}
+
+function parseBooleanText(text: string): boolean | undefined {
+  if (/^(true|1|yes|on)$/i.test(text)) return true;
+  if (/^(false|0|no|off)$/i.test(text)) return false;
+  return undefined;
 }
 
 function setPath(target: Record<string, unknown>, path: string[], value: unknown): void {
@@ -340,6 +468,8 @@ export interface LoadConfigOptions {
   flags?: Record<string, unknown>;
   env?: NodeJS.ProcessEnv;
   configPath?: string;
+  /** Where warnings about ignored variables and renamed keys go; default: one "spool: warning:" line on stderr each. */
+  warn?: (message: string) => void;
 }
 
 export function parseConfig(input: unknown): Config {
@@ -356,10 +486,23 @@ export function parseConfig(input: unknown): Config {
   return result.data;
 }
 
+const warnOnStderr = (message: string): void => {
+  process.stderr.write(`spool: warning: ${message}\n`);
+};
+
 export function loadConfig(options: LoadConfigOptions = {}): Config {
   const env = options.env ?? process.env;
+  const warn = options.warn ?? warnOnStderr;
   const configPath = options.configPath ?? env.SPOOL_CONFIG;
-  const fromFile = configPath ? readConfigFile(resolve(configPath)) : {};
-  const merged = deepMerge(deepMerge(fromFile, configFromEnv(env)), options.flags ?? {});
+  const fromFile = configPath ? renamedKeys(readConfigFile(resolve(configPath)), warn) : {};
+  const merged = deepMerge(deepMerge(fromFile, configFromEnv(env, warn)), options.flags ?? {});
   return parseConfig(merged);
+}
+
+/** Config files written for an older Spool keep working: `apiKey` is now `adminKey`. */
+function renamedKeys(fromFile: Record<string, unknown>, warn: (message: string) => void): Record<string, unknown> {
+  if (!('apiKey' in fromFile)) return fromFile;
+  const { apiKey, ...rest } = fromFile;
+  warn('config key "apiKey" is now "adminKey" (the server\'s bootstrap admin key); rename it in your config file');
+  return 'adminKey' in rest ? rest : { ...rest, adminKey: apiKey };
 }

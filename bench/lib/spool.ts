@@ -82,7 +82,7 @@ export class SpoolChild {
       host: '127.0.0.1',
       port: 0,
       dataDir,
-      apiKey: BENCH_API_KEY,
+      adminKey: BENCH_API_KEY,
       log: { level: 'silent' },
       ...options.config,
     };

@@ -34,14 +34,15 @@ export async function startEmbeddedSpool(options: EmbeddedOptions): Promise<Embe
   };
   const apiKey = `spool_run_${randomBytes(18).toString('base64url')}`;
   try {
-    const config = loadConfig({
+    const loaded = loadConfig({
       configPath: options.config,
+      env: withoutStorageSettings(process.env),
       flags: {
         host: '127.0.0.1',
         port: 0,
         dataDir,
         // Accepted as user "default" for this run only; no key is minted or written into the data dir.
-        apiKey,
+        adminKey: apiKey,
         // The server logs to stdout, which `spool run -o -` may be using for results; the batch's
         // error file carries every per-request failure anyway.
         log: { level: 'silent' },
@@ -49,6 +50,8 @@ export async function startEmbeddedSpool(options: EmbeddedOptions): Promise<Embe
         engine: options.model?.length ? { models: engineModels(options.model, options.modelName ?? []) } : undefined,
       },
     });
+    // Likewise for storage in a config file (a server's, passed for its upstreams).
+    const config = { ...loaded, databaseUrl: undefined, blobs: { ...loaded.blobs, kind: 'local' as const } };
     const app = await startSpool(config);
     return {
       url: app.url,
@@ -67,6 +70,19 @@ export async function startEmbeddedSpool(options: EmbeddedOptions): Promise<Embe
     discardSync();
     throw err;
   }
+}
+
+/**
+ * A throwaway server keeps everything in its own data dir: a DATABASE_URL or an S3 bucket in the environment
+ * belongs to some real deployment, whose database this run must never migrate or write to.
+ */
+function withoutStorageSettings(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const kept: NodeJS.ProcessEnv = {};
+  for (const [name, value] of Object.entries(env)) {
+    if (name === 'DATABASE_URL' || name === 'SPOOL_DATABASE_URL' || name.startsWith('SPOOL_BLOBS__')) continue;
+    kept[name] = value;
+  }
+  return kept;
 }
 
 /** --model PATH [--model-name NAME] pairs, as `spool serve` takes them: the n-th name names the n-th model. */

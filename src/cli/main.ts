@@ -80,6 +80,7 @@ program
   .option('--whisper-model-name <name>', 'the name audio lines use for the --whisper-model (default: its file name)')
   .action(async (flags: ServeFlags) => {
     const config = configFrom(flags);
+    noteClientKeyIsNotAdminKey(config);
     const app = await startSpool(config);
     // Before anything is printed: whoever reads "listening" may send SIGTERM at once, and it must find the handler.
     onSignals(() => app.close(), (signal) => app.server.log.info({ signal }, 'shutting down'));
@@ -91,6 +92,18 @@ program
     }
     process.stdout.write(`Spool listening on ${app.url} (Together API at ${app.url}/v1, OpenAI API at ${app.url}/openai/v1)\n`);
   });
+
+/**
+ * SPOOL_API_KEY is the key the CLI sends; servers before this one also took it as their admin key. Say so once
+ * when it is the only key in sight, so a deployment that still sets it learns why its key no longer works.
+ */
+function noteClientKeyIsNotAdminKey(config: Config): void {
+  if (!process.env.SPOOL_API_KEY || config.adminKey) return;
+  process.stderr.write(
+    'spool: warning: SPOOL_API_KEY is the key the spool CLI sends to a server, and the server does not accept it as its admin key; ' +
+      'set SPOOL_ADMIN_KEY (config adminKey) for an admin key from the environment\n',
+  );
+}
 
 /** SIGTERM/SIGINT stop gracefully (bounded by the runner's grace period); a second signal exits at once. */
 function onSignals(close: () => Promise<void>, announce: (signal: string) => void): void {
@@ -120,6 +133,7 @@ program
   .option('--whisper-model-name <name>', 'the name audio lines use for the --whisper-model (default: its file name)')
   .action(async (flags: ServeFlags) => {
     const config = configFrom(flags);
+    noteClientKeyIsNotAdminKey(config);
     const log = pino({ level: config.log.level });
     const worker = await startWorker(config, log);
     onSignals(() => worker.close(), (signal) => log.info({ signal }, 'shutting down'));

@@ -112,7 +112,7 @@ describe('GET /v1/admin/status', () => {
     const forbidden = assertEnvelope(await status(userKey), 403, { code: 'admin_required', messageMatch: /admin API key/ });
     assert.equal(forbidden.error.type, 'permission_error');
     assert.equal((await status(adminKey)).status, 200, 'a key minted with --admin');
-    assert.equal((await status(spool.apiKey)).status, 200, 'SPOOL_API_KEY is an admin key');
+    assert.equal((await status(spool.apiKey)).status, 200, 'SPOOL_ADMIN_KEY is an admin key');
     assertEnvelope(await call(`${spool.url}/openai/v1/admin/status`, { key: adminKey }), 404, { code: 'not_found' });
   });
 

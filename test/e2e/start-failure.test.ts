@@ -24,7 +24,7 @@ describe('start-up failure', () => {
     const port = (squatter.address() as AddressInfo).port;
     try {
       const before = resources();
-      const config = parseConfig({ host: '127.0.0.1', port, dataDir: makeTempDir(), apiKey: HARNESS_API_KEY, log: { level: 'silent' } });
+      const config = parseConfig({ host: '127.0.0.1', port, dataDir: makeTempDir(), adminKey: HARNESS_API_KEY, log: { level: 'silent' } });
       await assert.rejects(startSpool(config), (err: NodeJS.ErrnoException) => err.code === 'EADDRINUSE');
       // Whatever start-up began is stopped: timers at once, the listener's handle once its close has run.
       const leftover = (now: Map<string, number>) =>

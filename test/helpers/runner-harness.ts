@@ -143,7 +143,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
   const config = parseConfig({
     port: 0,
     dataDir,
-    apiKey: HARNESS_API_KEY,
+    adminKey: HARNESS_API_KEY,
     ...options.config,
     log: { level: (process.env.SPOOL_TEST_LOG as 'silent' | undefined) ?? 'silent' },
     worker: { ...FAST_WORKER, ...options.worker },
@@ -621,18 +621,29 @@ export interface ChildOptions {
   /** More `spool serve` flags, e.g. ['--no-worker']. */
   extraArgs?: string[];
   startDeadlineMs?: number;
+  /**
+   * The child's environment: by default only what it needs, with no SPOOL_* variable of the test process.
+   * `inherit` passes this process's whole environment on unstripped, as a user's shell or a pod would, plus `env`.
+   */
+  environment?: 'clean' | 'inherit';
+  /** More variables, set after the rest (both environments). */
+  env?: NodeJS.ProcessEnv;
 }
 
 /** Spawns `node bin/spool.js <args>` with a clean SPOOL_* environment; resolves once `ready` matches its stdout. */
-async function spawnSpool(args: string[], options: ChildOptions, ready: RegExp): Promise<ChildProcessHandle & { match: RegExpExecArray }> {
+export async function spawnSpool(args: string[], options: ChildOptions, ready: RegExp): Promise<ChildProcessHandle & { match: RegExpExecArray }> {
   const configPath = join(makeTempDir('spool-cfg-'), 'spool.config.json');
   writeFileSync(configPath, JSON.stringify(options.config));
-  const env: NodeJS.ProcessEnv = {};
-  // Only what the child needs: no SPOOL_* settings of the test process leak in.
-  for (const [name, value] of Object.entries(process.env)) if (!name.startsWith('SPOOL_') && name !== 'DATABASE_URL') env[name] = value;
-  env.SPOOL_API_KEY = options.apiKey ?? HARNESS_API_KEY;
-  env.SPOOL_LOG_LEVEL = process.env.SPOOL_TEST_CHILD_LOG ?? 'silent';
+  let env: NodeJS.ProcessEnv = {};
+  if (options.environment === 'inherit') env = { ...process.env };
+  else {
+    // Only what the child needs: no SPOOL_* settings of the test process leak in.
+    for (const [name, value] of Object.entries(process.env)) if (!name.startsWith('SPOOL_') && name !== 'DATABASE_URL') env[name] = value;
+    env.SPOOL_ADMIN_KEY = options.apiKey ?? HARNESS_API_KEY;
+    env.SPOOL_LOG_LEVEL = process.env.SPOOL_TEST_CHILD_LOG ?? 'silent';
+  }
   if (options.databaseUrl) env.DATABASE_URL = options.databaseUrl;
+  Object.assign(env, options.env);
   const child = spawn(process.execPath, ['bin/spool.js', ...args, '--data-dir', options.dataDir, '--config', configPath, ...(options.extraArgs ?? [])], {
     cwd: REPO_ROOT,
     env,
@@ -669,7 +680,7 @@ async function spawnSpool(args: string[], options: ChildOptions, ready: RegExp):
 
 /**
  * `node bin/spool.js serve --port 0 --data-dir D --config C` with
- * SPOOL_API_KEY set and logs silenced; resolves once it prints its URL.
+ * SPOOL_ADMIN_KEY set and logs silenced; resolves once it prints its URL.
  */
 export async function startChildSpool(options: ChildOptions): Promise<ChildSpool> {
   const { match, ...handle } = await spawnSpool(['serve', '--port', '0'], options, /Spool listening on (http:\/\/[^\s]+)/);

@@ -75,7 +75,7 @@ export async function startTestSpool(options: StartOptions = {}): Promise<TestSp
     const config = parseConfig({
       port: 0,
       dataDir,
-      apiKey: TEST_API_KEY,
+      adminKey: TEST_API_KEY,
       upstreams: [{ name: 'slow', baseUrl: upstream.url, models: ['slow-*'], maxConcurrency: 1, initialConcurrency: 1 }],
       ...extra,
       log: { level: (process.env.SPOOL_TEST_LOG as 'silent' | undefined) ?? 'silent', ...(extra.log ?? {}) },

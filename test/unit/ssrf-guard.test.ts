@@ -8,15 +8,17 @@ import { AudioSourceError, loadAudio, MAX_AUDIO_BYTES, type LoadAudioOptions } f
 import {
   addressMatchesAllowList,
   allowEntryError,
-  checkAddresses,
   classifyAddress,
-  compilePolicy,
-  GuardedFetchError,
-  guardedFetch,
   hostMatchesAllowList,
   parseAllowEntry,
   parseIp,
   type AddressKind,
+} from '../../src/net/address-policy.ts';
+import {
+  checkAddresses,
+  compilePolicy,
+  GuardedFetchError,
+  guardedFetch,
   type Resolver,
 } from '../../src/upstreams/ssrf-guard.ts';
 

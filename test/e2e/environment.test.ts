@@ -1,0 +1,106 @@
+// Spool started the way users and pods start it: with the whole environment of
+// the shell that runs the tests, unstripped, plus what Kubernetes puts in every
+// pod of a namespace with a Service named "spool" (service links), an unrelated
+// SPOOL_* switch, a numeric admin key and the CLI's own SPOOL_API_KEY. The other
+// child-process tests give their children a clean environment; this one is the
+// check that a polluted one neither stops start-up nor changes who is admin.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import pg from 'pg';
+import { KUBERNETES_SERVICE_LINKS } from '../helpers/kubernetes-env.ts';
+import {
+  api,
+  cleanupAll,
+  createPostgresDatabase,
+  makeTempDir,
+  REPO_ROOT,
+  SKIP_POSTGRES,
+  spawnSpool,
+  toJsonl,
+  chatLines,
+} from '../helpers/runner-harness.ts';
+
+after(cleanupAll);
+
+const NUMERIC_ADMIN_KEY = '12345678';
+const CLI_KEY = 'a-key-exported-for-the-cli-only';
+
+describe('spool serve in a polluted environment', () => {
+  it('starts with Kubernetes service links and stray SPOOL_* variables, warning once about each kind', async () => {
+    const spool = await spawnSpool(
+      ['serve'],
+      {
+        dataDir: makeTempDir(),
+        // The port comes from the config file: SPOOL_PORT=tcp://... in the environment must not override it.
+        config: { port: 0, host: '127.0.0.1' },
+        environment: 'inherit',
+        env: {
+          ...KUBERNETES_SERVICE_LINKS,
+          SPOOL_TEST_SKIP_POSTGRES: process.env.SPOOL_TEST_SKIP_POSTGRES ?? '0',
+          SPOOL_ADMIN_KEY: NUMERIC_ADMIN_KEY,
+          SPOOL_API_KEY: CLI_KEY,
+          SPOOL_LOG_LEVEL: 'silent',
+        },
+      },
+      /Spool listening on (http:\/\/[^\s]+)/,
+    );
+    const url = spool.match[1];
+    const output = spool.output();
+    assert.match(output, /spool: warning: ignoring [^\n]*SPOOL_PORT_8080_TCP_ADDR[^\n]*Kubernetes service links/);
+    assert.match(output, /spool: warning: ignoring [^\n]*SPOOL_TEST_SKIP_POSTGRES[^\n]*not a Spool setting/);
+
+    const admin = await api(`${url}/v1/admin/status`, NUMERIC_ADMIN_KEY);
+    assert.equal(admin.status, 200, `the numeric SPOOL_ADMIN_KEY is the admin key: ${admin.text}`);
+    const cliKey = await api(`${url}/v1/batches`, CLI_KEY);
+    assert.equal(cliKey.status, 401, 'the CLI key exported in the same shell is not accepted by the server');
+    await spool.kill();
+  });
+
+  it('says once why SPOOL_API_KEY no longer works when it is the only key given', async () => {
+    const spool = await spawnSpool(
+      ['serve'],
+      {
+        dataDir: makeTempDir(),
+        config: { port: 0, host: '127.0.0.1' },
+        environment: 'inherit',
+        env: { SPOOL_ADMIN_KEY: '', SPOOL_API_KEY: CLI_KEY, SPOOL_LOG_LEVEL: 'silent' },
+      },
+      /Spool listening on (http:\/\/[^\s]+)/,
+    );
+    assert.match(spool.output(), /SPOOL_API_KEY is the key the spool CLI sends[^\n]*set SPOOL_ADMIN_KEY/);
+    await spool.kill();
+  });
+});
+
+describe('spool run (embedded) in a shell with DATABASE_URL set', { skip: SKIP_POSTGRES ? 'SPOOL_TEST_SKIP_POSTGRES=1' : false }, () => {
+  it('keeps its throwaway database to itself: the ambient PostgreSQL database is never migrated', async () => {
+    const databaseUrl = await createPostgresDatabase();
+    const dir = makeTempDir();
+    const input = join(dir, 'echo.jsonl');
+    writeFileSync(input, toJsonl(chatLines(3, 'echo')));
+    const child = spawn(process.execPath, ['bin/spool.js', 'run', input, '--json', '--quiet'], {
+      cwd: REPO_ROOT,
+      env: { ...process.env, DATABASE_URL: databaseUrl, SPOOL_DATABASE_URL: databaseUrl, SPOOL_BLOBS__KIND: 's3' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+    const code = await new Promise<number | null>((resolve) => child.once('close', resolve));
+    assert.equal(code, 0, `spool run: ${stderr}`);
+    assert.equal(JSON.parse(stdout).status, 'completed');
+
+    const client = new pg.Client({ connectionString: databaseUrl });
+    await client.connect();
+    try {
+      const tables = await client.query(`select table_name from information_schema.tables where table_schema = 'public'`);
+      assert.deepEqual(tables.rows, [], 'no table was created in the ambient database');
+    } finally {
+      await client.end();
+    }
+  });
+});

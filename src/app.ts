@@ -87,6 +87,7 @@ async function startOnStore(config: Config, store: Store, engine: Engine | undef
     // The runner starts once the server listens; the status reads it per request (none until then).
     admin: { status: new AdminStatusBuilder(config.upstreams, engine?.models), runnerStats: () => runner?.stats() },
     metrics: metrics && { registry: metrics, auth: config.metrics.auth },
+    runnerStats: () => runner?.stats(),
   });
   const initialKey = await ensureSomeKey(config, store);
   const ctx: LifecycleContext = { store, config, workerId: newWorkerId(), log: server.log, metrics: metrics?.lifecycle };
@@ -194,6 +195,7 @@ async function startWorkerOnStore(config: Config, store: Store, engine: Engine |
         store,
         verifier: new KeyVerifier(store.sql.db, config.adminKey),
         metrics: metrics && { registry: metrics, auth: config.metrics.auth },
+        runnerStats: () => runner?.stats(),
         host: config.host,
         port: config.metrics.workerPort!,
         logger: loggerOptions(config),

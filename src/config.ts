@@ -91,10 +91,14 @@ const blobsSchema = z
 
 export type BlobsConfig = z.infer<typeof blobsSchema>;
 
+// Stored in its normalized (ASCII) form, whose length is bounded like a batch's webhook_url: the webhook outbox
+// indexes (batch, URL), and PostgreSQL refuses an index key over ~2.7 kB, which would fail every finalization.
 const httpUrlSchema = z
   .string()
   .url()
-  .refine((value) => /^https?:\/\//i.test(value), 'must be an http:// or https:// URL');
+  .refine((value) => /^https?:\/\//i.test(value), 'must be an http:// or https:// URL')
+  .transform((value) => new URL(value).href)
+  .refine((href) => href.length <= 2048, 'must be at most 2048 characters once non-ASCII characters are percent-encoded');
 
 /** Where terminal-state events of batches are POSTed, and how they are signed and retried (see README "Webhooks"). */
 

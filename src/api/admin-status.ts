@@ -5,6 +5,7 @@
 // database part covers every worker.
 import type { UpstreamConfig } from '../config.ts';
 import type { RunnerStats } from '../runner/runner.ts';
+import type { StorePart, WriteProblem } from '../store/health.ts';
 import type { ModelOutcomes, ModelQueueDepth } from '../store/sql/queue-stats.ts';
 import { ModelRouter } from '../upstreams/router.ts';
 
@@ -12,6 +13,8 @@ export interface AdminStatusInputs {
   now: number;
   windowMs: number;
   runner: RunnerStats | undefined;
+  /** Parts of the store that ran out of space lately (store/health.ts). */
+  storage: Partial<Record<StorePart, WriteProblem>>;
   queue: ModelQueueDepth[];
   outcomes: ModelOutcomes[];
 }
@@ -54,13 +57,29 @@ export interface AdminStatus {
   object: 'admin.status';
   generated_at: number;
   window_seconds: number;
-  /** This process's worker; null in an API-only process (`spool serve --no-worker`). */
-  worker: { claimed: number; succeeded: number; failed: number; retried: number; in_flight: number; queued: number } | null;
+  /**
+   * This process's worker; null in an API-only process (`spool serve --no-worker`). `results_stalled` is set
+   * while its results cannot be recorded (the database down or full): it claims nothing new meanwhile.
+   */
+  worker: {
+    claimed: number;
+    succeeded: number;
+    failed: number;
+    retried: number;
+    in_flight: number;
+    queued: number;
+    results_stalled: { since: number; reason: string } | null;
+  } | null;
+  /** Each part of the store: "ok", or why writes to it fail for lack of space and since when (unix ms). */
+  storage: Record<StorePart, 'ok' | { problem: string; since: number }>;
   upstreams: UpstreamStatus[];
   models: ModelStatus[];
 }
 
 type Lane = RunnerStats['lanes'][number];
+
+const storageState = (problem: WriteProblem | undefined): 'ok' | { problem: string; since: number } =>
+  problem ? { problem: problem.reason, since: problem.since } : 'ok';
 
 export class AdminStatusBuilder {
   private readonly router: ModelRouter;
@@ -122,8 +141,20 @@ export class AdminStatusBuilder {
       generated_at: Math.floor(inputs.now / 1000),
       window_seconds: Math.round(inputs.windowMs / 1000),
       worker: runner
-        ? { claimed: runner.claimed, succeeded: runner.succeeded, failed: runner.failed, retried: runner.retried, in_flight: runner.inFlight, queued: runner.queued }
+        ? {
+            claimed: runner.claimed,
+            succeeded: runner.succeeded,
+            failed: runner.failed,
+            retried: runner.retried,
+            in_flight: runner.inFlight,
+            queued: runner.queued,
+            results_stalled: runner.resultsStalled ? { since: runner.resultsStalled.since, reason: runner.resultsStalled.reason } : null,
+          }
         : null,
+      storage: {
+        database: storageState(inputs.storage.database),
+        blob_store: storageState(inputs.storage.blob_store),
+      },
       upstreams: [...upstreams.values()],
       models,
     };

@@ -10,7 +10,9 @@ import type { BatchService } from '../batches/service.ts';
 import type { FileService } from '../files/service.ts';
 import type { Store } from '../store/index.ts';
 import { decorateRequests, requireApiKey } from './auth.ts';
-import { installErrorHandling } from './envelope.ts';
+import { clientErrorHandler, frameworkErrors, installErrorHandling, MAX_PARAM_LENGTH } from './envelope.ts';
+import { badRequest } from '../errors.ts';
+import { isUtf8 } from 'node:buffer';
 import { batchesRoutes } from './routes/batches.ts';
 import { filesRoutes } from './routes/files.ts';
 import { inferenceRoutes, type InferenceRoutesOptions } from './routes/inference.ts';
@@ -31,9 +33,11 @@ export interface ServerDeps {
   /** Real-time /chat/completions, /completions and /embeddings; left out, those routes are not mounted. */
   inference?: InferenceRoutesOptions;
   /** GET /v1/admin/status (admin keys only); left out, the route is not mounted. */
-  admin?: Omit<AdminRoutesOptions, 'db'>;
+  admin?: Omit<AdminRoutesOptions, 'db' | 'storage'>;
   /** GET /metrics; left out (metrics.enabled false), the route is not mounted. */
   metrics?: OpsRoutesOptions['metrics'];
+  /** This process's runner, read per request (it starts after the server listens): readiness reports a runner that cannot record results. */
+  runnerStats?: OpsRoutesOptions['runnerStats'];
 }
 
 export const API_PREFIXES = ['/v1', '/openai/v1'] as const;
@@ -45,13 +49,16 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     requestTimeout: 0,
     return503OnClosing: true,
     forceCloseConnections: 'idle',
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
+    frameworkErrors,
+    clientErrorHandler,
   });
   decorateRequests(app);
   installErrorHandling(app, deps.files.maxFileBytes);
   // First: it documents the routes registered after it.
   await registerOpenApi(app, { prefixes: { '/v1': 'together', '/openai/v1': 'openai' } });
 
-  await app.register(opsRoutes, { store: deps.store, verifier: deps.verifier, metrics: deps.metrics });
+  await app.register(opsRoutes, { store: deps.store, verifier: deps.verifier, metrics: deps.metrics, runnerStats: deps.runnerStats });
 
   await app.register(uploadRoutes, { files: deps.files });
 
@@ -76,7 +83,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     await app.register(
       async (scope) => {
         requireApiKey(scope, deps.verifier);
-        await scope.register(adminRoutes, { db: deps.store.sql.db, ...admin });
+        await scope.register(adminRoutes, { db: deps.store.sql.db, storage: () => deps.store.health.all(), ...admin });
       },
       { prefix: '/v1/admin' },
     );
@@ -86,11 +93,17 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   return app;
 }
 
-/** Python v2 posts preprocess and cancel as Content-Type: application/json with an empty body. */
+/**
+ * Python v2 posts preprocess and cancel as Content-Type: application/json with an empty body. Bytes that are
+ * not UTF-8 are refused rather than decoded with replacement characters: an id or a name sent that way would
+ * otherwise be stored as something other than what the client sent.
+ */
 function acceptEmptyJson(api: FastifyInstance): void {
   api.removeContentTypeParser('application/json');
-  api.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
-    const text = typeof body === 'string' ? body : body.toString('utf8');
+  api.addContentTypeParser('application/json', { parseAs: 'buffer' }, (_request, body, done) => {
+    const bytes = typeof body === 'string' ? Buffer.from(body) : body;
+    if (!isUtf8(bytes)) return done(badRequest('The request body is not valid UTF-8: send JSON text encoded as UTF-8.', null, 'invalid_utf8'), undefined);
+    const text = bytes.toString('utf8');
     if (text.trim() === '') return done(null, undefined);
     try {
       done(null, JSON.parse(text));

@@ -1,7 +1,7 @@
 // Checks the arguments of POST /batches, in either dialect, into one
 // dialect-free shape. Every failure is a 400 that names the field.
 import { badRequest } from '../errors.ts';
-import { BATCH_ENDPOINTS } from './input-validator.ts';
+import { BATCH_ENDPOINTS, MAX_MODEL_LENGTH, unprintableIn } from './input-validator.ts';
 
 export interface CreateBatchArgs {
   inputFileId: string;
@@ -82,7 +82,11 @@ function parsePriority(value: unknown): number {
 
 function parseModelId(value: unknown): string | null {
   if (value === undefined || value === null || value === '') return null;
-  if (typeof value !== 'string' || value.length > 256) throw badRequest("'model_id' must be a model name (a string of at most 256 characters).", 'model_id');
+  if (typeof value !== 'string' || value.length > MAX_MODEL_LENGTH) {
+    throw badRequest(`'model_id' must be a model name (a string of at most ${MAX_MODEL_LENGTH} characters).`, 'model_id');
+  }
+  const unprintable = unprintableIn(value);
+  if (unprintable) throw badRequest(`'model_id' has ${unprintable}: give the model name as printable text.`, 'model_id');
   return value;
 }
 
@@ -113,6 +117,11 @@ function parseWebhookUrl(field: unknown, fromMetadata: string | undefined): stri
   return direct ?? meta;
 }
 
+/**
+ * The URL in its normalized (WHATWG) form, which is ASCII: non-ASCII and control characters percent-encoded,
+ * the host punycoded. That form is what is stored and posted to, and what the length bound applies to, so the
+ * outbox's (batch, URL) index never meets a key over PostgreSQL's limit.
+ */
 function checkWebhookUrl(value: unknown, param: string): string {
   const hint = `'${param}' must be an absolute http:// or https:// URL of at most ${MAX_WEBHOOK_URL_LENGTH} characters`;
   if (typeof value !== 'string' || value.length > MAX_WEBHOOK_URL_LENGTH) throw badRequest(`${hint}.`, param);
@@ -123,7 +132,8 @@ function checkWebhookUrl(value: unknown, param: string): string {
     throw badRequest(`${hint}; "${value.slice(0, 100)}" is not a URL.`, param);
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw badRequest(`${hint}, not ${url.protocol.slice(0, -1)}.`, param);
-  return value;
+  if (url.href.length > MAX_WEBHOOK_URL_LENGTH) throw badRequest(`${hint} once its non-ASCII characters are percent-encoded.`, param);
+  return url.href;
 }
 
 function parseOutputExpiresAfter(value: unknown): number | null {

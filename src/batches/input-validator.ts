@@ -56,6 +56,8 @@ export const BATCH_ENDPOINTS = [
 ] as const;
 
 export const MAX_CUSTOM_ID_LENGTH = 64;
+/** Model names are keys of indexes and routing rules; the same bound as a batch's model_id. */
+export const MAX_MODEL_LENGTH = 256;
 const DEFAULT_CHUNK_SIZE = 1000;
 
 /**
@@ -193,6 +195,11 @@ class LineChecker {
       );
       return null;
     }
+    const unprintable = unprintableIn(value);
+    if (unprintable) {
+      errors.push(lineError('invalid_custom_id', lineNo, 'custom_id', `line ${lineNo} has a "custom_id" with ${unprintable}; use printable text.`));
+      return null;
+    }
     const earlierLine = this.customIdLines.get(value);
     if (earlierLine !== undefined) {
       errors.push(
@@ -240,7 +247,18 @@ class LineChecker {
       errors.push(lineError('invalid_model', lineNo, 'body.model', `line ${lineNo} has a "body.model" that is not a string; give the model name as a string.`));
       return null;
     }
-    if (typeof value === 'string' && value.length > 0) return value;
+    if (typeof value === 'string' && value.length > 0) {
+      if (value.length > MAX_MODEL_LENGTH) {
+        errors.push(lineError('invalid_model', lineNo, 'body.model', `line ${lineNo} has a "body.model" longer than ${MAX_MODEL_LENGTH} characters; give a model name.`));
+        return null;
+      }
+      const unprintable = unprintableIn(value);
+      if (unprintable) {
+        errors.push(lineError('invalid_model', lineNo, 'body.model', `line ${lineNo} has a "body.model" with ${unprintable}; give the model name as printable text.`));
+        return null;
+      }
+      return value;
+    }
     if (this.rules.modelId) return this.rules.modelId;
     errors.push(
       lineError('missing_model', lineNo, 'body.model', `line ${lineNo} names no model; set "body.model" on the line or model_id when creating the batch.`),
@@ -303,9 +321,13 @@ function jsonByteLength(value: unknown): number {
   }
 }
 
+// No model generates more per request; a larger max_tokens (1e300 is valid JSON) counts as this, so every
+// estimate and every sum of them stays an integer that PostgreSQL's bigint holds.
+const MAX_COMPLETION_BUDGET = 2_147_483_647;
+
 function completionBudget(body: JsonObject, fallback: number): number {
   for (const value of [body.max_tokens, body.max_completion_tokens]) {
-    if (typeof value === 'number' && Number.isFinite(value) && value >= 0) return Math.ceil(value);
+    if (typeof value === 'number' && Number.isFinite(value) && value >= 0) return Math.min(Math.ceil(value), MAX_COMPLETION_BUDGET);
   }
   return fallback;
 }
@@ -321,6 +343,22 @@ function parseJsonObject(bytes: Buffer, lineNo: number): { value: JsonObject } |
   }
   if (isPlainObject(value)) return { value };
   return { error: lineError('invalid_json_line', lineNo, null, `line ${lineNo} is JSON but not an object; each line must be a JSON object with "custom_id" and "body".`) };
+}
+
+// C0 controls and DEL: JSON escapes such as \u0000 decode to them. PostgreSQL's text type refuses U+0000 outright.
+const CONTROL_CHARACTER = /[\u0000-\u001f\u007f]/;
+
+/**
+ * What makes `text` unfit for an identifier, in words for the error message, or undefined when it is fine: a
+ * control character (U+0000-U+001F, U+007F), or a lone UTF-16 surrogate ("\ud800"), which has no UTF-8 form
+ * and would come back as U+FFFD, so the output would no longer carry the id that was sent and two ids could
+ * collide. Any other Unicode text is fine.
+ */
+export function unprintableIn(text: string): string | undefined {
+  const control = CONTROL_CHARACTER.exec(text);
+  if (control) return `the control character U+${control[0].charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')}`;
+  if (!(text as string & { isWellFormed(): boolean }).isWellFormed()) return 'a lone UTF-16 surrogate (an escape such as "\\ud800" without its pair)';
+  return undefined;
 }
 
 /** Characters as people count them: code points, so an emoji is one. */

@@ -16,6 +16,7 @@ import { enqueueBatchEvent } from '../webhooks/outbox.ts';
 import { leaseMs, type LifecycleContext } from './context.ts';
 import { finalizeBatch } from './finalize.ts';
 import { BatchLeaseKeeper, LeaseLostError } from './lease-keeper.ts';
+import { stepBackoff } from './step-backoff.ts';
 
 /**
  * One step on a claimed batch; returns whether it changed anything, or
@@ -33,8 +34,8 @@ const WAITING_PER_PASS = 16;
 
 /**
  * Claims the first batch matching `filter` and runs `step` on it. A batch
- * that has to wait, or whose step failed, is left leased for one poll
- * interval instead of released, and the pass goes on to the next eligible
+ * that has to wait is left leased for one poll interval instead of released,
+ * one whose step failed for a backoff that doubles per failure (step-backoff.ts), and the pass goes on to the next eligible
  * batch: each claim takes the first eligible batch, so without the parking a
  * batch that cannot move would be handed to every sweep and hold up every
  * batch behind it (a cancel waiting out its grace period for a request in
@@ -55,19 +56,25 @@ async function stepOnClaimedBatch(ctx: LifecycleContext, filter: BatchClaimFilte
   const batch = await claimBatchLease(db, filter, ctx.workerId, leaseMs(ctx), Date.now());
   if (!batch) return false;
   const lease = new BatchLeaseKeeper(ctx, batch.id);
-  let park = false;
+  let parkMs: number | undefined;
   try {
     const result = await step(ctx, batch, lease);
-    park = result === WAITING;
+    stepBackoff(ctx).succeeded(batch.id);
+    if (result === WAITING) parkMs = ctx.config.worker.pollIntervalMs;
     return result;
   } catch (err) {
-    if (err instanceof LeaseLostError) ctx.log.warn({ batchId: batch.id }, 'lost the batch lease during a sweep step; another process takes over');
-    else ctx.log.error({ err, batchId: batch.id }, 'batch sweep step failed; it will be retried');
-    park = true;
+    if (err instanceof LeaseLostError) {
+      ctx.log.warn({ batchId: batch.id }, 'lost the batch lease during a sweep step; another process takes over');
+      parkMs = ctx.config.worker.pollIntervalMs;
+    } else {
+      // A step that keeps failing (a bucket that refuses the output file, a full disk) backs off per batch.
+      parkMs = stepBackoff(ctx).failed(batch.id);
+      ctx.log.error({ err, batchId: batch.id, retryInMs: parkMs }, 'batch sweep step failed; it will be retried');
+    }
     return WAITING;
   } finally {
     lease.stop();
-    if (park) await renewBatchLease(db, batch.id, ctx.workerId, ctx.config.worker.pollIntervalMs, Date.now()).catch(() => undefined);
+    if (parkMs !== undefined) await renewBatchLease(db, batch.id, ctx.workerId, parkMs, Date.now()).catch(() => undefined);
     else await releaseBatchLease(db, batch.id, ctx.workerId).catch(() => undefined);
   }
 }
@@ -145,6 +152,11 @@ export const finalize: Step = async (ctx, batch, lease) => {
 
 // Files removed per pass; a backlog drains over successive passes.
 const PURGE_PER_PASS = 100;
+// A file whose blob could not be deleted is skipped for this long, doubling per failure, so one blob that
+// cannot be removed neither fails every pass nor holds up the files behind it.
+const PURGE_RETRY_BASE_MS = 60_000;
+const PURGE_RETRY_MAX_MS = 3_600_000;
+const purgeFailures = new Map<string, { count: number; retryAt: number }>();
 
 /**
  * Output and error files past their `output_expires_after` are already hidden
@@ -153,23 +165,51 @@ const PURGE_PER_PASS = 100;
  * Any number of processes may run it: both deletes are idempotent.
  */
 export async function purgeExpiredFiles(ctx: LifecycleContext): Promise<boolean> {
-  const expired = await listExpiredFiles(ctx.store.sql.db, Date.now(), PURGE_PER_PASS);
+  const now = Date.now();
+  const waiting = [...purgeFailures.values()].filter((failure) => failure.retryAt > now).length;
+  const expired = await listExpiredFiles(ctx.store.sql.db, now, PURGE_PER_PASS + waiting);
+  let purged = 0;
   for (const file of expired) {
-    if (file.blob_key) await ctx.store.blobs.delete(file.blob_key);
-    await deleteFileRow(ctx.store.sql.db, file.id);
+    const failure = purgeFailures.get(file.id);
+    if (failure && failure.retryAt > now) continue;
+    if (purged >= PURGE_PER_PASS) break;
+    try {
+      if (file.blob_key) await ctx.store.blobs.delete(file.blob_key);
+      await deleteFileRow(ctx.store.sql.db, file.id);
+      purgeFailures.delete(file.id);
+      purged += 1;
+    } catch (err) {
+      const count = (failure?.count ?? 0) + 1;
+      const delayMs = Math.min(PURGE_RETRY_MAX_MS, PURGE_RETRY_BASE_MS * 2 ** Math.min(count - 1, 10));
+      if (purgeFailures.size >= 10_000) purgeFailures.delete(purgeFailures.keys().next().value as string);
+      purgeFailures.set(file.id, { count, retryAt: now + delayMs });
+      ctx.log.warn({ err, fileId: file.id, retryInMs: delayMs }, 'removing an expired file failed; it is tried again later');
+    }
   }
-  return expired.length > 0;
+  return purged > 0;
 }
 
-/** One pass of every post-validation sweep; true when any changed something (the loop goes again without waiting). */
+/**
+ * One pass of every post-validation sweep; true when any changed something (the loop goes again without
+ * waiting). Each sweep runs whatever the others did: one that fails (its database query, a blob store that
+ * refuses) is logged and must not hold up cancels, expiries and finalizations of every other batch.
+ */
 export async function runLifecycleSweeps(ctx: LifecycleContext): Promise<boolean> {
   const now = Date.now();
-  const results = [
-    await purgeExpiredFiles(ctx),
-    await withClaimedBatch(ctx, { statuses: ['cancelling'] }, finishCancellation),
-    await withClaimedBatch(ctx, { statuses: ['validating', 'in_progress'], overdueAt: now }, expireOverdue),
-    await withClaimedBatch(ctx, { statuses: ['in_progress'], allRequestsDone: true }, completeDone),
-    await withClaimedBatch(ctx, { statuses: ['finalizing'] }, finalize),
+  const sweeps: [string, () => Promise<boolean>][] = [
+    ['purge expired files', () => purgeExpiredFiles(ctx)],
+    ['cancel', () => withClaimedBatch(ctx, { statuses: ['cancelling'] }, finishCancellation)],
+    ['expire', () => withClaimedBatch(ctx, { statuses: ['validating', 'in_progress'], overdueAt: now }, expireOverdue)],
+    ['complete', () => withClaimedBatch(ctx, { statuses: ['in_progress'], allRequestsDone: true }, completeDone)],
+    ['finalize', () => withClaimedBatch(ctx, { statuses: ['finalizing'] }, finalize)],
   ];
-  return results.some(Boolean);
+  let changed = false;
+  for (const [name, sweep] of sweeps) {
+    try {
+      if (await sweep()) changed = true;
+    } catch (err) {
+      ctx.log.error({ err, sweep: name }, 'lifecycle sweep failed; the next pass tries again');
+    }
+  }
+  return changed;
 }

@@ -5,8 +5,11 @@
 // VALIDATING with a lapsing lease; the next sweep deletes any half-written
 // rows and starts over, so the outcome is all rows or none.
 import type { Kysely } from 'kysely';
-import { claimBatchLease, findBatch, releaseBatchLease, updateLeasedBatch } from '../store/sql/batches.ts';
+import { claimBatchLease, findBatch, releaseBatchLease, renewBatchLease, updateLeasedBatch } from '../store/sql/batches.ts';
+import { classifyStoreError, describeStoreFailure } from '../store/errors.ts';
+import { stepBackoff } from './step-backoff.ts';
 import { findFile } from '../store/sql/files.ts';
+import { BlobNotFoundError } from '../store/blobs/types.ts';
 import { deleteBatchRequests, enqueuedTokensForModel, insertRequests } from '../store/sql/requests.ts';
 import type { BatchRow, BatchValidationError, Database } from '../store/sql/schema.ts';
 import { enqueueBatchEvent } from '../webhooks/outbox.ts';
@@ -27,17 +30,46 @@ export async function validateNextBatch(ctx: LifecycleContext): Promise<boolean>
   const startedAt = performance.now();
   try {
     const outcome = await validateBatch(ctx, batch, lease);
+    stepBackoff(ctx).succeeded(batch.id);
     ctx.metrics?.validated(outcome, (performance.now() - startedAt) / 1000);
   } catch (err) {
     if (err instanceof LeaseLostError) ctx.log.warn({ batchId: batch.id }, 'lost the batch lease during validation; another process takes over');
-    else {
-      ctx.log.error({ err, batchId: batch.id }, 'validation failed unexpectedly; it will be retried');
-      await releaseBatchLease(db, batch.id, ctx.workerId).catch(() => undefined);
-    }
+    else await onValidationError(ctx, batch, err);
   } finally {
     lease.stop();
   }
   return true;
+}
+
+/**
+ * Validation threw. When the database refused what validation stored, the same file fails the same way every
+ * time: the batch fails now, saying so. Anything else (the store down, a disk full) may pass: the batch is
+ * parked under its lease for a backoff that doubles per failure, so the sweep goes on to other batches and
+ * comes back to this one later, never in a hot loop. Its completion window still bounds the whole.
+ */
+async function onValidationError(ctx: LifecycleContext, batch: BatchRow, err: unknown): Promise<void> {
+  const db = ctx.store.sql.db;
+  if (classifyStoreError(err) === 'refused') {
+    ctx.log.error({ err, batchId: batch.id }, 'the database refused what validation stored; the batch fails');
+    try {
+      await deleteBatchRequests(db, batch.id);
+      await failValidation(ctx, batch, [
+        {
+          code: 'validation_error',
+          message: `The input file could not be stored for running (${describeStoreFailure(err)}). Check the file for unusual content, or report this to the operator.`,
+          line: null,
+          param: null,
+        },
+      ]);
+      stepBackoff(ctx).succeeded(batch.id);
+      return;
+    } catch (failErr) {
+      ctx.log.error({ err: failErr, batchId: batch.id }, 'failing the batch did not work either; it is retried later');
+    }
+  }
+  const parkMs = stepBackoff(ctx).failed(batch.id);
+  ctx.log.error({ err, batchId: batch.id, retryInMs: parkMs }, 'validation failed unexpectedly; it will be retried');
+  await renewBatchLease(db, batch.id, ctx.workerId, parkMs, Date.now()).catch(() => undefined);
 }
 
 async function validateBatch(ctx: LifecycleContext, batch: BatchRow, lease: BatchLeaseKeeper): Promise<'valid' | 'invalid'> {
@@ -51,7 +83,17 @@ async function validateBatch(ctx: LifecycleContext, batch: BatchRow, lease: Batc
     return 'invalid';
   }
   const { limits } = ctx.config;
-  const source = await ctx.store.blobs.read(file.blob_key);
+  let source;
+  try {
+    source = await ctx.store.blobs.read(file.blob_key);
+  } catch (err) {
+    if (!(err instanceof BlobNotFoundError)) throw err;
+    // The row is there but its bytes are gone (deleted from the bucket behind Spool's back): no retry brings them back.
+    await failValidation(ctx, batch, [
+      { code: 'missing_file', message: `The content of input file ${batch.input_file_id} is no longer in the blob store.`, line: null, param: 'input_file_id' },
+    ]);
+    return 'invalid';
+  }
   const outcome = await validateInput(
     source,
     {

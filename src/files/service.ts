@@ -26,6 +26,20 @@ import { reclaimAfterLargeStream } from '../runtime/reclaim-memory.ts';
 // last moment has ended long before, even at modem speed.
 const ABANDONED_UPLOAD_GRACE_MS = 24 * 3600_000;
 
+// As long as file systems allow; names are shown, never used as paths.
+const MAX_FILE_NAME_LENGTH = 255;
+
+/**
+ * The name a file is listed under: the last path segment of what the client sent (Together's TypeScript SDK
+ * sends the path as typed), with control characters (from JSON or form escapes) as "_" and lone surrogates as
+ * U+FFFD, at most 255 characters. A name is for people to recognise the file, so it is tidied, never refused.
+ */
+export function storedFileName(name: string): string {
+  const last = basename(name.replaceAll('\\', '/'));
+  const tidy = (last.replace(/[\u0000-\u001f\u007f]/g, '_') as string & { toWellFormed(): string }).toWellFormed();
+  return [...tidy].slice(0, MAX_FILE_NAME_LENGTH).join('') || 'upload.jsonl';
+}
+
 export interface FileServiceOptions {
   maxFileBytes: number;
   signedUrlTtlSeconds: number;
@@ -78,7 +92,7 @@ export class FileService {
     const row: FileRow = {
       id: received.fileId,
       user_id: userId,
-      filename: basename(meta.filename) || 'upload.jsonl',
+      filename: storedFileName(meta.filename),
       purpose: meta.purpose,
       file_type: meta.fileType,
       status: 'processed',
@@ -115,7 +129,7 @@ export class FileService {
     const row: FileRow = {
       id: newFileId(),
       user_id: userId,
-      filename: basename(meta.filename),
+      filename: storedFileName(meta.filename),
       purpose: meta.purpose,
       file_type: meta.fileType,
       status: 'awaiting_upload',

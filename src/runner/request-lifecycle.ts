@@ -15,7 +15,8 @@
 //
 // `fail` covers: a non-retryable upstream answer, attempts exhausted, no
 // upstream for the model, an unreadable audio source, and the batch being
-// cancelled or expiring while the request was in flight.
+// cancelled or expiring while the request was in flight. `failUnstorable`
+// covers a result the database refused to store.
 import type { RequestOutcomeRecord } from '../store/sql/request-claims.ts';
 import type { AttemptOutcome, Decision } from './retry-policy.ts';
 
@@ -57,6 +58,23 @@ export function fail(
   };
 }
 
+/**
+ * The database refused to store `record` (a value it cannot hold): the line fails with no upstream content,
+ * only the reason, which names the refusal and nothing taken from the input.
+ */
+export function failUnstorable(record: RequestOutcomeRecord, reason: string): RequestOutcomeRecord {
+  return {
+    kind: 'failed',
+    batchId: record.batchId,
+    line: record.line,
+    code: 'result_not_stored',
+    message: `This request's result could not be stored (${reason}); it is reported without its content.`,
+    status: null,
+    body: null,
+    requestId: null,
+  };
+}
+
 export function retryLater(request: ClaimedRequest, delayMs: number, reason: string, now: number): RequestOutcomeRecord {
   return { kind: 'retry', batchId: request.batchId, line: request.line, notBefore: now + delayMs, message: `attempt ${request.attempts}: ${reason}` };
 }
@@ -79,11 +97,15 @@ export function settle(request: ClaimedRequest, outcome: AttemptOutcome, decisio
   }
 }
 
+const MAX_REPORTED_TOKENS = 2_147_483_647;
+
 /** Token usage from an OpenAI-style body: chat/completions (prompt/completion), embeddings (prompt only), audio (input/output). */
 export function usageOf(body: unknown): { input: number; output: number } {
   const usage = typeof body === 'object' && body !== null ? (body as { usage?: Record<string, unknown> }).usage : undefined;
   if (!usage || typeof usage !== 'object') return { input: 0, output: 0 };
-  const num = (value: unknown) => (typeof value === 'number' && Number.isFinite(value) && value >= 0 ? Math.round(value) : 0);
+  // An upstream's count is taken at its word only within what a request can hold: a number past it (1e30 in a
+  // broken or hostile answer) would not fit the bigint columns it is summed into, and would be refused there.
+  const num = (value: unknown) => (typeof value === 'number' && Number.isFinite(value) && value >= 0 ? Math.min(Math.round(value), MAX_REPORTED_TOKENS) : 0);
   return {
     input: num(usage.prompt_tokens ?? usage.input_tokens),
     output: num(usage.completion_tokens ?? usage.output_tokens),

@@ -20,14 +20,16 @@ import {
   type RunnableBatch,
 } from '../store/sql/request-claims.ts';
 import type { Database, RequestRow } from '../store/sql/schema.ts';
+import { describeStoreFailure } from '../store/errors.ts';
+import { BlobNotFoundError } from '../store/blobs/types.ts';
 import { AudioSourceError, loadAudio, MAX_AUDIO_BYTES } from '../upstreams/audio-source.ts';
 import type { AudioPayload, UpstreamCall } from '../upstreams/http-client.ts';
 import { GlobalCeilings } from './global-ceilings.ts';
 import { Lanes, type EngineBinding, type Lane } from './lanes.ts';
 import { readLines } from './request-bodies.ts';
-import { fail, release, settle, type ClaimedRequest } from './request-lifecycle.ts';
-import { ResultWriter } from './result-writer.ts';
-import { decide, type RetryPolicyOptions } from './retry-policy.ts';
+import { fail, release, retryLater, settle, type ClaimedRequest } from './request-lifecycle.ts';
+import { ResultWriter, type WriterStall } from './result-writer.ts';
+import { decide, retryDelay, type RetryPolicyOptions } from './retry-policy.ts';
 import { retryCauseOf, UpstreamTally, type UpstreamTotals } from './upstream-tally.ts';
 
 interface Job extends ClaimedRequest {
@@ -65,6 +67,8 @@ export interface RunnerStats {
   }[];
   /** Lines this process failed before any upstream was tried: no upstream serves the model, input gone, attempts used up. */
   unrouted: UpstreamTotals;
+  /** Set while results cannot be recorded (database down or full): nothing new is claimed until they are. */
+  resultsStalled?: WriterStall;
 }
 
 const AUDIO_ENDPOINTS = new Set(['/v1/audio/transcriptions', '/v1/audio/translations']);
@@ -112,7 +116,22 @@ export class Runner {
           onSlots: () => this.pump(),
         })
       : undefined;
-    this.writer = new ResultWriter(this.db, ctx.workerId, { onError: (err) => ctx.log.error({ err }, 'recording results failed; retrying') });
+    this.writer = new ResultWriter(this.db, ctx.workerId, {
+      onError: (err, failure) => {
+        ctx.store.health.noteFailure('database', err);
+        ctx.log.error({ err, failure }, 'recording results failed; claiming stops until they are recorded, and they are retried');
+      },
+      onRecovered: () => {
+        ctx.store.health.noteSuccess('database');
+        ctx.log.info({}, 'recording results works again; claiming resumes');
+        this.wakeClaimLoop?.();
+      },
+      onRefused: (record, err, replacement) =>
+        ctx.log.error(
+          { err, batchId: record.batchId, line: record.line, recordedAs: replacement?.kind },
+          replacement ? 'the database refused a result; the line is recorded as failed (result_not_stored)' : 'the database refused a result and its failure; the line is left to its lease',
+        ),
+    });
     const { worker } = ctx.config;
     this.policy = { maxAttempts: worker.maxAttempts, baseDelayMs: worker.retryBaseDelayMs, maxDelayMs: worker.retryMaxDelayMs };
   }
@@ -151,7 +170,14 @@ export class Runner {
       sharedSlots: lane.sharedCeiling ? this.ceilings?.heldFor(lane.sharedCeiling.upstream) : undefined,
       totals: lane.tally.totals(),
     }));
-    return { ...this.counters, inFlight: this.inFlight.size, queued: lanes.reduce((n, l) => n + l.queued, 0), lanes, unrouted: this.unrouted.totals() };
+    return {
+      ...this.counters,
+      inFlight: this.inFlight.size,
+      queued: lanes.reduce((n, l) => n + l.queued, 0),
+      lanes,
+      unrouted: this.unrouted.totals(),
+      resultsStalled: this.writer.stall,
+    };
   }
 
   /**
@@ -201,6 +227,11 @@ export class Runner {
       let claimed = 0;
       // Claim in chunks, not one line per completion: each claim is a write transaction of its own.
       const worthClaiming = room >= Math.min(this.ctx.config.worker.claimBatchSize / 2, this.bufferTarget() / 2);
+      // While results cannot be recorded, claiming more only piles up results in memory and leases nobody works on.
+      if (this.writer.stall) {
+        await this.idle(this.ctx.config.worker.pollIntervalMs);
+        continue;
+      }
       if (room > 0 && worthClaiming) {
         try {
           claimed = await this.claimOnce(Math.min(room, this.ctx.config.worker.claimBatchSize));
@@ -245,7 +276,7 @@ export class Runner {
       if (rows.length < limit) this.exhausted.add(batch.id);
       this.admitting += rows.length;
       try {
-        await this.admit(batch, rows);
+        await this.admitOrHandBack(batch, rows);
       } finally {
         this.admitting -= rows.length;
       }
@@ -264,20 +295,56 @@ export class Runner {
     return this.inputBlobKeys.get(batch.id) ?? null;
   }
 
-  /** Reads the claimed lines and queues each on its lane; lines nobody can serve fail here. */
-  private async admit(batch: RunnableBatch, rows: RequestRow[]): Promise<void> {
+  /**
+   * Admits claimed lines; when admission itself fails (the input blob or the file row cannot be read: an S3
+   * reset, EMFILE, a database blip), the lines not yet queued go back at once as retries with the retry
+   * policy's backoff, instead of waiting under this worker's renewed lease until the batch expires. Each
+   * claim counted as an attempt, so a failure that repeats forever ends in attempts used up, not in a loop.
+   */
+  private async admitOrHandBack(batch: RunnableBatch, rows: RequestRow[]): Promise<void> {
+    const queued = new Set<RequestRow>();
+    try {
+      await this.admit(batch, rows, queued);
+    } catch (err) {
+      const left = rows.filter((row) => !queued.has(row));
+      if (err instanceof BlobNotFoundError) {
+        // The input's bytes are gone from the blob store: no retry brings them back.
+        for (const row of left) this.record(fail(claimed(row), 'missing_input', `The content of the batch's input file ${batch.input_file_id} is no longer in the blob store.`));
+        return;
+      }
+      this.ctx.log.warn({ err, batchId: batch.id, lines: left.length }, 'reading claimed lines failed; they are handed back to be retried');
+      this.inputBlobKeys.delete(batch.id);
+      const now = Date.now();
+      for (const row of left) {
+        const delayMs = retryDelay(row.attempts, null, this.policy);
+        this.record(retryLater(claimed(row), delayMs, `reading the input line failed: ${describeStoreFailure(err)}`, now));
+      }
+    }
+  }
+
+  /** Reads the claimed lines and queues each on its lane; lines nobody can serve fail here. Queued rows go into `queued`. */
+  private async admit(batch: RunnableBatch, rows: RequestRow[], queued: Set<RequestRow>): Promise<void> {
+    // Lines whose attempts are used up fail before anything is read: a line whose reading fails forever ends here.
+    const runnable: RequestRow[] = [];
+    for (const row of rows) {
+      if (row.attempts > this.policy.maxAttempts) {
+        queued.add(row);
+        this.record(fail(claimed(row), 'upstream_error', `Gave up after ${row.attempts - 1} attempts: the workers handling this request stopped before it finished.`));
+      } else runnable.push(row);
+    }
+    if (runnable.length === 0) return;
     const blobKey = await this.inputBlobKey(batch);
     if (!blobKey) {
-      for (const row of rows) this.record(fail(claimed(row), 'missing_input', `The batch's input file ${batch.input_file_id} was deleted.`));
+      for (const row of runnable) {
+        queued.add(row);
+        this.record(fail(claimed(row), 'missing_input', `The batch's input file ${batch.input_file_id} was deleted.`));
+      }
       return;
     }
-    const lines = await readLines(this.ctx.store.blobs, blobKey, rows);
-    for (const row of rows) {
+    const lines = await readLines(this.ctx.store.blobs, blobKey, runnable);
+    for (const row of runnable) {
       const request = claimed(row);
-      if (row.attempts > this.policy.maxAttempts) {
-        this.record(fail(request, 'upstream_error', `Gave up after ${row.attempts - 1} attempts: the workers handling this request stopped before it finished.`));
-        continue;
-      }
+      queued.add(row);
       const lane = this.lanes.forModel(row.model);
       if (!lane) {
         this.record(
@@ -285,8 +352,11 @@ export class Runner {
         );
         continue;
       }
-      // Parsed here, so the body is this job's own object: nothing else holds it.
-      const input = (JSON.parse(lines.get(row.line)!.toString('utf8')) as { body: Record<string, unknown> }).body;
+      const input = parseLineBody(lines.get(row.line));
+      if (!input) {
+        this.record(fail(request, 'invalid_request', `Line ${row.line} of the input file no longer holds the JSON request it held when the batch was validated.`));
+        continue;
+      }
       if (typeof input.model !== 'string') input.model = row.model;
       enqueueByPriority(lane.queue, { ...request, row, batch, lane, input, abort: new AbortController() });
     }
@@ -494,6 +564,17 @@ function enqueueByPriority(queue: Job[], job: Job): void {
   let index = queue.length;
   while (index > 0 && queue[index - 1].batch.priority < job.batch.priority) index--;
   queue.splice(index, 0, job);
+}
+
+/** The line's request body, parsed here so it is this job's own object (nothing else holds it); undefined when the bytes are no longer a request. */
+function parseLineBody(bytes: Buffer | undefined): Record<string, unknown> | undefined {
+  if (!bytes) return undefined;
+  try {
+    const line = JSON.parse(bytes.toString('utf8')) as { body?: unknown };
+    return typeof line.body === 'object' && line.body !== null && !Array.isArray(line.body) ? (line.body as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 function claimed(row: RequestRow): ClaimedRequest {

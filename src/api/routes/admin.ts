@@ -9,9 +9,12 @@ import type { RunnerStats } from '../../runner/runner.ts';
 import { queueDepthByModel, recentOutcomesByModel } from '../../store/sql/queue-stats.ts';
 import type { Database } from '../../store/sql/schema.ts';
 import type { AdminStatusBuilder } from '../admin-status.ts';
+import type { StorePart, WriteProblem } from '../../store/health.ts';
 
 export interface AdminRoutesOptions {
   db: Kysely<Database>;
+  /** Write failures for lack of space, per part of the store. */
+  storage: () => Partial<Record<StorePart, WriteProblem>>;
   status: AdminStatusBuilder;
   /** This process's runner, when it runs one; read per request because it starts after the server is built. */
   runnerStats: () => RunnerStats | undefined;
@@ -33,6 +36,6 @@ export async function adminRoutes(app: FastifyInstance, options: AdminRoutesOpti
   app.get('/status', async () => {
     const now = Date.now();
     const [queue, outcomes] = await Promise.all([queueDepthByModel(options.db), recentOutcomesByModel(options.db, now - RECENT_WINDOW_MS)]);
-    return options.status.build({ now, windowMs: RECENT_WINDOW_MS, runner: options.runnerStats(), queue, outcomes });
+    return options.status.build({ now, windowMs: RECENT_WINDOW_MS, runner: options.runnerStats(), queue, outcomes, storage: options.storage() });
   });
 }

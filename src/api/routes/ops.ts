@@ -1,6 +1,7 @@
 // Operational endpoints, outside the API-key scope: /healthz (the process
 // serves HTTP), /readyz (it can do its work: the database and the blob store
-// answer) and /metrics (Prometheus text; open or admin-only, per config).
+// answer and have space, and this process's runner can record results) and
+// /metrics (Prometheus text; open or admin-only, per config).
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { KeyVerifier } from '../../auth/keys.ts';
 import { ApiError } from '../../errors.ts';
@@ -8,10 +9,15 @@ import type { SpoolMetrics } from '../../metrics/spool-metrics.ts';
 import type { Store } from '../../store/index.ts';
 import { pingDatabase } from '../../store/sql/observability.ts';
 import { bearerToken } from '../auth.ts';
+import type { RunnerStats } from '../../runner/runner.ts';
+import type { StorePart } from '../../store/health.ts';
+import { errorCode as storeErrorCode } from '../../store/errors.ts';
 
 export interface OpsRoutesOptions {
   store: Store;
   verifier: KeyVerifier;
+  /** This process's runner, when it runs one: a runner that cannot record results is not ready. */
+  runnerStats?: () => RunnerStats | undefined;
   /** Unset: metrics are disabled and /metrics is not mounted. */
   metrics?: { registry: SpoolMetrics; auth: 'none' | 'admin' };
 }
@@ -23,15 +29,27 @@ export async function opsRoutes(app: FastifyInstance, options: OpsRoutesOptions)
   app.get('/healthz', async () => ({ status: 'ok' }));
 
   app.get('/readyz', async (request) => {
-    const [database, blobStore] = await Promise.all([probe(() => pingDatabase(options.store.sql.db)), probe(() => options.store.blobs.check())]);
-    const checks = { database, blob_store: blobStore };
+    const { store } = options;
+    const [database, blobStore] = await Promise.all([
+      probe(async () => {
+        await pingDatabase(store.sql.db);
+        await probeSpace(store, 'database');
+      }),
+      probe(async () => {
+        await store.blobs.check();
+        await probeSpace(store, 'blob_store');
+      }),
+    ]);
+    const checks: Record<string, { error?: unknown }> = { database, blob_store: blobStore };
+    const stall = options.runnerStats?.()?.resultsStalled;
+    if (stall) checks.results = { error: Object.assign(new Error(`results unrecorded since ${new Date(stall.since).toISOString()}: ${stall.reason}`), { code: 'RESULTS_STALLED' }) };
     const failed = Object.entries(checks).filter(([, check]) => check.error !== undefined);
-    if (failed.length === 0) return { status: 'ready', checks: { database: 'ok', blob_store: 'ok' } };
+    if (failed.length === 0) return { status: 'ready', checks: Object.fromEntries(Object.keys(checks).map((name) => [name, 'ok'])) };
     // The full reason (paths, endpoints) goes to the log; the unauthenticated answer names the part and an error code.
     for (const [name, check] of failed) request.log.warn({ err: check.error, check: name }, 'readiness check failed');
     const summary = Object.fromEntries(Object.entries(checks).map(([name, check]) => [name, check.error === undefined ? 'ok' : errorCode(check.error)]));
     const names = failed.map(([name]) => name.replace('_', ' ')).join(' and ');
-    throw new ApiError(503, `Not ready: the ${names} ${failed.length > 1 ? 'are' : 'is'} unreachable (${failed.map(([name]) => `${name}: ${summary[name]}`).join(', ')}).`, {
+    throw new ApiError(503, `Not ready: the ${names} ${failed.length > 1 ? 'are' : 'is'} not usable (${failed.map(([name]) => `${name}: ${summary[name]}`).join(', ')}).`, {
       code: 'not_ready',
       extra: { status: 'unavailable', checks: summary },
     });
@@ -43,6 +61,11 @@ export async function opsRoutes(app: FastifyInstance, options: OpsRoutesOptions)
     if (metrics.auth === 'admin') await requireAdmin(request, options.verifier);
     return reply.type(metrics.registry.contentType).send(await metrics.registry.render());
   });
+}
+
+/** A part that ran out of space is written to once more: it is ready again once that goes through. */
+async function probeSpace(store: Store, part: StorePart): Promise<void> {
+  if (store.health.problem(part)) await store.probeWrite(part);
 }
 
 async function probe(check: () => Promise<void>): Promise<{ error?: unknown }> {
@@ -62,8 +85,9 @@ async function probe(check: () => Promise<void>): Promise<{ error?: unknown }> {
 
 /** A short, non-revealing name for what went wrong: a Node error code (ENOENT, ECONNREFUSED) or the error's class. */
 function errorCode(err: unknown): string {
-  const { code, name } = (typeof err === 'object' && err !== null ? err : {}) as { code?: unknown; name?: unknown };
-  if (typeof code === 'string' && /^[A-Z0-9_]+$/.test(code)) return code;
+  const code = storeErrorCode(err);
+  if (code !== undefined && /^[A-Z0-9_]+$/.test(code)) return code;
+  const { name } = (typeof err === 'object' && err !== null ? err : {}) as { name?: unknown };
   return typeof name === 'string' && name !== '' ? name : 'Error';
 }
 

@@ -7,6 +7,7 @@ import { Kysely, Migrator, PostgresDialect, SqliteDialect } from 'kysely';
 import pg from 'pg';
 import { migrationProvider } from './migrations.ts';
 import { withStatementCache } from './statement-cache.ts';
+import { withStorableText } from './storable-text.ts';
 import type { Database } from './schema.ts';
 
 export type SqlDialectName = 'sqlite' | 'postgres';
@@ -30,11 +31,15 @@ export async function openSqlStore(options: OpenSqlOptions): Promise<SqlStore> {
   const url = options.databaseUrl;
   if (url && /^postgres(ql)?:\/\//.test(url)) {
     const pool = new pg.Pool({ connectionString: url, max: 10 });
-    // An idle pooled connection that the server ends (a restart, a failover, pg_terminate_backend) is
-    // reported here; the pool has already dropped it and the next query opens a new one. Without a
-    // listener the event would be an uncaught exception that stops the whole process.
+    // A connection the server ends (a restart, a failover, pg_terminate_backend, an idle-connection reaper) is
+    // reported as an 'error' event: by the pool for an idle connection, by the client itself for one checked
+    // out (inside a transaction, between two of its statements). Without a listener either is an uncaught
+    // exception that stops the whole process, API included. The statement that was running fails on its own
+    // (its caller retries with backoff); the pool drops the dead connection when it is released and opens a
+    // new one for the next query.
     pool.on('error', () => undefined);
-    const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+    pool.on('connect', (client) => client.on('error', () => undefined));
+    const db = new Kysely<Database>({ dialect: withStorableText(new PostgresDialect({ pool })) });
     const store: SqlStore = { db, dialect: 'postgres', close: () => db.destroy() };
     await closeOnFailure(store, () => migrate(db));
     return store;
@@ -51,7 +56,7 @@ export async function openSqlStore(options: OpenSqlOptions): Promise<SqlStore> {
   // FULL: an acknowledged upload or batch survives power loss, not only a crash.
   sqlite.pragma('synchronous = FULL');
   sqlite.pragma('foreign_keys = ON');
-  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
+  const db = new Kysely<Database>({ dialect: withStorableText(new SqliteDialect({ database: withStatementCache(sqlite) })) });
   const store: SqlStore = { db, dialect: 'sqlite', close: () => db.destroy() };
   await closeOnFailure(store, () => migrateSqlite(sqlite, db));
   return store;

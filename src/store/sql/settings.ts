@@ -22,3 +22,12 @@ export const getUploadSigningSecret = (db: Kysely<Database>): Promise<string> =>
 /** Standard Webhooks form ("whsec_" + base64 of 32 random bytes), which the OpenAI SDK's webhooks.unwrap() and the standardwebhooks libraries accept as is. */
 export const getWebhookSigningSecret = (db: Kysely<Database>): Promise<string> =>
   getOrCreateSetting(db, 'webhook_signing_secret', () => `whsec_${randomBytes(32).toString('base64')}`);
+
+/** A write of a few bytes, for readiness to find out whether the database takes writes again (a full disk). */
+export async function recordWriteProbe(db: Kysely<Database>, now: number): Promise<void> {
+  await db
+    .insertInto('settings')
+    .values({ key: 'write_probe', value: String(now) })
+    .onConflict((oc) => oc.column('key').doUpdateSet({ value: String(now) }))
+    .execute();
+}

@@ -1,0 +1,238 @@
+// Failing dependencies, injected for real on both backends: the database
+// refusing a value (a trigger raising a data exception), running out of space
+// (SQLite: max_page_count, the SQLITE_FULL of a full disk), or dropping every
+// connection and refusing new ones (PostgreSQL: pg_terminate_backend with
+// connections disallowed, as in a restart or failover); the blob store losing
+// or breaking an input file. Each test states what the fault used to do.
+import assert from 'node:assert/strict';
+import { mkdirSync, renameSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { cutPostgresConnections, fillSqlite, refuseValues, terminatePostgresConnections, unfillSqlite } from '../helpers/db-faults.ts';
+import {
+  api,
+  assertExactlyOnce,
+  chatLine,
+  chatLines,
+  cleanupAll,
+  createPostgresDatabase,
+  endpointOf,
+  getBatch,
+  pollUntil,
+  readResults,
+  SKIP_POSTGRES,
+  startHarness,
+  submitBatch,
+  uploadFile,
+  waitForStatus,
+  type Harness,
+  type Json,
+} from '../helpers/runner-harness.ts';
+
+after(cleanupAll);
+
+const BACKENDS = [
+  { name: 'sqlite' as const, skip: false as const },
+  { name: 'postgres' as const, skip: SKIP_POSTGRES ? 'SPOOL_TEST_SKIP_POSTGRES=1' : (false as const) },
+];
+
+/** One test spool on `backend`, with a loopback upstream for `slow-*` models (one request at a time, `delayMs` each). */
+async function spoolOn(backend: 'sqlite' | 'postgres', options: { delayMs?: number; concurrency?: number } = {}): Promise<Harness & { databaseUrl?: string }> {
+  const databaseUrl = backend === 'postgres' ? await createPostgresDatabase() : undefined;
+  const harness = await startHarness({
+    config: { databaseUrl },
+    upstreams: [
+      {
+        name: 'slow',
+        kind: 'slow',
+        delayMs: options.delayMs ?? 10,
+        models: ['slow-*'],
+        maxConcurrency: options.concurrency ?? 1,
+        initialConcurrency: options.concurrency ?? 1,
+      },
+    ],
+  });
+  return Object.assign(harness, { databaseUrl });
+}
+
+const blobPath = (h: Harness, fileId: string) => join(h.dataDir, 'blobs', 'files', fileId);
+
+/** Turns a blob into a directory of the same name: reading it fails with EISDIR, like a store that errors on every read. Returns the undo. */
+function breakBlob(path: string): () => void {
+  renameSync(path, `${path}.aside`);
+  mkdirSync(path);
+  return () => {
+    rmSync(path, { recursive: true });
+    renameSync(`${path}.aside`, path);
+  };
+}
+
+for (const backend of BACKENDS) {
+  describe(`faults on ${backend.name}`, { skip: backend.skip }, () => {
+    it('validation the database refuses fails that batch at once, saying why; the batch behind it runs', async () => {
+      // Before: the sweeper released the batch and took it again at once (hundreds of failed inserts a second),
+      // and every batch created after it stayed VALIDATING.
+      const h = await spoolOn(backend.name);
+      await refuseValues(h.app.store.sql.db, backend.name, { table: 'requests', event: 'insert', column: 'custom_id', needle: 'poison' });
+      const ep = endpointOf(h);
+      const poisoned = await submitBatch(ep, [chatLine('fine-1', 'slow-model'), chatLine('poison', 'slow-model')]);
+      const healthy = await submitBatch(ep, chatLines(3, 'slow-model', 'healthy'));
+      const failed = await waitForStatus(ep, poisoned.id, ['failed', 'completed']);
+      assert.equal(failed.status, 'failed');
+      assert.equal(failed.errors.data[0].code, 'validation_error');
+      assert.match(failed.errors.data[0].message, /could not be stored for running \(the database refused the values/);
+      const done = await waitForStatus(ep, healthy.id, ['completed', 'failed']);
+      assert.equal(done.status, 'completed');
+      await h.stop();
+    });
+
+    it('validation that keeps failing backs off: the batch stays VALIDATING and never holds up the next one', async () => {
+      // Before: the same release-and-retake loop, for any error (here the input blob reads as a directory).
+      const h = await spoolOn(backend.name);
+      const ep = endpointOf(h);
+      const fileId = (await uploadFile(ep, chatLines(2, 'slow-model', 'stuck').map((line) => JSON.stringify(line)).join('\n') + '\n')).id as string;
+      const restore = breakBlob(blobPath(h, fileId));
+      const stuck = await api(`${h.openai}/batches`, h.apiKey, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ input_file_id: fileId, endpoint: '/v1/chat/completions', completion_window: '24h' }),
+      });
+      assert.equal(stuck.status, 200, stuck.text);
+      const healthy = await submitBatch(ep, chatLines(3, 'slow-model', 'healthy'));
+      assert.equal((await waitForStatus(ep, healthy.id, ['completed', 'failed'])).status, 'completed');
+      assert.equal((await getBatch(ep, stuck.json.id)).status, 'validating', 'a failure that may pass is retried, not a failed batch');
+      restore();
+      assert.equal((await waitForStatus(ep, stuck.json.id, ['completed', 'failed'])).status, 'completed', 'the batch goes on once its input reads again');
+      await h.stop();
+    });
+
+    it('an input file whose bytes are gone fails validation with missing_file', async () => {
+      const h = await spoolOn(backend.name);
+      const ep = endpointOf(h);
+      const fileId = (await uploadFile(ep, JSON.stringify(chatLine('gone', 'slow-model')) + '\n')).id as string;
+      rmSync(blobPath(h, fileId));
+      const created = await api(`${h.openai}/batches`, h.apiKey, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ input_file_id: fileId, endpoint: '/v1/chat/completions', completion_window: '24h' }),
+      });
+      const failed = await waitForStatus(ep, created.json.id, ['failed', 'completed']);
+      assert.equal(failed.status, 'failed');
+      assert.equal(failed.errors.data[0].code, 'missing_file');
+      await h.stop();
+    });
+
+    it('a result the database refuses fails only its own line; every other result is recorded and the batch completes', async () => {
+      // Before: the result writer retried the group forever, recorded nothing more, and kept renewing its leases.
+      const h = await spoolOn(backend.name);
+      await refuseValues(h.app.store.sql.db, backend.name, { table: 'requests', event: 'update', column: 'response_body', needle: 'echo-poison' });
+      const ep = endpointOf(h);
+      const lines = [...chatLines(20, 'echo', 'fine'), chatLine('poisoned', 'echo-poison')];
+      const batch = await submitBatch(ep, lines);
+      const done = await waitForStatus(ep, batch.id, ['completed', 'failed', 'expired']);
+      assert.equal(done.status, 'completed');
+      const results = await readResults(ep, done);
+      assertExactlyOnce(lines.map((line) => line.custom_id), results);
+      assert.equal(results.output.length, 20);
+      assert.deepEqual(results.errors.map((line: Json) => [line.custom_id, line.error.code]), [['poisoned', 'result_not_stored']]);
+      await h.stop();
+    });
+
+    it('lines whose input cannot be read after they were claimed are handed back at once and run once it reads again', async () => {
+      // Before: they stayed `running` under this worker's renewed lease until the batch expired.
+      const h = await spoolOn(backend.name, { delayMs: 20 });
+      const ep = endpointOf(h);
+      const lines = chatLines(150, 'slow-model', 'admit');
+      const batch = await submitBatch(ep, lines);
+      await pollUntil(() => getBatch(ep, batch.id), (b) => b.request_counts.completed >= 1, { what: 'the first result' });
+      const restore = breakBlob(blobPath(h, batch.input_file_id));
+      // Lines claimed now fail admission: they go back as retries, with the reason, instead of staying claimed.
+      await pollUntil(
+        async () => Number((await h.app.store.sql.db.selectFrom('requests').select((eb) => eb.fn.countAll<number>().as('n')).where('batch_id', '=', batch.id).where('error_message', 'like', '%reading the input line failed%').executeTakeFirstOrThrow()).n),
+        (n) => n > 0,
+        { what: 'claimed lines handed back after a failed read' },
+      );
+      restore();
+      const done = await waitForStatus(ep, batch.id, ['completed', 'failed', 'expired']);
+      assert.equal(done.status, 'completed');
+      assertExactlyOnce(lines.map((line) => line.custom_id), await readResults(ep, done));
+      await h.stop();
+    });
+  });
+}
+
+describe('the database runs out of space (SQLite)', () => {
+  it('pauses result recording without losing anything, says so on /readyz and in the admin status, and resumes when space returns', async () => {
+    const h = await spoolOn('sqlite', { delayMs: 5, concurrency: 4 });
+    const ep = endpointOf(h);
+    const lines = chatLines(400, 'slow-model', 'full');
+    const batch = await submitBatch(ep, lines);
+    await pollUntil(() => getBatch(ep, batch.id), (b) => b.request_counts.completed >= 10, { what: 'some results' });
+    await fillSqlite(h.app.store.sql.db);
+
+    const notReady = await pollUntil(
+      () => api(`${h.url}/readyz`, null),
+      (r) => r.status === 503 && r.json?.checks?.results !== undefined,
+      { what: '/readyz to report the stalled results' },
+    );
+    assert.equal(notReady.json.checks.results, 'RESULTS_STALLED');
+    assert.match(notReady.json.message, /results/);
+    const status = await api(`${h.url}/v1/admin/status`, h.apiKey);
+    assert.equal(status.status, 200);
+    assert.match(status.json.worker.results_stalled.reason, /out of space \(SQLITE_FULL\)/);
+
+    // Nothing is claimed while results wait: the progress stands still (reads still work on a full database).
+    const stalledAt = (await getBatch(ep, batch.id)).request_counts.completed;
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal((await getBatch(ep, batch.id)).request_counts.completed, stalledAt);
+
+    await unfillSqlite(h.app.store.sql.db);
+    const done = await waitForStatus(ep, batch.id, ['completed', 'failed', 'expired']);
+    assert.equal(done.status, 'completed');
+    assertExactlyOnce(lines.map((line) => line.custom_id), await readResults(ep, done));
+    await pollUntil(() => api(`${h.url}/readyz`, null), (r) => r.status === 200, { what: '/readyz to be ready again' });
+    await h.stop();
+  });
+});
+
+describe('PostgreSQL goes away and comes back', { skip: SKIP_POSTGRES ? 'SPOOL_TEST_SKIP_POSTGRES=1' : false }, () => {
+  it('connections terminated again and again mid-batch: the process lives and every line is recorded once', async () => {
+    // Before: the first terminated connection that was checked out crashed the process (an unhandled
+    // 'error' event, 57P01), API included.
+    const h = await spoolOn('postgres', { delayMs: 5, concurrency: 8 });
+    const ep = endpointOf(h);
+    const lines = chatLines(300, 'slow-model', 'terminated');
+    const batch = await submitBatch(ep, lines);
+    let terminated = 0;
+    for (let round = 0; round < 8; round++) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      terminated += await terminatePostgresConnections(h.databaseUrl!);
+    }
+    assert.ok(terminated > 0, 'some connections were terminated');
+    const done = await waitForStatus(ep, batch.id, ['completed', 'failed', 'expired']);
+    assert.equal(done.status, 'completed');
+    assertExactlyOnce(lines.map((line) => line.custom_id), await readResults(ep, done));
+    await h.stop();
+  });
+
+  it('unreachable for a while: not ready meanwhile, then the batch resumes with nothing lost or duplicated', async () => {
+    const h = await spoolOn('postgres', { delayMs: 5, concurrency: 4 });
+    const ep = endpointOf(h);
+    const lines = chatLines(300, 'slow-model', 'away');
+    const batch = await submitBatch(ep, lines);
+    await pollUntil(() => getBatch(ep, batch.id), (b) => b.request_counts.completed >= 10, { what: 'some results' });
+    const restore = await cutPostgresConnections(h.databaseUrl!);
+    try {
+      const notReady = await pollUntil(() => api(`${h.url}/readyz`, null), (r) => r.status === 503, { what: '/readyz to say not ready' });
+      assert.notEqual(notReady.json.checks.database, 'ok');
+      await pollUntil(() => Promise.resolve(h.app.runner?.stats().resultsStalled), (stall) => stall !== undefined, { what: 'the result writer to stall' });
+    } finally {
+      await restore();
+    }
+    const done = await waitForStatus(ep, batch.id, ['completed', 'failed', 'expired']);
+    assert.equal(done.status, 'completed');
+    assertExactlyOnce(lines.map((line) => line.custom_id), await readResults(ep, done));
+    await pollUntil(() => api(`${h.url}/readyz`, null), (r) => r.status === 200, { what: '/readyz to be ready again' });
+    await h.stop();
+  });
+});

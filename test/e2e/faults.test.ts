@@ -5,7 +5,9 @@
 // connections disallowed, as in a restart or failover); the blob store losing
 // or breaking an input file. Each test states what the fault used to do.
 import assert from 'node:assert/strict';
-import { mkdirSync, renameSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { closeSync, mkdirSync, mkdtempSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { cutPostgresConnections, fillSqlite, refuseValues, terminatePostgresConnections, unfillSqlite } from '../helpers/db-faults.ts';
@@ -236,3 +238,81 @@ describe('PostgreSQL goes away and comes back', { skip: SKIP_POSTGRES ? 'SPOOL_T
     await h.stop();
   });
 });
+
+// A real full disk: the data directory (SQLite and the blob directory) on a 6 MiB tmpfs, filled to the last
+// byte by a file the test then removes. Mounting needs root (CI runs as root); elsewhere this test skips.
+const TMPFS_SKIP = tmpfsSkipReason();
+
+describe('the disk under the data directory fills up (tmpfs)', { skip: TMPFS_SKIP }, () => {
+  it('uploads answer 507 and readiness says so, results wait, and all of it recovers when space returns', async () => {
+    const mountPoint = mkdtempSync(join(tmpdir(), 'spool-tmpfs-'));
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=6m', 'tmpfs', mountPoint]);
+    try {
+      const h = await startHarness({
+        dataDir: join(mountPoint, 'data'),
+        upstreams: [{ name: 'slow', kind: 'slow', delayMs: 5, models: ['slow-*'], maxConcurrency: 4, initialConcurrency: 4 }],
+      });
+      const ep = endpointOf(h);
+      const lines = chatLines(300, 'slow-model', 'disk');
+      const batch = await submitBatch(ep, lines);
+      await pollUntil(() => getBatch(ep, batch.id), (b) => b.request_counts.completed >= 5, { what: 'some results' });
+      const filler = join(mountPoint, 'filler');
+      fillDisk(filler);
+
+      const upload = await api(`${h.openai}/files`, h.apiKey, { method: 'POST', body: uploadForm('x'.repeat(64 * 1024)) });
+      assert.equal(upload.status, 507, upload.text);
+      assert.equal(upload.json.error.code, 'insufficient_storage');
+      assert.match(upload.json.message, /out of storage space/);
+      const notReady = await pollUntil(() => api(`${h.url}/readyz`, null), (r) => r.status === 503, { what: '/readyz to say not ready' });
+      assert.match(JSON.stringify(notReady.json.checks), /ENOSPC|SQLITE_FULL|RESULTS_STALLED/);
+      const status = await api(`${h.url}/v1/admin/status`, h.apiKey);
+      assert.equal(status.json.storage.blob_store.problem, 'out of space (ENOSPC)');
+
+      rmSync(filler);
+      await pollUntil(() => api(`${h.url}/readyz`, null), (r) => r.status === 200, { what: '/readyz to be ready again' });
+      const retried = await api(`${h.openai}/files`, h.apiKey, { method: 'POST', body: uploadForm('{"custom_id":"a","body":{}}\n') });
+      assert.equal(retried.status, 200, retried.text);
+      const done = await waitForStatus(ep, batch.id, ['completed', 'failed', 'expired']);
+      assert.equal(done.status, 'completed');
+      assertExactlyOnce(lines.map((line) => line.custom_id), await readResults(ep, done));
+      await h.stop();
+    } finally {
+      execFileSync('umount', ['-l', mountPoint]);
+      rmSync(mountPoint, { recursive: true, force: true });
+    }
+  });
+});
+
+function tmpfsSkipReason(): string | false {
+  if (process.platform !== 'linux' || process.getuid?.() !== 0) return 'mounting a tmpfs needs root on Linux';
+  const probe = mkdtempSync(join(tmpdir(), 'spool-tmpfs-probe-'));
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', probe], { stdio: 'ignore' });
+    execFileSync('umount', [probe], { stdio: 'ignore' });
+    return false;
+  } catch {
+    return 'this machine does not let the tests mount a tmpfs';
+  } finally {
+    rmSync(probe, { recursive: true, force: true });
+  }
+}
+
+/** Writes `path` until the file system says ENOSPC. */
+function fillDisk(path: string): void {
+  const block = Buffer.alloc(64 * 1024, 0x61);
+  const fd = openSync(path, 'w');
+  try {
+    for (;;) writeSync(fd, block);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function uploadForm(content: string): FormData {
+  const form = new FormData();
+  form.append('purpose', 'batch');
+  form.append('file', new Blob([content]), 'input.jsonl');
+  return form;
+}

@@ -82,6 +82,7 @@ async function startOnStore(config: Config, store: Store, engine: Engine | undef
     verifier: new KeyVerifier(store.sql.db, config.adminKey),
     publicUrl: config.publicUrl,
     defaultCompletionWindow: config.limits.defaultCompletionWindow,
+    priorityBounds: config.limits.priority,
     logger: loggerOptions(config),
     inference: { gateway, timeoutMs: config.worker.requestTimeoutMs },
     // The runner starts once the server listens; the status reads it per request (none until then).

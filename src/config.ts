@@ -189,7 +189,22 @@ export const configSchema = z
       .object({
         maxFileBytes: z.number().int().positive().default(100 * MB),
         maxLinesPerBatch: z.number().int().positive().default(50_000),
+        /**
+         * Tokens (prompt estimate + max_tokens) one user may have queued per model across their open batches;
+         * a create over it answers 429, a validation over it fails the batch. Per user, like Together's limit per
+         * account and model: one user's backlog never gives the others 429s.
+         */
         maxEnqueuedTokensPerModel: z.number().int().positive().default(30_000_000_000),
+        /**
+         * The priorities any key may give a batch. Users take turns between them whatever their priorities;
+         * a user's priority orders that user's own batches. Admin keys may go beyond the bounds: above max runs
+         * before every user's work, below min after it.
+         */
+        priority: z
+          .object({ min: z.number().int().min(-1_000_000).default(-10), max: z.number().int().max(1_000_000).default(10) })
+          .strict()
+          .refine((bounds) => bounds.min <= bounds.max, 'min must not be above max')
+          .prefault({}),
         /** Used in the enqueued-token estimate when a line sets no max_tokens. */
         defaultMaxTokensEstimate: z.number().int().nonnegative().default(1024),
         defaultCompletionWindow: z.string().default('24h'),

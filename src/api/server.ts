@@ -29,6 +29,8 @@ export interface ServerDeps {
   verifier: KeyVerifier;
   publicUrl?: string;
   defaultCompletionWindow: string;
+  /** limits.priority: the priorities keys that are not admin keys may set. */
+  priorityBounds: { min: number; max: number };
   logger: FastifyServerOptions['logger'];
   /** Real-time /chat/completions, /completions and /embeddings; left out, those routes are not mounted. */
   inference?: InferenceRoutesOptions;
@@ -70,7 +72,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
         await api.register(multipart);
         requireApiKey(api, deps.verifier);
         await api.register(filesRoutes, { files: deps.files, publicUrl: deps.publicUrl });
-        await api.register(batchesRoutes, { batches: deps.batches, defaultCompletionWindow: deps.defaultCompletionWindow });
+        await api.register(batchesRoutes, { batches: deps.batches, defaultCompletionWindow: deps.defaultCompletionWindow, priority: deps.priorityBounds });
         if (deps.inference) await api.register(inferenceRoutes, deps.inference);
       },
       { prefix },

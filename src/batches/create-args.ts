@@ -27,7 +27,15 @@ const MIN_OUTPUT_TTL_S = 3_600;
 const MAX_OUTPUT_TTL_S = 2_592_000;
 const MAX_WEBHOOK_URL_LENGTH = 2048;
 
-export function parseCreateBatchArgs(body: unknown, defaultWindow: string): CreateBatchArgs {
+/** Who asks, for the arguments whose bounds depend on it. */
+export interface CreateArgsPolicy {
+  defaultWindow: string;
+  /** The priorities a key that is not an admin's may set (limits.priority). */
+  priority: { min: number; max: number };
+  isAdmin: boolean;
+}
+
+export function parseCreateBatchArgs(body: unknown, policy: CreateArgsPolicy): CreateBatchArgs {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {
     throw badRequest('The request body must be a JSON object with "input_file_id" and "endpoint".');
   }
@@ -37,7 +45,7 @@ export function parseCreateBatchArgs(body: unknown, defaultWindow: string): Crea
     throw badRequest("'input_file_id' is required: the id of an uploaded batch input file.", 'input_file_id');
   }
   const endpoint = parseEndpoint(fields.endpoint);
-  const completionWindow = fields.completion_window ?? defaultWindow;
+  const completionWindow = fields.completion_window ?? policy.defaultWindow;
   if (typeof completionWindow !== 'string') throw badRequest(`'completion_window' must be a string such as "24h".`, 'completion_window');
   const metadata = parseMetadata(fields.metadata);
   return {
@@ -45,7 +53,7 @@ export function parseCreateBatchArgs(body: unknown, defaultWindow: string): Crea
     endpoint,
     completionWindow,
     windowMs: parseWindow(completionWindow),
-    priority: parsePriority(fields.priority),
+    priority: parsePriority(fields.priority, policy),
     modelId: parseModelId(fields.model_id),
     metadata,
     outputExpiresAfterSeconds: parseOutputExpiresAfter(fields.output_expires_after),
@@ -72,10 +80,15 @@ export function parseWindow(value: string): number {
   return ms;
 }
 
-function parsePriority(value: unknown): number {
+// What any priority must fit: the column is a 32-bit integer.
+const MAX_ADMIN_PRIORITY = 1_000_000;
+
+function parsePriority(value: unknown, policy: CreateArgsPolicy): number {
   if (value === undefined || value === null) return 0;
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || Math.abs(value) > 1_000_000) {
-    throw badRequest("'priority' must be an integer (higher runs first); default 0.", 'priority');
+  const { min, max } = policy.isAdmin ? { min: -MAX_ADMIN_PRIORITY, max: MAX_ADMIN_PRIORITY } : policy.priority;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min || value > max) {
+    const who = policy.isAdmin ? '' : ' for this key (limits.priority; only admin keys may go beyond it)';
+    throw badRequest(`'priority' must be an integer from ${min} to ${max}${who}; higher runs first, default 0.`, 'priority');
   }
   return value;
 }

@@ -4,6 +4,7 @@
 // for that work, and every move is a conditional UPDATE so racing processes
 // agree on the outcome.
 import type { Kysely, Transaction } from 'kysely';
+import type { Principal } from '../auth/keys.ts';
 import { ApiError, badRequest, conflict, notFound } from '../errors.ts';
 import { newBatchId } from '../ids.ts';
 import type { Store } from '../store/index.ts';
@@ -25,6 +26,7 @@ export interface BatchOrigin {
 export interface BatchServiceOptions {
   /** Output/error file lifetime for batches created without output_expires_after; unset keeps them until deleted. */
   defaultOutputExpiresAfterSeconds?: number;
+  /** Per user and model. */
   maxEnqueuedTokensPerModel: number;
 }
 
@@ -66,7 +68,7 @@ export class BatchService {
     if (file.file_type !== 'jsonl') {
       throw badRequest(`'input_file_id' ${file.id} is a ${file.file_type} file: batch input must be JSONL.`, 'input_file_id', 'invalid_input_file');
     }
-    if (args.modelId) await this.checkTokenBudget(args.modelId, Math.ceil(file.bytes / BYTES_PER_TOKEN), db);
+    if (args.modelId) await this.checkTokenBudget(userId, args.modelId, Math.ceil(file.bytes / BYTES_PER_TOKEN), db);
     const now = Date.now();
     const row: BatchRow = {
       id: newBatchId(),
@@ -116,7 +118,8 @@ export class BatchService {
    * original's bytes and goes through validation like any other.
    */
   async retry(userId: string, batchId: string, dialect: WireDialect): Promise<BatchRow> {
-    const original = await this.get(userId, batchId);
+    // The owner's own: a retry is a new batch of that user's, made from that user's input file.
+    const original = await this.get({ userId, isAdmin: false }, batchId);
     if (!TERMINAL_BATCH_STATUSES.includes(original.status)) {
       throw conflict(
         `Batch ${original.id} is ${original.status}: only a finished batch (completed, failed, expired or cancelled) can be retried. Wait for it to finish.`,
@@ -158,36 +161,49 @@ export class BatchService {
     }
   }
 
-  /** 429 when a model's queue already holds more tokens than the configured ceiling. */
-  async checkTokenBudget(model: string, more: number, db: Db = this.db): Promise<void> {
-    const enqueued = await enqueuedTokensForModel(db, model);
+  /** 429 when the user's queue for a model already holds more tokens than the configured ceiling (per user and model). */
+  async checkTokenBudget(userId: string, model: string, more: number, db: Db = this.db): Promise<void> {
+    const enqueued = await enqueuedTokensForModel(db, userId, model);
     const limit = this.options.maxEnqueuedTokensPerModel;
     if (enqueued + more > limit) {
       throw new ApiError(
         429,
-        `Enqueued token limit reached for model ${model}: ${enqueued} tokens are queued and this batch adds about ${more}; the limit is ${limit}. Wait for running batches to finish.`,
+        `Enqueued token limit reached for model ${model}: ${enqueued} tokens of your batches are queued and this batch adds about ${more}; the limit per user and model is ${limit}. Wait for your running batches to finish.`,
         { type: 'rate_limit_error', code: 'token_limit_exceeded', param: 'model_id', headers: { 'retry-after': '60' } },
       );
     }
   }
 
-  async get(userId: string, batchId: string): Promise<BatchRow> {
-    const batch = await findUserBatch(this.db, userId, batchId);
+  /** The caller's batch; an admin's caller may read any user's. Another user's batch is a 404, like a missing one. */
+  async get(caller: Principal, batchId: string): Promise<BatchRow> {
+    const batch = caller.isAdmin ? await findBatch(this.db, batchId) : await findUserBatch(this.db, caller.userId, batchId);
     if (!batch) throw notFound('batch', batchId);
     return batch;
   }
 
-  /** Newest first; returns limit+1 rows so the caller can tell has_more. */
-  async list(userId: string, limit: number, after?: string): Promise<BatchRow[]> {
+  /**
+   * Newest first; returns limit+1 rows so the caller can tell has_more. `forUser` (admin keys only) lists
+   * another user's batches, or everyone's with "*"; anyone else always gets their own.
+   */
+  async list(caller: Principal, limit: number, after?: string, forUser?: string): Promise<BatchRow[]> {
+    if (forUser !== undefined && !caller.isAdmin) {
+      throw new ApiError(403, "Only admin keys may list another user's batches: leave out 'user_id' to list your own.", {
+        type: 'permission_error',
+        code: 'admin_required',
+        param: 'user_id',
+      });
+    }
+    const userId = forUser === '*' ? undefined : (forUser ?? caller.userId);
     return listBatches(this.db, { userId, limit, after });
   }
 
   /**
    * validating/in_progress → cancelling; the cancel sweep fails what has not
    * run and finalizes. Cancelling twice is harmless; a finished batch is a 409.
+   * Admin keys may cancel any user's batch.
    */
-  async cancel(userId: string, batchId: string): Promise<BatchRow> {
-    const batch = await this.get(userId, batchId);
+  async cancel(caller: Principal, batchId: string): Promise<BatchRow> {
+    const batch = await this.get(caller, batchId);
     const now = Date.now();
     const moved = await transitionBatch(this.db, batch.id, ['validating', 'in_progress'], { status: 'cancelling', cancelling_at: now });
     const current = (await findBatch(this.db, batch.id))!;

@@ -10,7 +10,7 @@
 //   output/error files past output_expires_after ──► blob and row deleted
 import { claimBatchLease, releaseBatchLease, renewBatchLease, updateLeasedBatch, type BatchClaimFilter } from '../store/sql/batches.ts';
 import { deleteFileRow, listExpiredFiles } from '../store/sql/files.ts';
-import { countBatchRequestsInStates, deleteBatchRequests, failOpenRequests } from '../store/sql/requests.ts';
+import { countBatchRequestsInStates, countBatchRequestsWithError, deleteBatchRequests, failOpenRequests } from '../store/sql/requests.ts';
 import type { BatchRow } from '../store/sql/schema.ts';
 import { enqueueBatchEvent } from '../webhooks/outbox.ts';
 import { leaseMs, type LifecycleContext } from './context.ts';
@@ -137,9 +137,13 @@ export const expireOverdue: Step = async (ctx, batch, lease) => {
 export const completeDone: Step = async (ctx, batch, lease) => {
   if ((await openRequestCount(ctx, batch.id)) > 0) return false;
   const now = Date.now();
-  const moved = await updateLeasedBatch(ctx.store.sql.db, batch.id, ctx.workerId, ['in_progress'], { status: 'finalizing', finalizing_at: now });
+  // Lines a worker failed as batch_expired (their deadline passed while it held them) mean the batch did not make
+  // its window, whichever process got to the batch first: it ends EXPIRED either way, never COMPLETED.
+  const expired = (await countBatchRequestsWithError(ctx.store.sql.db, batch.id, 'batch_expired')) > 0;
+  const values = expired ? { status: 'finalizing' as const, finalizing_at: now, expired_at: now } : { status: 'finalizing' as const, finalizing_at: now };
+  const moved = await updateLeasedBatch(ctx.store.sql.db, batch.id, ctx.workerId, ['in_progress'], values);
   if (!moved) return false;
-  return finalize(ctx, { ...batch, status: 'finalizing', finalizing_at: now }, lease);
+  return finalize(ctx, { ...batch, ...values }, lease);
 };
 
 /** Finishes a FINALIZING batch, including one whose finalizer died midway. */

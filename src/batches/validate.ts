@@ -114,7 +114,7 @@ async function validateBatch(ctx: LifecycleContext, batch: BatchRow, lease: Batc
     await failValidation(ctx, batch, outcome.errors);
     return 'invalid';
   }
-  const overBudget = await modelsOverTokenBudget(db, outcome.tokensByModel, limits.maxEnqueuedTokensPerModel);
+  const overBudget = await modelsOverTokenBudget(db, batch.user_id, outcome.tokensByModel, limits.maxEnqueuedTokensPerModel);
   if (overBudget.length > 0) {
     await deleteBatchRequests(db, batch.id);
     await failValidation(ctx, batch, overBudget);
@@ -162,15 +162,15 @@ async function storeRequestRows(db: Kysely<Database>, batchId: string, rows: Val
   );
 }
 
-/** The rows are already stored, so each model's enqueued total includes this batch. */
-async function modelsOverTokenBudget(db: Kysely<Database>, tokensByModel: Map<string, number>, limit: number): Promise<BatchValidationError[]> {
+/** The rows are already stored, so each model's enqueued total includes this batch. The budget is per user and model. */
+async function modelsOverTokenBudget(db: Kysely<Database>, userId: string, tokensByModel: Map<string, number>, limit: number): Promise<BatchValidationError[]> {
   const errors: BatchValidationError[] = [];
   for (const [model, tokens] of tokensByModel) {
-    const enqueued = await enqueuedTokensForModel(db, model);
+    const enqueued = await enqueuedTokensForModel(db, userId, model);
     if (enqueued > limit) {
       errors.push({
         code: 'token_limit_exceeded',
-        message: `Enqueued token limit reached for model ${model}: this batch adds about ${tokens} tokens to ${enqueued - tokens} already queued; the limit is ${limit}. Retry once running batches finish.`,
+        message: `Enqueued token limit reached for model ${model}: this batch adds about ${tokens} tokens to ${enqueued - tokens} of yours already queued; the limit per user and model is ${limit}. Retry once your running batches finish.`,
         line: null,
         param: null,
       });

@@ -29,6 +29,7 @@ import { Lanes, type EngineBinding, type Lane } from './lanes.ts';
 import { readLines } from './request-bodies.ts';
 import { fail, release, retryLater, settle, type ClaimedRequest } from './request-lifecycle.ts';
 import { ResultWriter, type WriterStall } from './result-writer.ts';
+import { bandOf, FairScheduler } from './scheduler.ts';
 import { decide, retryDelay, type RetryPolicyOptions } from './retry-policy.ts';
 import { retryCauseOf, UpstreamTally, type UpstreamTotals } from './upstream-tally.ts';
 
@@ -72,7 +73,8 @@ export interface RunnerStats {
 }
 
 const AUDIO_ENDPOINTS = new Set(['/v1/audio/transcriptions', '/v1/audio/translations']);
-const RUNNABLE_BATCHES_PER_CLAIM = 32;
+// How long the list of runnable batches is reused between claims (a new batch pokes the runner, which drops it).
+const RUNNABLE_LIST_MS = 250;
 // How often in-flight work is checked against cancels and deadlines.
 const STATUS_CHECK_MS = 1000;
 // How often shared ceiling slots are rebalanced when nothing asks sooner: idle slots go back within this.
@@ -94,7 +96,8 @@ export class Runner {
   private readonly exhausted = new Set<string>();
   private stopping = false;
   private heartbeating = false;
-  private roundRobin = 0;
+  private readonly scheduler: FairScheduler;
+  private runnable: { at: number; batches: RunnableBatch[] } | undefined;
   private admitting = 0;
   private claimLoopDone: Promise<void> | undefined;
   private timers: NodeJS.Timeout[] = [];
@@ -132,6 +135,7 @@ export class Runner {
           replacement ? 'the database refused a result; the line is recorded as failed (result_not_stored)' : 'the database refused a result and its failure; the line is left to its lease',
         ),
     });
+    this.scheduler = new FairScheduler(ctx.config.limits.priority);
     const { worker } = ctx.config;
     this.policy = { maxAttempts: worker.maxAttempts, baseDelayMs: worker.retryBaseDelayMs, maxDelayMs: worker.retryMaxDelayMs };
   }
@@ -151,6 +155,7 @@ export class Runner {
 
   /** Look for work now (a batch just became runnable). */
   poke(): void {
+    this.runnable = undefined;
     this.wakeClaimLoop?.();
   }
 
@@ -257,20 +262,28 @@ export class Runner {
   }
 
   /**
-   * Fair share within a priority: batches of the highest priority with work
-   * take turns, one claim each; lower priorities only get a claim when no
-   * higher one had anything due (e.g. all its lines are waiting to retry).
+   * Every in-progress batch with lines left, read at most every RUNNABLE_LIST_MS (and at once after a poke):
+   * claims come many times a second, and the list only changes when a batch starts or ends.
+   */
+  private async runnableBatches(now: number): Promise<RunnableBatch[]> {
+    if (!this.runnable || now - this.runnable.at > RUNNABLE_LIST_MS) {
+      this.runnable = { at: now, batches: await listRunnableBatches(this.db, now) };
+    }
+    return this.runnable.batches.filter((batch) => batch.deadline_at > now);
+  }
+
+  /**
+   * One claim, for the first batch in the scheduler's order (scheduler.ts: users take turns, then a user's
+   * batches) that has lines due; a batch with nothing due (all waiting to retry) passes the turn on.
    */
   private async claimOnce(limit: number): Promise<number> {
     const now = Date.now();
-    const batches = await listRunnableBatches(this.db, now, RUNNABLE_BATCHES_PER_CLAIM);
+    const batches = await this.runnableBatches(now);
     if (batches.length === 0) return 0;
-    const topTier = batches.filter((batch) => batch.priority === batches[0].priority);
-    const start = this.roundRobin++ % topTier.length;
-    const order = [...topTier.slice(start), ...topTier.slice(0, start), ...batches.slice(topTier.length)];
-    for (const batch of order) {
+    for (const batch of this.scheduler.order(batches)) {
       const rows = await claimRequests(this.db, this.ctx.store.sql.dialect, batch.id, this.ctx.workerId, leaseMs(this.ctx), now, limit);
       if (rows.length === 0) continue;
+      this.scheduler.served(batch);
       this.counters.claimed += rows.length;
       this.outstanding.set(batch.id, (this.outstanding.get(batch.id) ?? 0) + rows.length);
       if (rows.length < limit) this.exhausted.add(batch.id);
@@ -358,8 +371,27 @@ export class Runner {
         continue;
       }
       if (typeof input.model !== 'string') input.model = row.model;
-      enqueueByPriority(lane.queue, { ...request, row, batch, lane, input, abort: new AbortController() });
+      this.enqueue(lane.queue, { ...request, row, batch, lane, input, abort: new AbortController() });
     }
+  }
+
+  /**
+   * Queues a claimed line on its lane, ahead of the queued lines it outranks, so work of an urgent batch (or a
+   * user's own higher-priority batch) overtakes work already claimed: ahead of lines of a lower band (scheduler.ts),
+   * and of the same user's lines of a lower priority; never ahead of another user's lines of the same band.
+   */
+  private enqueue(queue: Job[], job: Job): void {
+    const bounds = this.ctx.config.limits.priority;
+    const band = bandOf(job.batch.priority, bounds);
+    const outranks = (other: Job): boolean => {
+      const otherBand = bandOf(other.batch.priority, bounds);
+      if (band !== otherBand) return band > otherBand;
+      if (band === 1 && other.batch.user_id !== job.batch.user_id) return false;
+      return job.batch.priority > other.batch.priority;
+    };
+    let index = queue.length;
+    while (index > 0 && outranks(queue[index - 1])) index--;
+    queue.splice(index, 0, job);
   }
 
   // ------------------------------------------------------------------ dispatching
@@ -559,12 +591,7 @@ export class Runner {
   }
 }
 
-/** Keeps a lane's queue ordered by batch priority (FIFO within one), so a high-priority batch overtakes work already claimed. */
-function enqueueByPriority(queue: Job[], job: Job): void {
-  let index = queue.length;
-  while (index > 0 && queue[index - 1].batch.priority < job.batch.priority) index--;
-  queue.splice(index, 0, job);
-}
+
 
 /** The line's request body, parsed here so it is this job's own object (nothing else holds it); undefined when the bytes are no longer a request. */
 function parseLineBody(bytes: Buffer | undefined): Record<string, unknown> | undefined {

@@ -190,6 +190,34 @@ describe('cancel and expiry mid-run', () => {
     await second.stop();
   });
 
+  it('a batch whose lines a worker failed as batch_expired before the expiry sweep came ends EXPIRED, not COMPLETED', async () => {
+    // The runner fails what it holds of a batch once its deadline passes. When it got there first, every line had
+    // an outcome by the time a sweep looked, and the batch used to be finalized as COMPLETED (webhooks.test.ts
+    // saw batch.completed for a batch whose window ended, now and then).
+    const solo = await startHarness({ worker: { enabled: false } });
+    const soloEp = endpointOf(solo);
+    const late = await submitBatch(soloEp, chatLines(3, 'echo', 'late'));
+    await waitForStatus(soloEp, late.id, 'in_progress');
+    await solo.stop();
+    const store = await openStore({ dataDir: solo.dataDir });
+    try {
+      const db = store.sql.db;
+      const now = Date.now();
+      await db
+        .updateTable('requests')
+        .set({ state: 'failed', error_code: 'batch_expired', error_message: 'expired in flight', finished_at: now })
+        .where('batch_id', '=', late.id)
+        .execute();
+      await db.updateTable('batches').set({ request_failed: 3, deadline_at: now - 1000 }).where('id', '=', late.id).execute();
+      await runLifecycleSweeps(lifecycleContext(store, solo.config));
+      const row = await db.selectFrom('batches').select(['status', 'expired_at']).where('id', '=', late.id).executeTakeFirstOrThrow();
+      assert.equal(row.status, 'expired');
+      assert.equal(typeof row.expired_at, 'number');
+    } finally {
+      await store.close();
+    }
+  });
+
   it('a cancel waiting on a request in flight elsewhere does not hold up other cancels', async () => {
     // Offline, so no sweeper of the harness's own runs in between: sweep passes called here must cancel the free
     // batch even though the first batch each claims (the older one) has to wait out its grace period.

@@ -740,21 +740,27 @@ function contract(h: DialectHarness): void {
       assert.equal(await countBatchRequestsInStates(store.db, batch.id, ['pending']), 0);
     });
 
-    it('enqueuedTokensForModel sums pending and running requests of that model', async () => {
-      assert.equal(await enqueuedTokensForModel(store.db, 'model-x'), 0, 'no rows: zero, not null');
+    it('enqueuedTokensForModel sums pending and running requests of that model, for one user', async () => {
+      assert.equal(await enqueuedTokensForModel(store.db, 'user-a', 'model-x'), 0, 'no rows: zero, not null');
+      const b1 = batchRow({ user_id: 'user-a' });
+      const b2 = batchRow({ user_id: 'user-a' });
+      const other = batchRow({ user_id: 'user-b' });
+      for (const batch of [b1, b2, other]) await insertBatch(store.db, batch);
       await insertRequests(store.db, [
-        requestRow('b1', 1, { estimated_tokens: BIG }),
-        requestRow('b1', 2, { estimated_tokens: 7, state: 'running', lease_owner: 'w', lease_expires_at: NOW }),
-        requestRow('b1', 3, { estimated_tokens: 1000, state: 'succeeded' }),
-        requestRow('b1', 4, { estimated_tokens: 1000, state: 'failed' }),
-        requestRow('b1', 5, { estimated_tokens: 1000, model: 'model-y' }),
-        requestRow('b2', 1, { estimated_tokens: 3 }),
+        requestRow(b1.id, 1, { estimated_tokens: BIG }),
+        requestRow(b1.id, 2, { estimated_tokens: 7, state: 'running', lease_owner: 'w', lease_expires_at: NOW }),
+        requestRow(b1.id, 3, { estimated_tokens: 1000, state: 'succeeded' }),
+        requestRow(b1.id, 4, { estimated_tokens: 1000, state: 'failed' }),
+        requestRow(b1.id, 5, { estimated_tokens: 1000, model: 'model-y' }),
+        requestRow(b2.id, 1, { estimated_tokens: 3 }),
+        requestRow(other.id, 1, { estimated_tokens: 50 }),
       ]);
-      const total = await enqueuedTokensForModel(store.db, 'model-x');
+      const total = await enqueuedTokensForModel(store.db, 'user-a', 'model-x');
       assert.equal(typeof total, 'number');
       assert.equal(total, BIG + 7 + 3);
-      assert.equal(await enqueuedTokensForModel(store.db, 'model-y'), 1000);
-      assert.equal(await enqueuedTokensForModel(store.db, 'model-z'), 0);
+      assert.equal(await enqueuedTokensForModel(store.db, 'user-a', 'model-y'), 1000);
+      assert.equal(await enqueuedTokensForModel(store.db, 'user-a', 'model-z'), 0);
+      assert.equal(await enqueuedTokensForModel(store.db, 'user-b', 'model-x'), 50, "another user's queue is counted apart");
     });
 
     it('failOpenRequests: pending and lapsed running; live running only with includeInFlight', async () => {

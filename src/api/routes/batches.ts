@@ -8,6 +8,8 @@ import { asFields, optionalString, queryInteger } from '../request-fields.ts';
 export interface BatchesRoutesOptions {
   batches: BatchService;
   defaultCompletionWindow: string;
+  /** limits.priority: what keys that are not admin keys may set. */
+  priority: { min: number; max: number };
 }
 
 // Together's list is a bare array with no paging parameters; this many newest batches are shown.
@@ -17,24 +19,30 @@ export async function batchesRoutes(app: FastifyInstance, options: BatchesRoutes
   const { batches } = options;
 
   app.post('/batches', async (request, reply) => {
-    const args = parseCreateBatchArgs(request.body, options.defaultCompletionWindow);
+    const args = parseCreateBatchArgs(request.body, {
+      defaultWindow: options.defaultCompletionWindow,
+      priority: options.priority,
+      isAdmin: request.principal.isAdmin,
+    });
     const batch = await batches.create(request.principal.userId, args, { dialect: request.dialect });
     if (request.dialect === 'openai') return reply.status(200).send(presentBatch('openai', batch));
     return reply.status(201).send({ job: presentBatch('together', batch), warning: null });
   });
 
   app.get<{ Params: { id: string } }>('/batches/:id', async (request) =>
-    presentBatch(request.dialect, await batches.get(request.principal.userId, request.params.id)),
+    presentBatch(request.dialect, await batches.get(request.principal, request.params.id)),
   );
 
+  // Admin keys may add ?user_id=NAME (that user's batches) or ?user_id=* (everyone's); without it, anyone lists their own.
   app.get('/batches', async (request) => {
     const query = asFields(request.query);
+    const forUser = optionalString(query, 'user_id');
     if (request.dialect === 'together') {
-      const rows = await batches.list(request.principal.userId, TOGETHER_LIST_LIMIT);
+      const rows = await batches.list(request.principal, TOGETHER_LIST_LIMIT, undefined, forUser);
       return rows.slice(0, TOGETHER_LIST_LIMIT).map((row) => presentBatch('together', row));
     }
     const limit = queryInteger(query, 'limit', { min: 1, max: 100, fallback: 20 });
-    const rows = await batches.list(request.principal.userId, limit, optionalString(query, 'after'));
+    const rows = await batches.list(request.principal, limit, optionalString(query, 'after'), forUser);
     const page = rows.slice(0, limit);
     return {
       object: 'list',
@@ -46,7 +54,7 @@ export async function batchesRoutes(app: FastifyInstance, options: BatchesRoutes
   });
 
   app.post<{ Params: { id: string } }>('/batches/:id/cancel', async (request) =>
-    presentBatch(request.dialect, await batches.cancel(request.principal.userId, request.params.id)),
+    presentBatch(request.dialect, await batches.cancel(request.principal, request.params.id)),
   );
 
   // A new batch of the original's failed lines; answered like a create (it is one), in the caller's dialect.

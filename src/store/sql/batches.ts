@@ -20,14 +20,16 @@ export async function findUserBatch(db: Db, userId: string, id: string): Promise
 }
 
 export interface ListBatchesQuery {
-  userId: string;
+  /** Undefined: every user's batches (admins). */
+  userId: string | undefined;
   limit: number;
   after?: string;
 }
 
 /** Newest first; `after` is the id of the last batch of the previous page. Fetches limit+1 to tell has_more. */
 export async function listBatches(db: Db, q: ListBatchesQuery): Promise<BatchRow[]> {
-  let query = db.selectFrom('batches').selectAll().where('user_id', '=', q.userId);
+  let query = db.selectFrom('batches').selectAll();
+  if (q.userId !== undefined) query = query.where('user_id', '=', q.userId);
   if (q.after) query = query.where('id', '<', q.after);
   return query.orderBy('id', 'desc').limit(q.limit + 1).execute();
 }

@@ -17,17 +17,17 @@ export interface RunnableBatch {
   deadline_at: number;
 }
 
-/** In-progress batches with work left, highest priority then oldest first. */
-export async function listRunnableBatches(db: Kysely<Database>, now: number, limit: number): Promise<RunnableBatch[]> {
+/**
+ * Every in-progress batch with work left, in no particular order (the runner's scheduler orders them). All of
+ * them, not the first N: a claim must be able to reach any batch with lines due.
+ */
+export async function listRunnableBatches(db: Kysely<Database>, now: number): Promise<RunnableBatch[]> {
   return db
     .selectFrom('batches')
     .select(['id', 'user_id', 'priority', 'input_file_id', 'endpoint', 'deadline_at'])
     .where('status', '=', 'in_progress')
     .where('deadline_at', '>', now)
     .where((eb) => eb(eb('request_completed', '+', eb.ref('request_failed')), '<', eb.ref('request_total')))
-    .orderBy('priority', 'desc')
-    .orderBy('id', 'asc')
-    .limit(limit)
     .execute();
 }
 

@@ -21,13 +21,15 @@ export async function deleteBatchRequests(db: Db, batchId: string): Promise<void
   await db.deleteFrom('requests').where('batch_id', '=', batchId).execute();
 }
 
-/** Prompt estimate + max_tokens summed over requests not yet finished, for one model. */
-export async function enqueuedTokensForModel(db: Db, model: string): Promise<number> {
+/** Prompt estimate + max_tokens summed over one user's requests not yet finished, for one model. */
+export async function enqueuedTokensForModel(db: Db, userId: string, model: string): Promise<number> {
   const row = await db
     .selectFrom('requests')
-    .select((eb) => eb.fn.sum<number>('estimated_tokens').as('total'))
-    .where('model', '=', model)
-    .where('state', 'in', ['pending', 'running'])
+    .innerJoin('batches', 'batches.id', 'requests.batch_id')
+    .select((eb) => eb.fn.sum<number>('requests.estimated_tokens').as('total'))
+    .where('requests.model', '=', model)
+    .where('requests.state', 'in', ['pending', 'running'])
+    .where('batches.user_id', '=', userId)
     .executeTakeFirst();
   return Number(row?.total ?? 0);
 }
@@ -54,6 +56,18 @@ export async function countBatchRequestsInStates(db: Db, batchId: string, states
     .select((eb) => eb.fn.countAll<number>().as('n'))
     .where('batch_id', '=', batchId)
     .where('state', 'in', states)
+    .executeTakeFirstOrThrow();
+  return Number(row.n);
+}
+
+/** How many of a batch's lines failed with `code` (batch_expired: its deadline passed while a worker held them). */
+export async function countBatchRequestsWithError(db: Db, batchId: string, code: string): Promise<number> {
+  const row = await db
+    .selectFrom('requests')
+    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .where('batch_id', '=', batchId)
+    .where('state', '=', 'failed')
+    .where('error_code', '=', code)
     .executeTakeFirstOrThrow();
   return Number(row.n);
 }

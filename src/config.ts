@@ -118,15 +118,23 @@ const webhooksSchema = z
     /** Per-user webhook URL: user id -> URL; every terminal state of that user's batches is sent there, besides a batch's own webhook_url. */
     users: z.record(z.string().min(1), httpUrlSchema).default({}),
     /**
-     * HMAC-SHA256 key for the webhook-signature header: "whsec_" + base64 of the key bytes (Standard Webhooks /
-     * OpenAI form), or any other string, used as its UTF-8 bytes. Unset: generated once and kept in the database,
-     * shared by every process (`spool webhooks secret` prints it).
+     * Deprecated: one HMAC-SHA256 key for every user's events, as before secrets were per user ("whsec_" +
+     * base64 of the key bytes, or any other string as its UTF-8 bytes). Each user's events are signed with that
+     * user's own secret (GET /v1/webhooks/secret); while this is set (or the database holds the one an older
+     * Spool generated) and signWithSharedSecret is on, events carry a second signature with it, so receivers
+     * set up before the upgrade keep verifying. See README "Webhooks: migrating to per-user secrets".
      */
     signingSecret: z
       .string()
       .min(16)
       .refine((value) => !value.startsWith('whsec_') || Buffer.from(value.slice(6), 'base64').length >= 16, 'a "whsec_" secret is base64 of at least 16 bytes')
       .optional(),
+    /**
+     * Also sign with the shared secret of older installs, when there is one. Turn off once every receiver
+     * verifies with its user's own secret: until then, anyone holding the shared secret can sign events those
+     * receivers accept.
+     */
+    signWithSharedSecret: z.boolean().default(true),
     /** Attempts per delivery before it is given up; with the default delays, 10 attempts span about 22 hours. */
     maxAttempts: z.number().int().positive().default(10),
     /** Delay before the 2nd attempt; each later delay is 4 times the one before (with +-20% jitter), up to retryMaxDelayMs. */

@@ -9,7 +9,8 @@ import type { Kysely } from 'kysely';
 import type { LifecycleContext } from '../batches/context.ts';
 import type { WebhooksConfig } from '../config.ts';
 import type { Database, WebhookDeliveryRow } from '../store/sql/schema.ts';
-import { getWebhookSigningSecret } from '../store/sql/settings.ts';
+import { findSharedWebhookSecret } from '../store/sql/settings.ts';
+import { userWebhookSecret } from '../store/sql/webhook-secrets.ts';
 import {
   claimDueWebhookDeliveries,
   markWebhookDelivered,
@@ -32,8 +33,12 @@ const JITTER = 0.2;
 export interface WebhookDispatcherOptions {
   db: Kysely<Database>;
   config: WebhooksConfig;
-  /** The HMAC key material (config or generated, see store/sql/settings.ts). */
-  secret: string;
+  /**
+   * The secret every user's events were signed with before secrets were per user (webhooks.signingSecret, or
+   * the one an older Spool generated), while webhooks.signWithSharedSecret keeps signing with it; each event
+   * is always signed with its user's own secret (store/sql/webhook-secrets.ts).
+   */
+  sharedSecret?: string;
   /** Lease owner id of this process. */
   owner: string;
   pollIntervalMs: number;
@@ -114,9 +119,12 @@ export class WebhookDispatcher {
   }
 
   private async send(row: WebhookDeliveryRow): Promise<SendOutcome> {
-    const { config, secret } = this.options;
+    const { config, sharedSecret, db } = this.options;
+    // Read per attempt, so a rotation by another process applies to the next attempt.
+    const own = await userWebhookSecret(db, row.user_id);
+    const secrets = sharedSecret ? [own.secret, sharedSecret] : [own.secret];
     // Signed per attempt: receivers reject stale timestamps, and the body (fixed in the outbox) is what is signed.
-    const headers = signedHeaders(secret, row.event_id, Math.floor(Date.now() / 1000), row.payload);
+    const headers = signedHeaders(secrets, row.event_id, Math.floor(Date.now() / 1000), row.payload);
     const timeout = AbortSignal.timeout(config.timeoutMs);
     try {
       const response = await guardedFetch(row.url, {
@@ -161,14 +169,16 @@ function describe(err: unknown): string {
   return code && !message.includes(code) ? `${code}: ${message}` : message;
 }
 
-/** Starts this process's delivery sweep on the lifecycle context's store, with the configured or stored signing secret. */
+/** Starts this process's delivery sweep on the lifecycle context's store, signing with per-user secrets (and the shared one, while configured). */
 export async function startWebhookDispatcher(ctx: LifecycleContext): Promise<WebhookDispatcher> {
   const { config, store } = ctx;
-  const secret = config.webhooks.signingSecret ?? (await getWebhookSigningSecret(store.sql.db));
+  const sharedSecret = config.webhooks.signWithSharedSecret
+    ? (config.webhooks.signingSecret ?? (await findSharedWebhookSecret(store.sql.db)))
+    : undefined;
   return new WebhookDispatcher({
     db: store.sql.db,
     config: config.webhooks,
-    secret,
+    sharedSecret,
     owner: ctx.workerId,
     pollIntervalMs: config.worker.pollIntervalMs,
     log: ctx.log,

@@ -21,7 +21,13 @@ export function webhookSignature(secret: string, id: string, timestamp: number, 
   return `v1,${mac}`;
 }
 
-export function signedHeaders(secret: string, id: string, timestamp: number, body: string): WebhookHeaders {
-  return { 'webhook-id': id, 'webhook-timestamp': String(timestamp), 'webhook-signature': webhookSignature(secret, id, timestamp, body) };
+/**
+ * The headers of one attempt. With several secrets (a user's own, and during a migration the shared secret of
+ * older installs) the signature header holds one signature per secret, space-separated, as Standard Webhooks
+ * allows: a receiver verifying with any one of them accepts the event.
+ */
+export function signedHeaders(secrets: readonly string[], id: string, timestamp: number, body: string): WebhookHeaders {
+  const signatures = secrets.map((secret) => webhookSignature(secret, id, timestamp, body)).join(' ');
+  return { 'webhook-id': id, 'webhook-timestamp': String(timestamp), 'webhook-signature': signatures };
 }
 

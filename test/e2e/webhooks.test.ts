@@ -6,6 +6,7 @@
 // database), and on PostgreSQL that concurrent processes claim each delivery
 // exactly once.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import OpenAI from 'openai';
@@ -24,6 +25,7 @@ import {
   FAST_WORKER,
   makeTempDir,
   pollUntil,
+  REPO_ROOT,
   SKIP_POSTGRES,
   startChildSpool,
   startHarness,
@@ -36,9 +38,16 @@ import {
 } from '../helpers/runner-harness.ts';
 import { startWebhookReceiver, verifySignature, type WebhookReceiver } from '../helpers/webhook-receiver.ts';
 
-const SECRET = `whsec_${randomBytes(32).toString('base64')}`;
 /** Fast retries for tests: 50 ms, 200 ms, then 200 ms (the cap). */
-const FAST_WEBHOOKS = { signingSecret: SECRET, allowPrivateNetworks: true, retryBaseDelayMs: 50, retryMaxDelayMs: 200, timeoutMs: 2000 };
+const FAST_WEBHOOKS = { allowPrivateNetworks: true, retryBaseDelayMs: 50, retryMaxDelayMs: 200, timeoutMs: 2000 };
+
+/** The webhook secret of the user `key` belongs to, read as that user would: GET /webhooks/secret. */
+async function secretOf(base: string, key: string): Promise<string> {
+  const res = await api(`${base}/webhooks/secret`, key);
+  assert.equal(res.status, 200, res.text);
+  assert.equal(res.json.object, 'webhook_secret');
+  return res.json.secret as string;
+}
 
 function webhooksConfig(extra: Json = {}): Partial<ConfigInput> {
   return { webhooks: { ...FAST_WEBHOOKS, ...extra } };
@@ -85,6 +94,7 @@ describe('webhooks: delivery and signature', () => {
     assert.deepEqual(rows.map((row) => row.state), ['delivered', 'delivered']);
     for (const row of rows) assert.equal(row.attempts, 1);
 
+    const SECRET = await secretOf(h.openai, h.apiKey);
     const posts = receiver.received.filter((r) => JSON.parse(r.body).data.id === created.id);
     assert.deepEqual(posts.map((p) => p.path).sort(), ['/batch-hook', '/user-hook']);
     const [first, second] = posts;
@@ -128,7 +138,8 @@ describe('webhooks: delivery and signature', () => {
     const [row] = await settledDeliveries(h.app.store, id, 1);
     assert.equal(row.state, 'delivered', 'only the batch URL: this user has none configured');
     const post = receiver.received.find((r) => r.path === '/together-hook' && JSON.parse(r.body).data.id === id)!;
-    assert.ok(verifySignature(SECRET, post.headers, post.body));
+    assert.ok(verifySignature(await secretOf(h.openai, other), post.headers, post.body), "signed with that user's own secret");
+    assert.ok(!verifySignature(await secretOf(h.openai, h.apiKey), post.headers, post.body), "and not with another user's");
     const event = JSON.parse(post.body);
     assert.equal(event.type, 'batch.completed');
     assert.equal(event.data.status, 'COMPLETED', 'Together casing');
@@ -169,7 +180,7 @@ describe('webhooks: delivery and signature', () => {
       const event = JSON.parse(post.body);
       assert.equal(event.type, `batch.${status}`);
       assert.equal(event.data.status, status);
-      assert.ok(verifySignature(SECRET, post.headers, post.body));
+      assert.ok(verifySignature(await secretOf(h.openai, h.apiKey), post.headers, post.body));
     }
   });
 
@@ -198,6 +209,106 @@ describe('webhooks: delivery and signature', () => {
   });
 });
 
+describe('webhooks: a secret per user', () => {
+  let h: Harness;
+  let receiver: WebhookReceiver;
+
+  before(async () => {
+    receiver = await startWebhookReceiver();
+    h = await startHarness({ config: webhooksConfig() });
+  });
+
+  after(async () => {
+    await h?.stop();
+    await receiver?.close();
+  });
+
+  /** Runs one echo batch for `key` with a webhook, and returns the POST its event arrived in. */
+  async function eventFor(key: string, path: string) {
+    const created = await submitBatch({ base: h.openai, key }, chatLines(1, 'echo'), { extra: { metadata: { webhook_url: `${receiver.url}/${path}` } } });
+    await settledDeliveries(h.app.store, created.id, 1);
+    return receiver.received.find((r) => r.path === `/${path}` && JSON.parse(r.body).data.id === created.id)!;
+  }
+
+  it("each user's events verify with that user's secret only: a user cannot sign events another user's receiver accepts", async () => {
+    const alice = await h.keyFor('alice');
+    const bob = await h.keyFor('bob');
+    const aliceSecret = await secretOf(h.openai, alice);
+    const bobSecret = await secretOf(h.together, bob);
+    assert.notEqual(aliceSecret, bobSecret);
+    assert.match(aliceSecret, /^whsec_[A-Za-z0-9+/]{43}=$/);
+    assert.equal(await secretOf(h.together, alice), aliceSecret, 'the same secret under both prefixes, and on every read');
+
+    const toAlice = await eventFor(alice, 'alice');
+    const toBob = await eventFor(bob, 'bob');
+    assert.match(String(toAlice.headers['webhook-signature']), /^v1,[A-Za-z0-9+/]+=*$/, 'one signature: this install never had a shared secret');
+    assert.ok(verifySignature(aliceSecret, toAlice.headers, toAlice.body));
+    assert.ok(!verifySignature(bobSecret, toAlice.headers, toAlice.body));
+    assert.ok(verifySignature(bobSecret, toBob.headers, toBob.body));
+    assert.ok(!verifySignature(aliceSecret, toBob.headers, toBob.body), "alice's secret signs nothing bob's receiver accepts");
+  });
+
+  it("rotating one user's secret changes only that user's; later events use the new one", async () => {
+    const carol = await h.keyFor('carol');
+    const dave = await h.keyFor('dave');
+    const [carolBefore, daveBefore] = [await secretOf(h.openai, carol), await secretOf(h.openai, dave)];
+    const rotated = await api(`${h.openai}/webhooks/secret/rotate`, carol, { method: 'POST' });
+    assert.equal(rotated.status, 200, rotated.text);
+    assert.notEqual(rotated.json.secret, carolBefore);
+    assert.equal(await secretOf(h.openai, carol), rotated.json.secret);
+    assert.equal(await secretOf(h.openai, dave), daveBefore, "dave's secret is untouched");
+    const post = await eventFor(carol, 'carol');
+    assert.ok(verifySignature(rotated.json.secret, post.headers, post.body));
+    assert.ok(!verifySignature(carolBefore, post.headers, post.body));
+  });
+
+  it("another user's secret: 403 for other keys, readable by admin keys with ?user_id=, and by `spool webhooks secret --user`", async () => {
+    const erin = await h.keyFor('erin');
+    const frank = await h.keyFor('frank');
+    const erinSecret = await secretOf(h.openai, erin);
+    const denied = await api(`${h.openai}/webhooks/secret?user_id=erin`, frank);
+    assert.equal(denied.status, 403);
+    assert.equal(denied.json.error.code, 'admin_required');
+    assert.equal((await api(`${h.openai}/webhooks/secret/rotate?user_id=erin`, frank, { method: 'POST' })).status, 403);
+    const byAdmin = await api(`${h.openai}/webhooks/secret?user_id=erin`, h.apiKey);
+    assert.equal(byAdmin.json.secret, erinSecret);
+    const cli = spawnSync(process.execPath, ['bin/spool.js', 'webhooks', 'secret', '--user', 'erin', '--data-dir', h.dataDir], {
+      cwd: REPO_ROOT,
+      encoding: 'utf8',
+      env: { ...process.env, SPOOL_LOG_LEVEL: 'silent' },
+      timeout: 60_000,
+    });
+    assert.equal(cli.status, 0, cli.stderr);
+    assert.equal(cli.stdout.trim(), erinSecret);
+  });
+});
+
+describe('webhooks: migrating an install that had one shared secret', () => {
+  it('events carry a signature with the shared secret too, until webhooks.signWithSharedSecret is false', async () => {
+    const receiver = await startWebhookReceiver();
+    const dataDir = makeTempDir();
+    const shared = `whsec_${randomBytes(32).toString('base64')}`;
+    // An older Spool generated and kept this one secret for every user.
+    const older = await openStore({ dataDir });
+    await older.sql.db.insertInto('settings').values({ key: 'webhook_signing_secret', value: shared }).execute();
+    await older.close();
+    try {
+      for (const signWithSharedSecret of [true, false]) {
+        const h = await startHarness({ dataDir, config: webhooksConfig({ signWithSharedSecret }) });
+        const key = await h.keyFor('grace');
+        const created = await submitBatch({ base: h.openai, key }, chatLines(1, 'echo'), { extra: { metadata: { webhook_url: `${receiver.url}/grace` } } });
+        await settledDeliveries(h.app.store, created.id, 1);
+        const post = receiver.received.find((r) => JSON.parse(r.body).data.id === created.id)!;
+        assert.ok(verifySignature(await secretOf(h.openai, key), post.headers, post.body), "always signed with the user's own secret");
+        assert.equal(verifySignature(shared, post.headers, post.body), signWithSharedSecret, `shared signature while signWithSharedSecret is ${signWithSharedSecret}`);
+        await h.stop();
+      }
+    } finally {
+      await receiver.close();
+    }
+  });
+});
+
 describe('webhooks: retries', () => {
   it('retries after receiver failures (500, 500, then 200) and records every attempt', async () => {
     const receiver = await startWebhookReceiver(({ previous }) => (previous < 2 ? 500 : 200));
@@ -213,7 +324,8 @@ describe('webhooks: retries', () => {
       const ids = new Set(receiver.received.map((r) => r.headers['webhook-id']));
       assert.equal(ids.size, 1, 'every attempt carries the same webhook-id');
       assert.equal(new Set(receiver.received.map((r) => r.body)).size, 1, 'and the same body');
-      for (const post of receiver.received) assert.ok(verifySignature(SECRET, post.headers, post.body), 'each attempt is signed afresh');
+      const secret = await secretOf(h.openai, h.apiKey);
+      for (const post of receiver.received) assert.ok(verifySignature(secret, post.headers, post.body), 'each attempt is signed afresh');
       // Backoff: the retries did not come back at once.
       const gaps = receiver.received.slice(1).map((r, i) => r.at - receiver.received[i].at);
       assert.ok(gaps.every((gap) => gap >= 35), `retries waited for their backoff (gaps ${gaps.join(', ')} ms)`);
@@ -306,7 +418,7 @@ describe('webhooks: durability', () => {
       assert.ok(row.attempts > failing[0].attempts - 1, 'the count carried over the restart');
       const delivered = receiver.received.slice(triedBefore).filter((r) => r.answered === 200);
       assert.equal(delivered.length, 1, 'delivered once');
-      assert.ok(verifySignature(SECRET, delivered[0].headers, delivered[0].body));
+      assert.ok(verifySignature(await secretOf(second.openai, second.apiKey), delivered[0].headers, delivered[0].body));
       assert.equal(JSON.parse(delivered[0].body).data.id, created.id);
     } finally {
       await second.stop();
@@ -340,7 +452,7 @@ describe('webhooks: durability', () => {
       const delivered = receiver.received.filter((r) => r.answered === 200);
       assert.equal(delivered.length, 1);
       assert.equal(JSON.parse(delivered[0].body).data.id, created.id);
-      assert.ok(verifySignature(SECRET, delivered[0].headers, delivered[0].body));
+      assert.ok(verifySignature(await secretOf(second.openai, 'harness-key-0123456789'), delivered[0].headers, delivered[0].body));
     } finally {
       await second.kill();
       await receiver.close();

@@ -16,7 +16,7 @@ export interface OperationDoc {
   summary: string;
   description?: string;
   /** Grouping in the document; API routes also get their dialect's tag. */
-  tag: 'files' | 'batches' | 'inference' | 'operations';
+  tag: 'files' | 'batches' | 'inference' | 'webhooks' | 'operations';
   /** Unique per dialect; API routes get "together_" or "openai_" in front. */
   operationId: string;
   querystring?: Schema;
@@ -158,18 +158,26 @@ export const OPERATIONS: Record<string, OperationDoc> = {
       ...(dialect === 'openai' ? { 200: json('The new batch.', 'OpenAIBatch') } : { 201: json('The new batch job and a warning (always null).', 'TogetherBatchCreated') }),
       400: BAD_REQUEST,
       404: error('No such input file for this API key.'),
-      429: error("The model's enqueued-token limit is reached; retry once running batches finish."),
+      429: error("The user's enqueued-token limit for the model is reached; retry once the user's running batches finish."),
     }),
   },
   'GET /batches': {
     tag: 'batches',
     operationId: 'listBatches',
     summary: "List the key's batches",
-    description: 'Together: a bare array of the newest 1000. OpenAI: pages of `limit` (default 20), continued with `after`.',
-    querystring: paging(100, 20),
+    description:
+      'Together: a bare array of the newest 1000. OpenAI: pages of `limit` (default 20), continued with `after`. Admin keys may add `user_id` (one user\'s batches, or `*` for everyone\'s).',
+    querystring: {
+      type: 'object',
+      properties: {
+        ...(paging(100, 20).properties as Schema),
+        user_id: { type: 'string', description: 'Admin keys only: list this user\'s batches, or everyone\'s with "*".' },
+      },
+    },
     responses: (dialect) => ({
       200: dialect === 'openai' ? json('One page, newest first.', 'OpenAIBatchList') : json('Newest first.', 'TogetherBatchList'),
       400: BAD_REQUEST,
+      403: error('`user_id` was given with a key that is not an admin key.'),
     }),
   },
   'GET /batches/:id': {
@@ -196,6 +204,24 @@ export const OPERATIONS: Record<string, OperationDoc> = {
       404: NOT_FOUND,
       409: error('The batch has not finished, has no failed lines, or its input file is gone.'),
     }),
+  },
+
+  // ---------------------------------------------------------------- webhooks
+  'GET /webhooks/secret': {
+    tag: 'webhooks',
+    operationId: 'getWebhookSecret',
+    summary: "The key's user's webhook signing secret",
+    description: "Verify that user's events with it (Standard Webhooks). Made on first read. Admin keys may name another user with `user_id`.",
+    querystring: webhookSecretQuery(),
+    responses: { 200: json('The secret.', 'WebhookSecret'), 403: error('`user_id` names another user and the key is not an admin key.') },
+  },
+  'POST /webhooks/secret/rotate': {
+    tag: 'webhooks',
+    operationId: 'rotateWebhookSecret',
+    summary: "Replace the user's webhook signing secret",
+    description: "Events sent from now on are signed with the new secret; other users' secrets are untouched. Admin keys may name another user with `user_id`.",
+    querystring: webhookSecretQuery(),
+    responses: { 200: json('The new secret.', 'WebhookSecret'), 403: error('`user_id` names another user and the key is not an admin key.') },
   },
 
   // ---------------------------------------------------------------- real-time inference
@@ -245,8 +271,9 @@ export const OPERATIONS: Record<string, OperationDoc> = {
   'GET /readyz': {
     tag: 'operations',
     operationId: 'readyz',
-    summary: 'Readiness: the database and the blob store answer',
-    description: 'Each check has 5 s. A failing check is logged with its full reason; the answer names it and a short error code.',
+    summary: 'Readiness: the database and the blob store answer and have space; this process can record results',
+    description:
+      'Each check has 5 s. A part that ran out of space is written to again before it counts as ready. A failing check is logged with its full reason; the answer names it and a short error code.',
     public: true,
     responses: { 200: json('Ready.', 'Ready'), 503: json('Not ready, or shutting down.', 'NotReady') },
   },
@@ -270,6 +297,10 @@ export const OPERATIONS: Record<string, OperationDoc> = {
     responses: { 200: { description: 'The document.', content: { 'application/json': { schema: { type: 'object' } } } } },
   },
 };
+
+function webhookSecretQuery(): Schema {
+  return { type: 'object', properties: { user_id: { type: 'string', description: 'Admin keys only: whose secret.' } } };
+}
 
 function inference(operationId: string, summary: string, request: ComponentName): OperationDoc {
   return {

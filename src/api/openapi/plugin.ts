@@ -34,6 +34,7 @@ export async function registerOpenApi(app: FastifyInstance, options: OpenApiOpti
         { name: 'files', description: 'Batch input and output files' },
         { name: 'batches', description: 'Batch jobs' },
         { name: 'inference', description: 'Real-time requests' },
+        { name: 'webhooks', description: "Each user's webhook signing secret" },
         { name: 'operations', description: 'Health, readiness, metrics, this document' },
       ],
       components: {

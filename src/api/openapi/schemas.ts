@@ -206,6 +206,13 @@ const outcomeCounts = {
   properties: { succeeded: { type: 'integer' }, failed: { type: 'integer' }, retries: { type: 'integer' }, error_rate: nullable('number') },
 };
 
+const storageState = {
+  anyOf: [
+    { const: 'ok' },
+    { type: 'object', required: ['problem', 'since'], properties: { problem: { type: 'string' }, since: { type: 'integer', description: 'Unix ms.' } } },
+  ],
+};
+
 const adminStatus = {
   type: 'object',
   required: ['object', 'generated_at', 'window_seconds', 'worker', 'upstreams', 'models'],
@@ -225,10 +232,22 @@ const adminStatus = {
             retried: { type: 'integer' },
             in_flight: { type: 'integer' },
             queued: { type: 'integer' },
+            results_stalled: {
+              description: 'Set while results cannot be recorded (the database down or full); the worker claims nothing new meanwhile.',
+              anyOf: [
+                { type: 'object', required: ['since', 'reason'], properties: { since: { type: 'integer', description: 'Unix ms.' }, reason: { type: 'string' } } },
+                { type: 'null' },
+              ],
+            },
           },
         },
         { type: 'null' },
       ],
+    },
+    storage: {
+      type: 'object',
+      description: 'Per part of the store: "ok", or the reason writes to it fail for lack of space and since when.',
+      properties: { database: storageState, blob_store: storageState },
     },
     upstreams: {
       type: 'array',
@@ -293,13 +312,23 @@ export const COMPONENT_SCHEMAS = {
   EmbeddingRequest: inferenceRequest(['input'], 'OpenAI embeddings request.'),
   InferenceResponse: inferenceResponse,
   AdminStatus: adminStatus,
+  WebhookSecret: {
+    type: 'object',
+    required: ['object', 'user_id', 'secret', 'created_at'],
+    properties: {
+      object: { const: 'webhook_secret' },
+      user_id: { type: 'string' },
+      secret: { type: 'string', description: 'Standard Webhooks form: "whsec_" + base64 of 32 bytes.' },
+      created_at: { type: 'integer', description: 'Unix seconds.' },
+    },
+  },
   Health: { type: 'object', required: ['status'], properties: { status: { const: 'ok' } } },
   Ready: {
     type: 'object',
     required: ['status', 'checks'],
     properties: {
       status: { const: 'ready' },
-      checks: { type: 'object', properties: { database: { const: 'ok' }, blob_store: { const: 'ok' } } },
+      checks: { type: 'object', properties: { database: { const: 'ok' }, blob_store: { const: 'ok' }, results: { const: 'ok' } } },
     },
   },
   NotReady: {
@@ -310,8 +339,10 @@ export const COMPONENT_SCHEMAS = {
       status: { const: 'unavailable' },
       checks: {
         type: 'object',
-        description: 'Per dependency: "ok", or a short error code (ENOENT, ECONNREFUSED, ETIMEDOUT...); the full reason is logged.',
-        properties: { database: { type: 'string' }, blob_store: { type: 'string' } },
+        description:
+          'Per dependency: "ok", or a short error code (ENOENT, ECONNREFUSED, ETIMEDOUT, ENOSPC, SQLITE_FULL...); the full reason is logged. ' +
+          '`results` (processes that run batches): RESULTS_STALLED while results cannot be recorded.',
+        properties: { database: { type: 'string' }, blob_store: { type: 'string' }, results: { type: 'string' } },
       },
     },
   },

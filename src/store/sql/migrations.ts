@@ -224,12 +224,30 @@ const pendingClaimIndex: Migration = {
   },
 };
 
+// One webhook signing secret per user, so that a user who holds the secret to
+// verify their own events cannot sign events that another user's receiver
+// would accept. Made on first use (a delivery, or the user reading it).
+const webhookSecrets: Migration = {
+  async up(db: Kysely<any>) {
+    await db.schema
+      .createTable('webhook_secrets')
+      .addColumn('user_id', 'text', (c) => c.primaryKey())
+      .addColumn('secret', 'text', (c) => c.notNull())
+      .addColumn('created_at', 'bigint', (c) => c.notNull())
+      .execute();
+  },
+  async down(db: Kysely<any>) {
+    await db.schema.dropTable('webhook_secrets').execute();
+  },
+};
+
 export const migrations: Record<string, Migration> = {
   '0001_initial': initial,
   '0002_sweep_indexes': sweepIndexes,
   '0003_upstream_slots': upstreamSlots,
   '0004_webhooks_and_retries': webhooksAndRetries,
   '0005_pending_claim_index': pendingClaimIndex,
+  '0006_webhook_secrets': webhookSecrets,
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -145,6 +145,13 @@ export interface WebhookDeliveriesTable {
   delivered_at: number | null;
 }
 
+/** A user's webhook signing secret ("whsec_" + base64 of 32 random bytes). */
+export interface WebhookSecretsTable {
+  user_id: string;
+  secret: string;
+  created_at: number;
+}
+
 export interface RequestsTable {
   batch_id: string;
   /** 1-based line number in the input file. */
@@ -192,6 +199,7 @@ export interface Database {
   batches: BatchesTable;
   requests: RequestsTable;
   webhook_deliveries: WebhookDeliveriesTable;
+  webhook_secrets: WebhookSecretsTable;
 }
 
 export type ApiKeyRow = Selectable<ApiKeysTable>;

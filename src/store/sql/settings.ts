@@ -19,9 +19,14 @@ export async function getOrCreateSetting(db: Kysely<Database>, key: string, make
 export const getUploadSigningSecret = (db: Kysely<Database>): Promise<string> =>
   getOrCreateSetting(db, 'upload_signing_secret', () => randomBytes(32).toString('hex'));
 
-/** Standard Webhooks form ("whsec_" + base64 of 32 random bytes), which the OpenAI SDK's webhooks.unwrap() and the standardwebhooks libraries accept as is. */
-export const getWebhookSigningSecret = (db: Kysely<Database>): Promise<string> =>
-  getOrCreateSetting(db, 'webhook_signing_secret', () => `whsec_${randomBytes(32).toString('base64')}`);
+/**
+ * The one secret every user's webhook events were signed with before secrets were per user, when this install
+ * generated one; never created any more (webhook-secrets.ts has the per-user ones).
+ */
+export async function findSharedWebhookSecret(db: Kysely<Database>): Promise<string | undefined> {
+  const row = await db.selectFrom('settings').select('value').where('key', '=', 'webhook_signing_secret').executeTakeFirst();
+  return row?.value;
+}
 
 /** A write of a few bytes, for readiness to find out whether the database takes writes again (a full disk). */
 export async function recordWriteProbe(db: Kysely<Database>, now: number): Promise<void> {

@@ -1,6 +1,6 @@
 // Starts a whole Spool process: store, HTTP API, lifecycle sweeps, webhook
 // deliveries (and, when the worker is enabled, the runner). `spool serve` and the tests both use it.
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { buildServer } from './api/server.ts';
@@ -10,7 +10,7 @@ import { createApiKey, hasAnyActiveKey, KeyVerifier } from './auth/keys.ts';
 import type { LifecycleContext } from './batches/context.ts';
 import { BatchService } from './batches/service.ts';
 import { LifecycleSweeper } from './batches/sweeper.ts';
-import type { Config } from './config.ts';
+import { metricsAuthFor, type Config } from './config.ts';
 import { FileService } from './files/service.ts';
 import { createSpoolMetrics } from './metrics/spool-metrics.ts';
 import { newWorkerId } from './ids.ts';
@@ -28,8 +28,8 @@ export interface SpoolApp {
   /** Undefined when worker.enabled is false (an API-only process). */
   runner?: Runner;
   store: Store;
-  /** Set when this start created the first API key. */
-  initialKey?: { key: string; path: string };
+  /** Set when this start created the first API key: where its copy was saved, or why it could not be. */
+  initialKey?: { key: string; path?: string; saveError?: string };
   close(): Promise<void>;
 }
 
@@ -73,7 +73,12 @@ async function startOnStore(config: Config, store: Store, engine: Engine | undef
   let runner: Runner | undefined;
   // Like the admin status, metrics read the runner (and log through the server) per scrape, after both exist.
   const metrics = config.metrics.enabled
-    ? createSpoolMetrics({ sql: store.sql, runnerStats: () => runner?.stats(), log: { warn: (obj, msg) => server.log.warn(obj, msg) } })
+    ? createSpoolMetrics({
+        sql: store.sql,
+        runnerStats: () => runner?.stats(),
+        log: { warn: (obj, msg) => server.log.warn(obj, msg) },
+        cacheMs: config.metrics.cacheSeconds * 1000,
+      })
     : undefined;
   const server = await buildServer({
     store,
@@ -87,7 +92,7 @@ async function startOnStore(config: Config, store: Store, engine: Engine | undef
     inference: { gateway, timeoutMs: config.worker.requestTimeoutMs },
     // The runner starts once the server listens; the status reads it per request (none until then).
     admin: { status: new AdminStatusBuilder(config.upstreams, engine?.models), runnerStats: () => runner?.stats() },
-    metrics: metrics && { registry: metrics, auth: config.metrics.auth },
+    metrics: metrics && { registry: metrics, auth: metricsAuthFor(config) },
     runnerStats: () => runner?.stats(),
   });
   const initialKey = await ensureSomeKey(config, store);
@@ -152,15 +157,22 @@ function loggerOptions(config: Config) {
 }
 
 /**
- * First start with no key at all and no SPOOL_API_KEY: mint one so the
- * service is usable, print it once, and keep a copy readable only by us.
+ * First start with no key at all and no SPOOL_ADMIN_KEY: mint one so the service is usable, print it once, and
+ * keep a copy readable only by us. The copy goes in the data dir, which a PostgreSQL + S3 deployment may never
+ * have created: it is made here, and when it cannot be written the key is still printed (with why), never lost
+ * between a database that holds it and a file that does not.
  */
 async function ensureSomeKey(config: Config, store: Store): Promise<SpoolApp['initialKey']> {
   if (config.adminKey || (await hasAnyActiveKey(store.sql.db))) return undefined;
   const minted = await createApiKey(store.sql.db, 'default', true);
   const path = join(config.dataDir, 'initial-api-key');
-  writeFileSync(path, `${minted.key}\n`, { mode: 0o600 });
-  return { key: minted.key, path };
+  try {
+    mkdirSync(config.dataDir, { recursive: true });
+    writeFileSync(path, `${minted.key}\n`, { mode: 0o600 });
+    return { key: minted.key, path };
+  } catch (err) {
+    return { key: minted.key, saveError: `${path}: ${(err as Error).message}` };
+  }
 }
 
 export interface SpoolWorker {
@@ -190,12 +202,14 @@ async function startWorkerOnStore(config: Config, store: Store, engine: Engine |
   // Read per scrape: the listener is up (so a taken port fails start-up) before the runner claims any work.
   let runner: Runner | undefined;
   const metrics =
-    serveOps && config.metrics.enabled ? createSpoolMetrics({ sql: store.sql, runnerStats: () => runner?.stats(), log }) : undefined;
+    serveOps && config.metrics.enabled
+      ? createSpoolMetrics({ sql: store.sql, runnerStats: () => runner?.stats(), log, cacheMs: config.metrics.cacheSeconds * 1000 })
+      : undefined;
   const ops = serveOps
     ? await startOpsServer({
         store,
         verifier: new KeyVerifier(store.sql.db, config.adminKey),
-        metrics: metrics && { registry: metrics, auth: config.metrics.auth },
+        metrics: metrics && { registry: metrics, auth: metricsAuthFor(config) },
         runnerStats: () => runner?.stats(),
         host: config.host,
         port: config.metrics.workerPort!,

@@ -181,10 +181,16 @@ export const configSchema = z
         /** false: /metrics answers 404, and nothing is collected. */
         enabled: z.boolean().default(true),
         /**
-         * "none": anyone who reaches the port may scrape, as Prometheus expects by default (Spool binds 127.0.0.1
-         * unless told otherwise). "admin": an admin API key as "Authorization: Bearer" (Prometheus `authorization`).
+         * "admin": an admin API key as "Authorization: Bearer" (Prometheus `authorization`). "none": anyone who
+         * reaches the port may scrape (model names and queue depths of every user). "auto" (default): "none"
+         * while the server listens on a loopback address only, "admin" otherwise (the Docker image binds 0.0.0.0).
          */
-        auth: z.enum(['none', 'admin']).default('none'),
+        auth: z.enum(['auto', 'none', 'admin']).default('auto'),
+        /**
+         * How long the database aggregates behind spool_queue_depth, spool_requests_running and spool_batches are
+         * reused between scrapes: however often anyone scrapes, the database is asked at most this often.
+         */
+        cacheSeconds: z.number().nonnegative().default(5),
         /**
          * `spool worker` only (it has no API): serve /metrics, /healthz and /readyz on this port, on `host`.
          * Unset: the worker listens on nothing. `spool serve` serves them on its API port.
@@ -532,4 +538,16 @@ function renamedKeys(fromFile: Record<string, unknown>, warn: (message: string) 
   const { apiKey, ...rest } = fromFile;
   warn('config key "apiKey" is now "adminKey" (the server\'s bootstrap admin key); rename it in your config file');
   return 'adminKey' in rest ? rest : { ...rest, adminKey: apiKey };
+}
+
+/** Whether `host` (a listen address) is reachable only from this machine. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.trim().toLowerCase().replace(/^\[|\]$/g, '');
+  return h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h) || /^::ffff:127\./.test(h);
+}
+
+/** metrics.auth with "auto" resolved for the address the server listens on. */
+export function metricsAuthFor(config: Pick<Config, 'host' | 'metrics'>): 'none' | 'admin' {
+  if (config.metrics.auth !== 'auto') return config.metrics.auth;
+  return isLoopbackHost(config.host) ? 'none' : 'admin';
 }

@@ -85,9 +85,12 @@ program
     // Before anything is printed: whoever reads "listening" may send SIGTERM at once, and it must find the handler.
     onSignals(() => app.close(), (signal) => app.server.log.info({ signal }, 'shutting down'));
     if (app.initialKey) {
+      const copy = app.initialKey.path
+        ? `A copy is in ${app.initialKey.path} (mode 600).`
+        : `No copy could be saved (${app.initialKey.saveError}): store it now.`;
       process.stdout.write(
-        `\nNo API key existed, so Spool created one for user "default" (shown only this once):\n\n  ${app.initialKey.key}\n\n` +
-          `A copy is in ${app.initialKey.path} (mode 600). Create more with \`spool keys create --user NAME\`.\n\n`,
+        `\nNo API key existed, so Spool created an admin key for user "default" (shown only this once):\n\n  ${app.initialKey.key}\n\n` +
+          `${copy} Create more with \`spool keys create --user NAME\`.\n\n`,
       );
     }
     process.stdout.write(`Spool listening on ${app.url} (Together API at ${app.url}/v1, OpenAI API at ${app.url}/openai/v1)\n`);

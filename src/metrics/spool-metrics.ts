@@ -28,6 +28,8 @@ export interface SpoolMetricsOptions {
   /** The runner in this process, if any: an API-only process has no upstream metrics. */
   runnerStats: () => RunnerStats | undefined;
   log: { warn(obj: object, msg?: string): void };
+  /** How long the database aggregates are reused between scrapes (metrics.cacheSeconds). */
+  cacheMs: number;
 }
 
 export interface SpoolMetrics {
@@ -46,6 +48,7 @@ interface Snapshot {
 
 export function createSpoolMetrics(options: SpoolMetricsOptions): SpoolMetrics {
   const registry = new Registry();
+  let aggregates: { at: number; read: Promise<[ModelQueueDepth[] | undefined, Map<BatchStatus, number> | undefined]> } | undefined;
   // Replaced by each scrape, never cleared: a scrape running alongside another reads the newer one, never none.
   let snapshot: Snapshot = {};
   const upstreams = (): Array<{ name: string; totals: UpstreamTotals }> => {
@@ -191,10 +194,17 @@ export function createSpoolMetrics(options: SpoolMetricsOptions): SpoolMetrics {
         options.log.warn({ err }, `metrics: reading ${what} failed`);
         return undefined;
       };
-      const [queue, batches] = await Promise.all([
-        queueDepthByModel(options.sql.db).catch(warn('queue depth')),
-        batchesByStatus(options.sql.db).catch(warn('batch counts')),
-      ]);
+      // The two aggregate queries (over every request line and batch) are read at most once per
+      // metrics.cacheSeconds, however often anyone scrapes: several Prometheus replicas, or someone polling the
+      // endpoint in a loop, cost the database no more than one read every few seconds.
+      const now = Date.now();
+      if (!aggregates || now - aggregates.at >= options.cacheMs) {
+        aggregates = {
+          at: now,
+          read: Promise.all([queueDepthByModel(options.sql.db).catch(warn('queue depth')), batchesByStatus(options.sql.db).catch(warn('batch counts'))]),
+        };
+      }
+      const [queue, batches] = await aggregates.read;
       snapshot = { runner: options.runnerStats(), queue, batches };
       return Registry.merge([processRegistry(), registry]).metrics();
     },

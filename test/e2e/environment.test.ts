@@ -6,11 +6,12 @@
 // check that a polluted one neither stops start-up nor changes who is admin.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { KUBERNETES_SERVICE_LINKS } from '../helpers/kubernetes-env.ts';
+import { startS3rver, type TestS3 } from '../helpers/s3rver.ts';
 import {
   api,
   cleanupAll,
@@ -102,5 +103,54 @@ describe('spool run (embedded) in a shell with DATABASE_URL set', { skip: SKIP_P
     } finally {
       await client.end();
     }
+  });
+});
+
+describe('the first start of a scaled-out deployment (PostgreSQL and S3, no admin key configured)', { skip: SKIP_POSTGRES ? 'SPOOL_TEST_SKIP_POSTGRES=1' : false }, () => {
+  let s3: TestS3;
+  before(async () => {
+    s3 = await startS3rver();
+  });
+  after(async () => {
+    await s3?.close();
+  });
+
+  async function firstStart(dataDir: string) {
+    const bucket = await s3.createBucket();
+    const { endpoint, region, accessKeyId, secretAccessKey, forcePathStyle } = s3.storeOptions(bucket);
+    const spool = await spawnSpool(
+      ['serve'],
+      {
+        dataDir,
+        databaseUrl: await createPostgresDatabase(),
+        config: { port: 0, host: '127.0.0.1', blobs: { kind: 's3', s3: { endpoint, region, bucket, accessKeyId, secretAccessKey, forcePathStyle } } },
+        environment: 'inherit',
+        env: { SPOOL_ADMIN_KEY: '', SPOOL_API_KEY: '', SPOOL_LOG_LEVEL: 'silent' },
+      },
+      /Spool listening on (http:\/\/[^\s]+)/,
+    );
+    const key = /\n {2}(spool_[A-Za-z0-9_-]+)\n/.exec(spool.output())?.[1];
+    assert.ok(key, `the new key is printed: ${spool.output()}`);
+    const status = await api(`${spool.match[1]}/v1/admin/status`, key);
+    assert.equal(status.status, 200, 'the printed key is an admin key');
+    return { spool, key };
+  }
+
+  it('shows the key it made and saves a copy in a data dir it creates', async () => {
+    const dataDir = join(makeTempDir(), 'not', 'made', 'yet');
+    const { spool, key } = await firstStart(dataDir);
+    const saved = join(dataDir, 'initial-api-key');
+    assert.equal(readFileSync(saved, 'utf8'), `${key}\n`);
+    assert.equal(statSync(saved).mode & 0o777, 0o600);
+    assert.match(spool.output(), /A copy is in .*initial-api-key \(mode 600\)/);
+    await spool.kill();
+  });
+
+  it('still shows the key, and says why, when no copy can be saved', async () => {
+    const file = join(makeTempDir(), 'a-file');
+    writeFileSync(file, 'not a directory');
+    const { spool } = await firstStart(join(file, 'data'));
+    assert.match(spool.output(), /No copy could be saved \(.*initial-api-key: .*\): store it now/);
+    await spool.kill();
   });
 });

@@ -49,6 +49,8 @@ describe('/metrics', () => {
   it('counts a batch: outcomes, retries by cause, tokens, latency, ceilings, batches, lifecycle durations', async () => {
     const h = await startHarness({
       upstreams: [{ name: 'flaky', models: ['flaky-*', 'missing'], kind: 'fail-then-succeed', failuresPerRequest: 2, maxConcurrency: 3, initialConcurrency: 3 }],
+      // Fresh database aggregates on every scrape: this test reads them as they change.
+      config: { metrics: { cacheSeconds: 0 } },
     });
     const ep = endpointOf(h);
     // 'missing' answers 404 model_not_found at once (no retry); no upstream serves 'nobody-serves'.
@@ -102,6 +104,7 @@ describe('/metrics', () => {
     const h: Harness = await startHarness({
       upstreams: [{ name: 'slow', models: ['slow-*'], kind: 'slow', delayMs: 150, maxConcurrency: 1, initialConcurrency: 1 }],
       worker: { claimBatchSize: 2 },
+      config: { metrics: { cacheSeconds: 0 } },
     });
     const ep = endpointOf(h);
     const batch = await submitBatch(ep, chatLines(12, 'slow-q'));
@@ -153,12 +156,39 @@ describe('/metrics', () => {
     }
   });
 
-  it('is open by default, admin-only with metrics.auth "admin", and absent when disabled', async () => {
+  it('reads the database aggregates at most once per metrics.cacheSeconds, however often it is scraped', async () => {
+    const h = await startHarness({ config: { metrics: { cacheSeconds: 600 } } });
+    const ep = endpointOf(h);
+    const before = await scrape(h.url);
+    assert.equal(before.value('spool_batches', { status: 'completed' }), 0);
+    await waitForStatus(ep, (await submitBatch(ep, chatLines(2, 'echo'))).id, 'completed');
+    const again = await scrape(h.url);
+    assert.equal(again.value('spool_batches', { status: 'completed' }), 0, 'the cached aggregate, not a new query');
+    assert.equal(again.value('spool_upstream_requests_total', { upstream: 'echo', outcome: 'succeeded' }), 2, "this process's own counters are always current");
+    await h.stop();
+  });
+
+  it('is open on a loopback address by default and admin-only on any other (metrics.auth "auto"); "none" and "admin" say so explicitly; absent when disabled', async () => {
     const open = await startTestSpool();
     try {
-      assert.equal((await call(`${open.url}/metrics`)).status, 200);
+      assert.equal((await call(`${open.url}/metrics`)).status, 200, 'on 127.0.0.1 anyone on the machine may scrape');
     } finally {
       await open.stop();
+    }
+
+    // The Docker image's address: reachable from other machines, so every user's model names and queue depths are not public.
+    const exposed = await startTestSpool({ config: { host: '0.0.0.0' } });
+    try {
+      assertEnvelope(await call(`${exposed.url}/metrics`), 401, { code: 'invalid_api_key' });
+      await scrape(exposed.url, exposed.apiKey);
+    } finally {
+      await exposed.stop();
+    }
+    const reopened = await startTestSpool({ config: { host: '0.0.0.0', metrics: { auth: 'none' } } });
+    try {
+      assert.equal((await call(`${reopened.url}/metrics`)).status, 200, 'metrics.auth "none" opens it again');
+    } finally {
+      await reopened.stop();
     }
 
     const guarded = await startTestSpool({ config: { metrics: { auth: 'admin' } } });

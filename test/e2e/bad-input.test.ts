@@ -721,14 +721,7 @@ function badInputSuites(): void {
 
     it('file names with NUL, newlines or a path are stored tidied; metadata with NUL round-trips; webhook URLs are stored normalized', async () => {
       const key = await freshKey();
-      const started = await call(`${spool.url}/v1/files`, {
-        method: 'POST',
-        key,
-        headers: { 'content-type': 'application/x-www-form-urlencoded' },
-        body: new URLSearchParams({ purpose: 'batch-api', file_name: 'dir/sub\u0000name\n.jsonl', file_type: 'jsonl' }).toString(),
-      });
-      assert.equal(started.status, 302, started.text);
-      const fileId = started.headers.get('x-together-file-id')!;
+      const { fileId } = await startSignedUpload(key, 'dir/sub\u0000name\n.jsonl');
       const file = await callJson(`${spool.url}/v1/files/${fileId}`, key, 'GET');
       assert.equal(file.json.filename, 'sub_name_.jsonl');
 

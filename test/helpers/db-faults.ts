@@ -59,15 +59,23 @@ export async function unfillSqlite(db: Kysely<Database>): Promise<void> {
   await sql`pragma max_page_count = 1073741823`.execute(db);
 }
 
-/** PostgreSQL only: no new connections to the database of `databaseUrl`, and every open one terminated. Returns the undo. */
-export async function cutPostgresConnections(databaseUrl: string): Promise<() => Promise<void>> {
+/** A connection to the server's `postgres` database, as the user of `databaseUrl`, and the name of that URL's database. */
+async function adminFor(databaseUrl: string): Promise<{ admin: pg.Client; name: string }> {
   const url = new URL(databaseUrl);
   const name = url.pathname.slice(1);
   url.pathname = '/postgres';
   const admin = new pg.Client({ connectionString: url.toString() });
   await admin.connect();
+  return { admin, name };
+}
+
+const TERMINATE = 'select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()';
+
+/** PostgreSQL only: no new connections to the database of `databaseUrl`, and every open one terminated. Returns the undo. */
+export async function cutPostgresConnections(databaseUrl: string): Promise<() => Promise<void>> {
+  const { admin, name } = await adminFor(databaseUrl);
   await admin.query(`ALTER DATABASE "${name}" ALLOW_CONNECTIONS false`);
-  await admin.query('select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()', [name]);
+  await admin.query(TERMINATE, [name]);
   return async () => {
     try {
       await admin.query(`ALTER DATABASE "${name}" ALLOW_CONNECTIONS true`);
@@ -79,14 +87,9 @@ export async function cutPostgresConnections(databaseUrl: string): Promise<() =>
 
 /** PostgreSQL only: terminates every connection to the database of `databaseUrl` (they may reconnect at once). */
 export async function terminatePostgresConnections(databaseUrl: string): Promise<number> {
-  const url = new URL(databaseUrl);
-  const name = url.pathname.slice(1);
-  url.pathname = '/postgres';
-  const admin = new pg.Client({ connectionString: url.toString() });
-  await admin.connect();
+  const { admin, name } = await adminFor(databaseUrl);
   try {
-    const result = await admin.query('select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()', [name]);
-    return result.rowCount ?? 0;
+    return (await admin.query(TERMINATE, [name])).rowCount ?? 0;
   } finally {
     await admin.end();
   }

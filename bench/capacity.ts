@@ -61,6 +61,7 @@ export async function benchCapacity(ctx: BenchContext, scenario = capacityScenar
   let times: Map<string, BatchTimes>;
   let batchId = '';
   let finalLimit = NaN;
+  let limitMoves = "";
   let memory;
   try {
     const spool = await SpoolChild.start(ctx, {
@@ -78,7 +79,9 @@ export async function benchCapacity(ctx: BenchContext, scenario = capacityScenar
       const idealS = scenario.lines / ceiling;
       await spool.waitFor(batchId, ['completed'], Math.round(idealS * 1000 * 5 + 60_000), 100);
       memory = sampler.stop();
-      finalLimit = (await spool.stats()).runner?.lanes[0]?.limit ?? NaN;
+      const lane = (await spool.stats()).runner?.lanes[0];
+      finalLimit = lane?.limit ?? NaN;
+      limitMoves = JSON.stringify(lane?.changes ?? {});
     } finally {
       times = await spool.stop(batchId ? [batchId] : []);
     }
@@ -99,7 +102,7 @@ export async function benchCapacity(ctx: BenchContext, scenario = capacityScenar
     `${scenario.name}: ${row.request_completed}/${row.request_total} ok, ${row.request_failed} failed, ${runMs} ms -> ${fmt(achieved, 1)} req/s ` +
       `(ceiling ${fmt(ceiling)}); upstream steady ${fmt(steady, 1)} req/s, max active ${upstream.maxActive}, max queued ${upstream.maxQueued}, ` +
       `429s ${upstream.rejected}; first request +${rampMs} ms, >=95% of ceiling after ${fmt(rampMsToCeiling)} ms, completed ${tailMs} ms after last response; ` +
-      `${fmt(lostMs)} ms over the ideal ${fmt((row.request_completed / ceiling) * 1000)} ms; final limit ${finalLimit}; ` +
+      `${fmt(lostMs)} ms over the ideal ${fmt((row.request_completed / ceiling) * 1000)} ms; final limit ${finalLimit} (moves ${limitMoves}); ` +
       `spool CPU ${fmt(memory.cpuSeconds ?? NaN, 2)} s (${fmt((memory.cpuCores ?? NaN) * 100)}% of a core), peak RSS ${mib(memory.peakBytes)}`,
   );
   const label = `${scenario.upstreamConcurrency} slots x ${scenario.latencyMs} ms, queue ${scenario.queue}; Spool max ${scenario.maxConcurrency}, initial ${scenario.initialConcurrency}`;

@@ -8,6 +8,7 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { benchCapacity, overloadScenario } from './capacity.ts';
 import { benchEngine } from './engine.ts';
+import { benchKnee } from './knee.ts';
 import { killAllChildren, REPO_ROOT } from './lib/child.ts';
 import { ForeignLoadMeter } from './lib/proc.ts';
 import { createContext, errorRow, renderTable, sleep, withTimeout, type BenchContext, type Row } from './lib/report.ts';
@@ -28,6 +29,7 @@ const BENCHES: Record<string, (ctx: BenchContext) => Promise<Row[]>> = {
   rss: benchRss,
   scale: benchScale,
   engine: benchEngine,
+  knee: benchKnee,
 };
 
 // Whatever happens inside one benchmark, it is given up after this long.

@@ -18,6 +18,7 @@ import { openStore, type Store } from './store/index.ts';
 import { Runner } from './runner/runner.ts';
 import type { Engine } from './upstreams/engine/index.ts';
 import { RealtimeGateway } from './upstreams/realtime.ts';
+import { UpstreamCapacities } from './upstreams/capacity/upstream-capacity.ts';
 import { getUploadSigningSecret } from './store/sql/settings.ts';
 import { startWebhookDispatcher } from './webhooks/deliver.ts';
 import { closeServer } from './api/close-server.ts';
@@ -69,7 +70,9 @@ async function startOnStore(config: Config, store: Store, engine: Engine | undef
     maxEnqueuedTokensPerModel: config.limits.maxEnqueuedTokensPerModel,
     defaultOutputExpiresAfterSeconds: config.limits.defaultOutputExpiresAfterSeconds,
   });
-  const gateway = new RealtimeGateway({ upstreams: config.upstreams, engine });
+  // One capacity per upstream for this process: the runner's lanes and the real-time routes drive it together.
+  const capacities = new UpstreamCapacities();
+  const gateway = new RealtimeGateway({ upstreams: config.upstreams, engine, capacities });
   let runner: Runner | undefined;
   // Like the admin status, metrics read the runner (and log through the server) per scrape, after both exist.
   const metrics = config.metrics.enabled
@@ -113,7 +116,7 @@ async function startOnStore(config: Config, store: Store, engine: Engine | undef
     await Promise.all([closeServer(server), gateway.close()]);
     throw err;
   }
-  runner = config.worker.enabled ? new Runner(ctx, { engine }).start() : undefined;
+  runner = config.worker.enabled ? new Runner(ctx, { engine, capacities }).start() : undefined;
   ctx.onRunnable = () => runner?.poke();
   const lifecycle = new LifecycleSweeper(ctx).start();
   sweeper = lifecycle;

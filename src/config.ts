@@ -19,8 +19,11 @@ const upstreamSchema = z
     models: z.array(z.string().min(1)).min(1).default(['*']),
     /** Hard ceiling on concurrent requests; adaptive concurrency never exceeds it. */
     maxConcurrency: z.number().int().positive().default(64),
-    /** Where adaptive concurrency starts. */
-    initialConcurrency: z.number().int().positive().default(8),
+    /**
+     * Where adaptive concurrency starts. Unset: the engine's own slots where it reports them (llama.cpp /props),
+     * else 4; from there it moves on throughput and latency (README "Adaptive concurrency").
+     */
+    initialConcurrency: z.number().int().positive().optional(),
     requestsPerMinute: z.number().int().positive().optional(),
     tokensPerMinute: z.number().int().positive().optional(),
   })

@@ -39,6 +39,11 @@ export interface UpstreamStatus {
   queued: number;
   /** Unix ms until which the lane holds off after a 429 / Retry-After; null when it is not paused. */
   paused_until: number | null;
+  /** Why the limit last moved (start, engine slots, throughput, latency, engine queue, overload) and when (unix ms); null until this process used the lane. */
+  limit_reason: string | null;
+  limit_changed_at: number | null;
+  /** What the engine reports about itself (llama.cpp, vLLM, SGLang); null when it cannot be asked or said nothing. */
+  engine: { kind: string; slots: number | null; running: number | null; waiting: number | null; kv_cache_usage: number | null } | null;
   pending: number;
   running: number;
   recent: OutcomeCounts;
@@ -113,6 +118,9 @@ export class AdminStatusBuilder {
           in_flight: 0,
           queued: 0,
           paused_until: null,
+          limit_reason: null,
+          limit_changed_at: null,
+          engine: null,
           pending: 0,
           running: 0,
           recent: outcomeCounts(0, 0, 0),
@@ -181,6 +189,12 @@ function applyLane(status: UpstreamStatus, lane: Lane, now: number): void {
   status.in_flight = lane.inFlight;
   status.queued = lane.queued;
   status.paused_until = lane.pausedUntil > now ? lane.pausedUntil : null;
+  status.limit_reason = lane.lastChange.reason;
+  status.limit_changed_at = lane.lastChange.at;
+  const engine = lane.engine;
+  status.engine = engine
+    ? { kind: engine.engine, slots: engine.slots ?? null, running: engine.running ?? null, waiting: engine.waiting ?? null, kv_cache_usage: engine.kvCacheUsage ?? null }
+    : null;
 }
 
 // Lane names are the upstream's name, or "echo" / "engine" for the built-in ones (runner/lanes.ts).

@@ -10,6 +10,7 @@ import type { LifecycleMetrics } from '../batches/context.ts';
 import type { RunnerStats } from '../runner/runner.ts';
 import { RETRY_CAUSES, type UpstreamTotals } from '../runner/upstream-tally.ts';
 import type { SqlStore } from '../store/sql/database.ts';
+import type { EngineReport } from '../upstreams/capacity/engine-probe.ts';
 import { batchesByStatus } from '../store/sql/observability.ts';
 import { queueDepthByModel, type ModelQueueDepth } from '../store/sql/queue-stats.ts';
 import { OPEN_BATCH_STATUSES, TERMINAL_BATCH_STATUSES, type BatchStatus } from '../store/sql/schema.ts';
@@ -117,9 +118,49 @@ export function createSpoolMetrics(options: SpoolMetricsOptions): SpoolMetrics {
   laneGauge('spool_upstream_queued', 'Claimed request lines waiting in this process for a concurrency slot or rate budget of the upstream.', (lane) => lane.queued);
   laneGauge(
     'spool_upstream_concurrency_limit',
-    'Current adaptive concurrency limit of this process for the upstream (shrinks on 429/5xx/timeouts, grows back on success).',
+    "Current adaptive concurrency limit of this process for the upstream: moved on throughput and latency toward the engine's knee, halved on 429/5xx/timeouts.",
     (lane) => lane.limit,
   );
+  new Gauge({
+    name: 'spool_upstream_concurrency_limit_reason',
+    help: 'Why the concurrency limit last moved (1 for the current reason): start, engine slots, throughput, latency, engine queue, overload.',
+    labelNames: ['upstream', 'reason'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const lane of snapshot.runner?.lanes ?? []) this.set({ upstream: lane.name, reason: lane.lastChange.reason }, 1);
+    },
+  });
+  new Counter({
+    name: 'spool_upstream_concurrency_limit_changes_total',
+    help: 'Moves of the concurrency limit by this process, by reason.',
+    labelNames: ['upstream', 'reason'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const lane of snapshot.runner?.lanes ?? []) {
+        for (const [reason, count] of Object.entries(lane.changes)) this.inc({ upstream: lane.name, reason }, count ?? 0);
+      }
+    },
+  });
+  const engineGauge = (name: string, help: string, pick: (engine: EngineReport) => number | undefined) =>
+    new Gauge({
+      name,
+      help,
+      labelNames: ['upstream'] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (const lane of snapshot.runner?.lanes ?? []) {
+          const value = lane.engine ? pick(lane.engine) : undefined;
+          if (value !== undefined) this.set({ upstream: lane.name }, value);
+        }
+      },
+    });
+  engineGauge('spool_upstream_engine_slots', 'Requests the engine says it runs at once (llama.cpp total_slots); absent when it does not say.', (e) => e.slots);
+  engineGauge('spool_upstream_engine_running', 'Requests the engine says it is running (all its clients).', (e) => e.running);
+  engineGauge('spool_upstream_engine_waiting', "Requests the engine says wait in its own queue (llama.cpp deferred, vLLM waiting, SGLang queued).", (e) => e.waiting);
+  engineGauge('spool_upstream_engine_kv_cache_usage', "The engine's KV-cache use, 0 to 1, where it says.", (e) => e.kvCacheUsage);
   laneGauge('spool_upstream_concurrency_ceiling', "The upstream's configured maxConcurrency: the adaptive limit never exceeds it.", (lane) => lane.ceiling);
 
   new BucketedHistogram('spool_upstream_request_duration_seconds', 'Time from sending a request to the upstream to having its whole answer, by upstream.', () =>

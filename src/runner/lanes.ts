@@ -5,14 +5,26 @@
 import type { Config } from '../config.ts';
 import { createEchoUpstreamClient, createHttpUpstreamClient, type UpstreamClient } from '../upstreams/http-client.ts';
 import { ModelRouter } from '../upstreams/router.ts';
-import { AdaptiveLimiter } from './adaptive-limiter.ts';
+import { AdaptiveLimiter } from '../upstreams/capacity/adaptive-limiter.ts';
+import { UpstreamCapacities } from '../upstreams/capacity/upstream-capacity.ts';
+import type { EngineReport } from '../upstreams/capacity/engine-probe.ts';
 import { RateLimiter } from './rate-limiter.ts';
 import { UpstreamTally } from './upstream-tally.ts';
+
+/** What a lane reports each attempt to: the upstream's shared capacity (upstreams/capacity), or a fixed limit. */
+export interface LaneCapacity {
+  limiter: AdaptiveLimiter;
+  onSuccess(latencyMs: number, body: unknown): void;
+  onOverload(retryAfterMs: number | null): void;
+  /** What the engine last reported about itself, where Spool can ask it. */
+  engine?(): EngineReport | null;
+}
 
 export interface Lane<Job> {
   name: string;
   client: UpstreamClient;
   limiter: AdaptiveLimiter;
+  capacity: LaneCapacity;
   rate: RateLimiter;
   queue: Job[];
   /** Outcomes, retries, tokens and latency of this lane's requests, read by /metrics. */
@@ -43,6 +55,8 @@ export class Lanes<Job> {
     private readonly engine?: EngineBinding,
     /** Whether configured upstreams' ceilings are shared across workers through the database. */
     private readonly sharedCeilings = false,
+    /** This process's capacity per upstream, shared with the real-time routes. */
+    private readonly capacities?: UpstreamCapacities,
   ) {
     this.router = new ModelRouter(config.upstreams, { engineModels: engine?.models });
   }
@@ -69,25 +83,30 @@ export class Lanes<Job> {
   }
 
   private makeLane(route: NonNullable<ReturnType<ModelRouter['route']>>): Lane<Job> {
-    if (route.kind === 'echo') {
-      return { name: 'echo', client: createEchoUpstreamClient(), limiter: new AdaptiveLimiter({ initial: ECHO_CONCURRENCY, max: ECHO_CONCURRENCY }), rate: new RateLimiter(), queue: [], tally: new UpstreamTally() };
-    }
+    if (route.kind === 'echo') return this.fixedLane('echo', createEchoUpstreamClient(), ECHO_CONCURRENCY);
     if (route.kind === 'engine') {
       if (!this.engine) throw new Error('the router chose the embedded engine, but none is configured');
-      const max = this.engine.maxConcurrency;
-      return { name: 'engine', client: this.engine.client, limiter: new AdaptiveLimiter({ initial: max, max }), rate: new RateLimiter(), queue: [], tally: new UpstreamTally() };
+      return this.fixedLane('engine', this.engine.client, this.engine.maxConcurrency);
     }
     const upstream = route.upstream;
-    const limiter = new AdaptiveLimiter({ initial: upstream.initialConcurrency, max: upstream.maxConcurrency, slowStart: true });
-    if (this.sharedCeilings) limiter.setCap(0);
+    const capacity = this.capacities?.for(upstream) ?? new UpstreamCapacities().for(upstream);
+    if (this.sharedCeilings) capacity.limiter.setCap(0);
     return {
       name: upstream.name,
       client: createHttpUpstreamClient({ name: upstream.name, baseUrl: upstream.baseUrl, apiKey: upstream.apiKey, maxConnections: upstream.maxConcurrency }),
-      limiter,
+      limiter: capacity.limiter,
+      capacity,
       rate: new RateLimiter({ requestsPerMinute: upstream.requestsPerMinute, tokensPerMinute: upstream.tokensPerMinute }),
       queue: [],
       tally: new UpstreamTally(),
       sharedCeiling: this.sharedCeilings ? { upstream: upstream.name, max: upstream.maxConcurrency } : undefined,
     };
+  }
+
+  /** The emulator and the embedded engine: a known limit (the engine's sequences), halved only on overload. */
+  private fixedLane(name: string, client: UpstreamClient, max: number): Lane<Job> {
+    const limiter = new AdaptiveLimiter({ initial: max, max });
+    const capacity: LaneCapacity = { limiter, onSuccess: () => undefined, onOverload: (retryAfterMs) => limiter.onOverload(retryAfterMs) };
+    return { name, client, limiter, capacity, rate: new RateLimiter(), queue: [], tally: new UpstreamTally() };
   }
 }

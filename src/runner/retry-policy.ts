@@ -3,6 +3,7 @@
 // place owns these rules so that the worker, its tests and the docs cannot
 // drift apart on which statuses are worth another attempt.
 import { STATUS_CODES } from 'node:http';
+import { isOverload } from '../upstreams/capacity/overload.ts';
 
 export type AttemptOutcome =
   | { kind: 'response'; status: number; body: unknown; requestId: string | null; retryAfterMs: number | null }
@@ -31,10 +32,6 @@ export const MAX_ERROR_MESSAGE_CHARS = 500;
 // 408 request timeout, 409 conflict (vLLM/TGI use it for transient engine
 // states), 425 too early, 429 rate limited; every 5xx is added below.
 const RETRYABLE_4XX = new Set([408, 409, 425, 429]);
-// The server is telling us it has too much to do; the caller shrinks
-// concurrency for these (timeouts too), but not for a plain 500, which is
-// more often a bug than a load problem.
-const OVERLOAD_STATUSES = new Set([429, 503, 529]);
 
 export function decide(outcome: AttemptOutcome, attempt: number, options: RetryPolicyOptions): Decision {
   checkArguments(attempt, options);
@@ -110,7 +107,7 @@ function classify(outcome: AttemptOutcome): Failure {
 
   if (status >= 500 || RETRYABLE_4XX.has(status)) {
     const code = status === 429 ? 'rate_limited' : status === 408 ? 'request_timeout' : 'upstream_error';
-    return { ...base, retryable: true, overload: OVERLOAD_STATUSES.has(status), code, message: `Upstream returned ${said}` };
+    return { ...base, retryable: true, overload: isOverload(outcome), code, message: `Upstream returned ${said}` };
   }
   const fail = (code: string, message: string): Failure => ({ ...base, retryable: false, overload: false, code, message });
   if (isModelNotFound(status, body)) return fail('invalid_model', `Upstream does not serve this model (${said})`);

@@ -26,6 +26,9 @@ import { AudioSourceError, loadAudio, MAX_AUDIO_BYTES } from '../upstreams/audio
 import type { AudioPayload, UpstreamCall } from '../upstreams/http-client.ts';
 import { GlobalCeilings } from './global-ceilings.ts';
 import { Lanes, type EngineBinding, type Lane } from './lanes.ts';
+import type { UpstreamCapacities } from '../upstreams/capacity/upstream-capacity.ts';
+import type { LimitChange, LimitReason } from '../upstreams/capacity/adaptive-limiter.ts';
+import type { EngineReport } from '../upstreams/capacity/engine-probe.ts';
 import { readLines } from './request-bodies.ts';
 import { fail, release, retryLater, settle, type ClaimedRequest } from './request-lifecycle.ts';
 import { ResultWriter, type WriterStall } from './result-writer.ts';
@@ -44,6 +47,8 @@ interface Job extends ClaimedRequest {
 
 export interface RunnerOptions {
   engine?: EngineBinding;
+  /** This process's capacity per upstream, shared with its real-time routes; the runner makes its own when left out. */
+  capacities?: UpstreamCapacities;
   /** How long stop() lets requests in flight finish before handing them back. Default 10 s. */
   shutdownGraceMs?: number;
 }
@@ -65,6 +70,10 @@ export interface RunnerStats {
     pausedUntil: number;
     sharedSlots?: number;
     totals: UpstreamTotals;
+    /** Why the limit last moved and when, how often it moved by reason, and what the engine reports (HTTP upstreams). */
+    lastChange: LimitChange;
+    changes: Partial<Record<LimitReason, number>>;
+    engine: EngineReport | null;
   }[];
   /** Lines this process failed before any upstream was tried: no upstream serves the model, input gone, attempts used up. */
   unrouted: UpstreamTotals;
@@ -109,7 +118,7 @@ export class Runner {
     private readonly options: RunnerOptions = {},
   ) {
     const sharedCeilings = ctx.config.worker.globalCeilings ?? ctx.store.sql.dialect === 'postgres';
-    this.lanes = new Lanes<Job>(ctx.config, options.engine, sharedCeilings);
+    this.lanes = new Lanes<Job>(ctx.config, options.engine, sharedCeilings, options.capacities);
     this.ceilings = sharedCeilings
       ? new GlobalCeilings({
           db: this.db,
@@ -174,6 +183,9 @@ export class Runner {
       pausedUntil: lane.limiter.pausedUntil(),
       sharedSlots: lane.sharedCeiling ? this.ceilings?.heldFor(lane.sharedCeiling.upstream) : undefined,
       totals: lane.tally.totals(),
+      lastChange: lane.limiter.lastChange,
+      changes: Object.fromEntries(lane.limiter.changeCounts()),
+      engine: lane.capacity.engine?.() ?? null,
     }));
     return {
       ...this.counters,
@@ -469,7 +481,8 @@ export class Runner {
     }
     const sentAt = performance.now();
     const outcome = await job.lane.client.send(call);
-    job.lane.tally.observeLatency((performance.now() - sentAt) / 1000);
+    const latencyMs = performance.now() - sentAt;
+    job.lane.tally.observeLatency(latencyMs / 1000);
     if (job.abortReason) return this.abortedRecord(job);
     let decision = decide(outcome, job.attempts, this.policy);
     // A retry that could only run after the deadline is a final failure now, with the upstream's last answer.
@@ -477,8 +490,8 @@ export class Runner {
       decision = decide(outcome, this.policy.maxAttempts, this.policy);
     }
     if (decision.action === 'retry') job.lane.tally.countRetry(retryCauseOf(outcome));
-    if (decision.action === 'succeed') job.lane.limiter.onSuccess();
-    else if (decision.action === 'retry' && decision.overload) job.lane.limiter.onOverload(outcome.kind === 'response' ? outcome.retryAfterMs : null);
+    if (decision.action === 'succeed') job.lane.capacity.onSuccess(latencyMs, outcome.kind === 'response' ? outcome.body : undefined);
+    else if (decision.action === 'retry' && decision.overload) job.lane.capacity.onOverload(outcome.kind === 'response' ? outcome.retryAfterMs : null);
     return settle(job, outcome, decision, Date.now());
   }
 

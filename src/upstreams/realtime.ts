@@ -1,8 +1,11 @@
 // Real-time inference: one request in, one answer out, routed by model name
 // exactly as batch lines are (configured upstreams first, then the embedded
 // engine, then the echo emulator). The API's inference routes use this; the
-// runner has its own lanes, with adaptive concurrency and retries, which a
-// caller waiting on a single answer does not want.
+// runner has its own lanes, with retries, which a caller waiting on a single
+// answer does not want. Both count against the same capacity per upstream
+// (capacity/upstream-capacity.ts): a real-time request always goes at once,
+// and the batch work in this process leaves it the room it takes, and its
+// answer teaches the knee finder like any other.
 //
 // The embedded engine is not owned here: the same Engine (one model load)
 // also serves the runner's engine lane, and app.ts closes it. The HTTP
@@ -10,6 +13,7 @@
 import type { UpstreamConfig } from '../config.ts';
 import { createEchoUpstreamClient, createHttpUpstreamClient, type UpstreamCall, type UpstreamClient, type UpstreamOutcome } from './http-client.ts';
 import { ModelRouter, type Route } from './router.ts';
+import { UpstreamCapacities } from './capacity/upstream-capacity.ts';
 
 /** What the gateway needs of the embedded engine: the client that answers and the model names it serves. */
 export interface RealtimeEngine {
@@ -20,6 +24,8 @@ export interface RealtimeEngine {
 export interface RealtimeGatewayOptions {
   upstreams: UpstreamConfig[];
   engine?: RealtimeEngine;
+  /** This process's capacity per upstream, shared with the batch runner; the gateway makes its own when left out. */
+  capacities?: UpstreamCapacities;
 }
 
 /** How long close() lets requests in flight finish before ending them, as the runner does for batch lines. */
@@ -30,10 +36,12 @@ export class RealtimeGateway {
   private readonly echo = createEchoUpstreamClient();
   private readonly upstreamClients = new Map<string, UpstreamClient>();
   private readonly inFlight = new Map<AbortController, Promise<UpstreamOutcome>>();
+  private readonly capacities: UpstreamCapacities;
   private closing: Promise<void> | undefined;
 
   constructor(private readonly options: RealtimeGatewayOptions) {
     this.router = new ModelRouter(options.upstreams, { engineModels: options.engine?.models });
+    this.capacities = options.capacities ?? new UpstreamCapacities();
   }
 
   /** Who serves `model`, or null when nobody does. */
@@ -54,11 +62,17 @@ export class RealtimeGateway {
     // Our own controller, so close() can end what is still running after its grace period.
     const stop = new AbortController();
     const signal = call.signal ? AbortSignal.any([call.signal, stop.signal]) : stop.signal;
+    const capacity = route.kind === 'upstream' ? this.capacities.for(route.upstream) : undefined;
+    capacity?.limiter.acquireUnlimited();
+    const sentAt = performance.now();
     const sent = client.send({ ...call, signal });
     this.inFlight.set(stop, sent);
     try {
-      return await sent;
+      const outcome = await sent;
+      capacity?.observe(outcome, performance.now() - sentAt);
+      return outcome;
     } finally {
+      capacity?.limiter.release();
       this.inFlight.delete(stop);
     }
   }

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { MAX_AUDIO_BYTES } from '../../src/upstreams/audio-source.ts';
 import { after, describe, it } from 'node:test';
-import { AdaptiveLimiter } from '../../src/runner/adaptive-limiter.ts';
+import { AdaptiveLimiter } from '../../src/upstreams/capacity/adaptive-limiter.ts';
 import {
   assertEchoOutput,
   assertExactlyOnce,

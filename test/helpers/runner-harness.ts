@@ -147,7 +147,8 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     ...options.config,
     log: { level: (process.env.SPOOL_TEST_LOG as 'silent' | undefined) ?? 'silent' },
     worker: { ...FAST_WORKER, ...options.worker },
-    upstreams: configured,
+    // Upstreams started here, then any given as they are in config (servers the test runs itself).
+    upstreams: [...configured, ...(options.config?.upstreams ?? [])],
   });
   const app = await startSpool(config);
   let stopped: Promise<void> | undefined;
@@ -467,7 +468,8 @@ export async function startRecordingProxy(targetBaseUrl: string): Promise<Record
         // not JSON: keep the text
       }
       const event: ProxyEvent = { key, receivedAt: Date.now(), status: null, respondedAt: null };
-      events.push(event);
+      // Inference requests only: Spool's reads of an engine's own load endpoints (GET /props, /metrics) are not attempts.
+      if (req.method !== 'GET') events.push(event);
       try {
         const headers: Record<string, string> = {};
         for (const name of ['content-type', 'authorization', 'accept']) {

@@ -58,6 +58,7 @@ const AUDIO_ENDPOINTS = new Map<string, 'transcriptions' | 'translations'>([
   ['/v1/audio/translations', 'translations'],
 ]);
 const MAX_REQUEST_BYTES = 64 * 1024 * 1024;
+const ENGINE_ENDPOINTS = new Set(['/props', '/slots', '/metrics']);
 
 /**
  * The key `stats.byBody` counts attempts under: the body as JSON with object
@@ -124,6 +125,12 @@ export async function startUpstream(options: UpstreamOptions = {}): Promise<Test
     });
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    // Spool asks every upstream for an inference engine's own load endpoints (llama.cpp, vLLM, SGLang). These
+    // test upstreams are no such engine, as a gateway would hide them: a 404 that is not counted with the
+    // OpenAI requests the tests look at.
+    if (req.method === 'GET' && ENGINE_ENDPOINTS.has((req.url ?? '/').split('?')[0])) {
+      return void send(res, 404, errorEnvelope('Not found.', 'invalid_request_error', 'not_found'));
+    }
     stats.requests += 1;
     const requestNumber = stats.requests;
     res.setHeader('x-request-id', `req_test_${requestNumber}`);

@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { AdaptiveLimiter, type LimiterOptions } from '../../src/runner/adaptive-limiter.ts';
+import { AdaptiveLimiter, type LimiterOptions } from '../../src/upstreams/capacity/adaptive-limiter.ts';
 
 function fakeClock(start = 1_000_000): { now: () => number; advance: (ms: number) => void } {
   let time = start;
@@ -54,54 +54,60 @@ describe('AdaptiveLimiter: acquiring', () => {
     assert.throws(() => new AdaptiveLimiter({ initial: 0, max: 2 }), RangeError);
     assert.throws(() => new AdaptiveLimiter({ initial: 1, max: 2, min: 3 }), RangeError);
     assert.throws(() => new AdaptiveLimiter({ initial: 1, max: 2, min: 0 }), RangeError);
-    assert.throws(() => new AdaptiveLimiter({ initial: 1, max: 2, increaseEvery: 0 }), RangeError);
     assert.throws(() => new AdaptiveLimiter({ initial: 1, max: 2, decreaseFactor: 1 }), RangeError);
     assert.throws(() => new AdaptiveLimiter({ initial: 1, max: 2, decreaseFactor: 0 }), RangeError);
     assert.throws(() => new AdaptiveLimiter({ initial: 1, max: 2, cooldownMs: -1 }), RangeError);
   });
 });
 
-describe('AdaptiveLimiter: additive increase', () => {
-  it('by default grows +1 per window of `limit` successes (classic AIMD)', () => {
-    const { l } = limiter({ initial: 4 });
-    for (let i = 0; i < 3; i++) l.onSuccess();
-    assert.equal(l.limit, 4);
-    l.onSuccess();
-    assert.equal(l.limit, 5, '4 successes at limit 4');
-    for (let i = 0; i < 4; i++) l.onSuccess();
-    assert.equal(l.limit, 5);
-    l.onSuccess();
-    assert.equal(l.limit, 6, '5 more at limit 5');
-  });
-
-  it('honours a fixed increaseEvery', () => {
-    const { l } = limiter({ initial: 4, increaseEvery: 2 });
-    l.onSuccess();
-    assert.equal(l.limit, 4);
-    l.onSuccess();
-    assert.equal(l.limit, 5);
-    l.onSuccess();
-    l.onSuccess();
-    assert.equal(l.limit, 6);
-  });
-
-  it('never exceeds max, and does not bank credit while at max', () => {
-    const { l, clock } = limiter({ initial: 3, max: 4, increaseEvery: 1, cooldownMs: 0 });
-    for (let i = 0; i < 50; i++) l.onSuccess();
-    assert.equal(l.limit, 4);
-    l.onOverload();
+describe('AdaptiveLimiter: adjust (the knee finder moves the limit through it)', () => {
+  it('clamps into [min, max], records why and from where, and reports whether it moved', () => {
+    const { l, clock } = limiter({ initial: 4, max: 16, min: 2 });
+    assert.deepEqual(l.lastChange, { reason: 'start', from: 4, to: 4, at: clock.now() });
+    clock.advance(10);
+    assert.equal(l.adjust(9.4, 'throughput'), true);
+    assert.equal(l.limit, 9);
+    assert.deepEqual(l.lastChange, { reason: 'throughput', from: 4, to: 9, at: clock.now() });
+    assert.equal(l.adjust(9, 'latency'), false, 'no move, no new reason');
+    assert.equal(l.lastChange.reason, 'throughput');
+    l.adjust(100, 'throughput');
+    assert.equal(l.limit, 16);
+    l.adjust(0, 'engine queue');
     assert.equal(l.limit, 2);
-    clock.advance(1);
-    l.onSuccess();
-    assert.equal(l.limit, 3, 'one step, not a jump back to max');
   });
 
-  it('a raised limit makes room for more acquisitions', () => {
-    const { l } = limiter({ initial: 1, increaseEvery: 1 });
+  it('a raised limit makes room for more acquisitions; a lowered one cancels nothing in flight', () => {
+    const { l } = limiter({ initial: 1 });
     assert.equal(l.tryAcquire(), true);
     assert.equal(l.tryAcquire(), false);
-    l.onSuccess();
+    l.adjust(2, 'throughput');
     assert.equal(l.tryAcquire(), true);
+    l.adjust(1, 'latency');
+    assert.equal(l.inFlight, 2);
+    assert.equal(l.available, 0);
+  });
+
+  it('acquireUnlimited counts past the limit (real-time requests), leaving batch work no room', () => {
+    const { l } = limiter({ initial: 2 });
+    assert.equal(l.tryAcquire(), true);
+    l.acquireUnlimited();
+    l.acquireUnlimited();
+    assert.equal(l.inFlight, 3);
+    assert.equal(l.tryAcquire(), false);
+    l.release();
+    l.release();
+    assert.equal(l.tryAcquire(), true);
+  });
+
+  it('integrates requests in flight over time (busyIntegral), for telling a used limit from an idle one', () => {
+    const { l, clock } = limiter({ initial: 4 });
+    const start = l.busyIntegral();
+    l.tryAcquire();
+    l.tryAcquire();
+    clock.advance(100);
+    l.release();
+    clock.advance(50);
+    assert.equal(l.busyIntegral() - start, 2 * 100 + 1 * 50);
   });
 });
 
@@ -158,20 +164,6 @@ describe('AdaptiveLimiter: multiplicative decrease', () => {
     clock.advance(400);
     l.onOverload(); // 1000 ms after the decrease: counts
     assert.equal(l.limit, 4);
-  });
-
-  it('restarts the increase window after a decrease', () => {
-    const { l, clock } = limiter({ initial: 8, increaseEvery: 3 });
-    l.onSuccess();
-    l.onSuccess();
-    l.onOverload();
-    assert.equal(l.limit, 4);
-    clock.advance(5000);
-    l.onSuccess();
-    assert.equal(l.limit, 4, 'earlier successes do not carry over');
-    l.onSuccess();
-    l.onSuccess();
-    assert.equal(l.limit, 5);
   });
 
   it('does not cancel requests in flight: available stays 0 until enough are released', () => {
@@ -256,10 +248,14 @@ describe('AdaptiveLimiter: snapshot', () => {
     const { l, clock } = limiter({ initial: 4 });
     l.tryAcquire();
     l.tryAcquire();
-    l.onSuccess();
-    l.onSuccess();
     l.onOverload(300);
-    assert.deepEqual(l.snapshot(), { limit: 2, inFlight: 2, pausedUntil: clock.now() + 300, successes: 2, overloads: 1 });
+    assert.deepEqual(l.snapshot(), {
+      limit: 2,
+      inFlight: 2,
+      pausedUntil: clock.now() + 300,
+      overloads: 1,
+      lastChange: { reason: 'overload', from: 4, to: 2, at: clock.now() },
+    });
     clock.advance(300);
     assert.equal(l.snapshot().pausedUntil, 0);
   });
@@ -269,48 +265,6 @@ describe('AdaptiveLimiter: snapshot', () => {
     const before = Date.now();
     l.onOverload(60_000);
     assert.ok(l.pausedUntil() >= before + 60_000);
-  });
-});
-
-describe('AdaptiveLimiter: a whole AIMD cycle', () => {
-  it('climbs under success, halves on a 429 burst, then climbs again', () => {
-    const { l, clock } = limiter({ initial: 2, max: 10 });
-    // Climb: a window of `limit` successes per step.
-    for (let i = 0; i < 2 + 3 + 4 + 5; i++) l.onSuccess();
-    assert.equal(l.limit, 6);
-    // A burst of 429s from every request in flight: one halving.
-    assert.equal(acquireAll(l), 6);
-    for (let i = 0; i < 6; i++) {
-      l.onOverload();
-      l.release();
-    }
-    assert.equal(l.limit, 3);
-    clock.advance(2000);
-    for (let i = 0; i < 3; i++) l.onSuccess();
-    assert.equal(l.limit, 4);
-  });
-});
-
-describe('AdaptiveLimiter slow start', () => {
-  it('doubles per window of successes until the first overload, then grows by one', () => {
-    const limiter = new AdaptiveLimiter({ initial: 4, max: 64, slowStart: true, cooldownMs: 0, now: () => 0 });
-    const succeed = (n: number) => {
-      for (let i = 0; i < n; i++) limiter.onSuccess();
-    };
-    succeed(4);
-    assert.equal(limiter.limit, 8);
-    succeed(8);
-    assert.equal(limiter.limit, 16);
-    limiter.onOverload();
-    assert.equal(limiter.limit, 8);
-    succeed(8);
-    assert.equal(limiter.limit, 9, 'after an overload, growth is additive again');
-  });
-
-  it('never doubles past max', () => {
-    const limiter = new AdaptiveLimiter({ initial: 40, max: 64, slowStart: true, now: () => 0 });
-    for (let i = 0; i < 40; i++) limiter.onSuccess();
-    assert.equal(limiter.limit, 64);
   });
 });
 

@@ -262,6 +262,23 @@ const adminStatus = {
           in_flight: { type: 'integer' },
           queued: { type: 'integer' },
           paused_until: nullable('integer'),
+          limit_reason: nullable('string'),
+          limit_changed_at: nullable('integer'),
+          engine: {
+            anyOf: [
+              {
+                type: 'object',
+                properties: {
+                  kind: { type: 'string' },
+                  slots: nullable('integer'),
+                  running: nullable('number'),
+                  waiting: nullable('number'),
+                  kv_cache_usage: nullable('number'),
+                },
+              },
+              { type: 'null' },
+            ],
+          },
           pending: { type: 'integer' },
           running: { type: 'integer' },
           recent: outcomeCounts,

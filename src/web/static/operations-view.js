@@ -17,6 +17,17 @@ function errorRateCell(recent) {
   return td;
 }
 
+/** What the engine said about itself: its slots, running and waiting requests, KV-cache use; a dash when it says nothing. */
+function engineText(engine) {
+  if (!engine) return '—';
+  const parts = [];
+  if (engine.slots !== null) parts.push(`${formatCount(engine.slots)} slots`);
+  if (engine.running !== null) parts.push(`${formatCount(engine.running)} running`);
+  if (engine.waiting !== null) parts.push(`${formatCount(engine.waiting)} waiting`);
+  if (engine.kv_cache_usage !== null) parts.push(`KV ${formatPercent(engine.kv_cache_usage)}`);
+  return `${engine.kind}${parts.length ? `: ${parts.join(', ')}` : ''}`;
+}
+
 export function createOperationsView() {
   const poller = new Poller(refresh);
 
@@ -53,6 +64,8 @@ export function createOperationsView() {
               : `${formatCount(u.in_flight)} / ${formatCount(u.concurrency_limit)}${u.paused_until ? ` · paused ${formatDuration((u.paused_until - now) / 1000)}` : ''}`,
           ),
           cell(u.max_concurrency === null ? '—' : formatCount(u.max_concurrency)),
+          cell(u.limit_reason === null ? '—' : `${u.limit_reason}, ${formatDuration(Math.max(0, (now - u.limit_changed_at) / 1000))} ago`, ''),
+          cell(engineText(u.engine), ''),
           cell(formatCount(u.queued)),
           cell(formatCount(u.pending)),
           cell(formatCount(u.running)),

@@ -1,0 +1,104 @@
+// Spool with default settings in front of a loopback engine that behaves like
+// llama.cpp on a small machine (test/helpers/sim-engine.ts: 4 slots, queued
+// connections cost throughput, 200 to everything): the limit has to find the
+// knee by itself, with the engine's /props and without, and still halves on
+// 429. Outcomes only: where the limit settled, never how fast.
+import assert from 'node:assert/strict';
+import { after, describe, it } from 'node:test';
+import { EngineProbe, parseMetrics } from '../../src/upstreams/capacity/engine-probe.ts';
+import { assertExactlyOnce, chatLines, cleanupAll, endpointOf, readResults, startHarness, submitBatch, waitForStatus, api } from '../helpers/runner-harness.ts';
+import { startSimEngine, type SimEngine } from '../helpers/sim-engine.ts';
+
+const engines: SimEngine[] = [];
+after(async () => {
+  await Promise.all(engines.map((engine) => engine.close()));
+  await cleanupAll();
+});
+
+async function engine(options: Parameters<typeof startSimEngine>[0]): Promise<SimEngine> {
+  const started = await startSimEngine(options);
+  engines.push(started);
+  return started;
+}
+
+/** Runs `lines` lines through Spool (this upstream's config given) and returns the lane's figures at the end. */
+async function runBatch(sim: SimEngine, upstream: Record<string, unknown>, lines = 600) {
+  const h = await startHarness({
+    config: { upstreams: [{ name: 'llama', baseUrl: sim.baseUrl, models: ['*'], ...upstream }] },
+  });
+  const ep = endpointOf(h);
+  const input = chatLines(lines, 'sim-model', 'knee');
+  const batch = await waitForStatus(ep, (await submitBatch(ep, input)).id, 'completed', 120_000);
+  assertExactlyOnce(input.map((line) => line.custom_id), await readResults(ep, batch));
+  const lane = h.app.runner!.stats().lanes.find((l) => l.name === 'llama')!;
+  const status = await api(`${h.url}/v1/admin/status`, h.apiKey);
+  await h.stop();
+  return { lane, status: status.json.upstreams.find((u: { name: string }) => u.name === 'llama') };
+}
+
+describe('adaptive concurrency in front of an engine that answers 200 to everything', () => {
+  it('without /props (a gateway hides it): settles near the 4 slots on throughput alone, not at the ceiling of 64', async () => {
+    const sim = await engine({ props: false });
+    const { lane } = await runBatch(sim, {});
+    assert.ok(lane.limit >= 2 && lane.limit <= 7, `limit ${lane.limit} (last moved for ${lane.lastChange.reason})`);
+    assert.equal(lane.ceiling, 64);
+    assert.ok((lane.changes.throughput ?? 0) > 0, 'it moved on throughput');
+    assert.equal(lane.engine, null, 'nothing to report');
+  });
+
+  it("with /props: starts from the engine's 4 slots and never goes past them", async () => {
+    const sim = await engine({ props: true });
+    const { lane, status } = await runBatch(sim, {});
+    assert.ok(lane.limit >= 2 && lane.limit <= 4, `limit ${lane.limit}`);
+    assert.ok(sim.stats().maxWaiting <= 1, `the engine queued ${sim.stats().maxWaiting} requests at most`);
+    assert.equal(lane.engine?.slots, 4);
+    assert.equal((lane.changes['engine slots'] ?? 0) >= 0, true);
+    assert.equal(status.engine.kind, 'llama.cpp');
+    assert.equal(status.engine.slots, 4);
+    assert.equal(typeof status.limit_reason, 'string');
+  });
+
+  it('with /metrics: requests waiting in the engine bring the limit down (engine queue)', async () => {
+    const sim = await engine({ metrics: true });
+    const { lane } = await runBatch(sim, { initialConcurrency: 16 });
+    assert.ok(lane.limit <= 8, `limit ${lane.limit}`);
+    assert.ok((lane.changes['engine queue'] ?? 0) + (lane.changes.throughput ?? 0) + (lane.changes.latency ?? 0) > 0, JSON.stringify(lane.changes));
+  });
+
+  it('still halves on 429 (a gateway with no queue)', async () => {
+    const sim = await engine({ rejectWhenQueued: true });
+    const { lane } = await runBatch(sim, { initialConcurrency: 16 }, 300);
+    assert.ok(sim.stats().rejected > 0, 'the engine refused some');
+    assert.ok((lane.changes.overload ?? 0) > 0, `halved: ${JSON.stringify(lane.changes)}`);
+    assert.ok(lane.limit <= 8, `limit ${lane.limit}`);
+  });
+});
+
+describe('engine probe', () => {
+  it("reads llama.cpp's /props and /metrics, and leaves an upstream without them alone", async () => {
+    const sim = await engine({ props: true, metrics: true });
+    const probe = new EngineProbe({ baseUrl: sim.baseUrl });
+    await probe.refresh();
+    assert.deepEqual(probe.report(), { engine: 'llama.cpp', running: 0, waiting: 0, kvCacheUsage: undefined, slots: 4, at: probe.report()!.at });
+    const hidden = await engine({});
+    const none = new EngineProbe({ baseUrl: hidden.baseUrl, intervalMs: 0 });
+    await none.refresh();
+    await none.refresh();
+    assert.equal(none.report(), undefined);
+  });
+
+  it("parses vLLM's and SGLang's Prometheus gauges, summing label sets", () => {
+    const vllm = [
+      '# HELP vllm:num_requests_running Number of requests currently running on GPU.',
+      '# TYPE vllm:num_requests_running gauge',
+      'vllm:num_requests_running{model_name="a"} 12.0',
+      'vllm:num_requests_running{model_name="b"} 3.0',
+      'vllm:num_requests_waiting{model_name="a"} 5.0',
+      'vllm:gpu_cache_usage_perc{model_name="a"} 0.91',
+    ].join('\n');
+    assert.deepEqual(parseMetrics(vllm, 1), { engine: 'vllm', running: 15, waiting: 5, kvCacheUsage: 0.91, at: 1 });
+    const sglang = 'sglang:num_running_reqs{name="m"} 7\nsglang:num_queue_reqs{name="m"} 0\nsglang:token_usage{name="m"} 0.4\n';
+    assert.deepEqual(parseMetrics(sglang, 2), { engine: 'sglang', running: 7, waiting: 0, kvCacheUsage: 0.4, at: 2 });
+    assert.equal(parseMetrics('process_cpu_seconds_total 12\n', 3), undefined, 'some other exporter');
+  });
+});

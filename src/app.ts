@@ -7,7 +7,7 @@ import { buildServer } from './api/server.ts';
 import { startOpsServer } from './api/ops-server.ts';
 import { AdminStatusBuilder } from './api/admin-status.ts';
 import { createApiKey, hasAnyActiveKey, KeyVerifier } from './auth/keys.ts';
-import type { LifecycleContext } from './batches/context.ts';
+import type { LifecycleContext } from './runtime/context.ts';
 import { BatchService } from './batches/service.ts';
 import { LifecycleSweeper } from './batches/sweeper.ts';
 import { metricsAuthFor, type Config } from './config.ts';

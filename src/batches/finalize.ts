@@ -11,7 +11,7 @@ import { insertFile } from '../store/sql/files.ts';
 import { batchRequestTotals, pageBatchRequests } from '../store/sql/requests.ts';
 import type { BatchRow, BatchStatus, FileRow, RequestRow, RequestState } from '../store/sql/schema.ts';
 import { enqueueBatchEvent } from '../webhooks/outbox.ts';
-import type { LifecycleContext } from './context.ts';
+import type { LifecycleContext } from '../runtime/context.ts';
 import type { BatchLeaseKeeper } from './lease-keeper.ts';
 import { errorLine, outputLine } from './result-lines.ts';
 

@@ -2,7 +2,7 @@
 // 100 MB file) runs, and tells the work when the lease was lost so it stops
 // before a second process's writes and ours interleave.
 import { renewBatchLease } from '../store/sql/batches.ts';
-import { leaseMs, type LifecycleContext } from './context.ts';
+import { leaseMs, type LifecycleContext } from '../runtime/context.ts';
 
 export class LeaseLostError extends Error {
   override name = 'LeaseLostError';

@@ -8,7 +8,7 @@ import { blobKeyForUpload, type Store } from '../store/index.ts';
 import type { BlobWriteResult } from '../store/blobs/types.ts';
 import { pageBatchRequests } from '../store/sql/requests.ts';
 import type { FileRow } from '../store/sql/schema.ts';
-import { readLines } from '../runner/request-bodies.ts';
+import { readLines } from '../store/blobs/line-ranges.ts';
 
 // Failed rows per page (and per ranged read of the source): bounds memory to this many lines.
 const PAGE_SIZE = 100;

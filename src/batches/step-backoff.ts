@@ -5,7 +5,7 @@
 // that is down, a disk that is full) is then retried a few times an hour, not
 // hundreds of times a second, and the batch is parked under its lease
 // meanwhile, so every other batch's steps go ahead.
-import type { LifecycleContext } from './context.ts';
+import type { LifecycleContext } from '../runtime/context.ts';
 
 const MAX_BACKOFF_MS = 5 * 60_000;
 // Batches remembered at once; past it the oldest are forgotten (they restart from the poll interval).

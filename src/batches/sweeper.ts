@@ -2,7 +2,7 @@
 // expiry and finalization sweeps. Each loop goes again at once while it finds
 // work and otherwise sleeps pollIntervalMs. Separate loops, so validating a
 // large file never delays a cancel.
-import type { LifecycleContext } from './context.ts';
+import type { LifecycleContext } from '../runtime/context.ts';
 import { runLifecycleSweeps } from './sweeps.ts';
 import { validateNextBatch } from './validate.ts';
 import { WakeableSleep } from '../runtime/wakeable-sleep.ts';

@@ -8,12 +8,12 @@
 //   validating ──deadline passed before validation finished──► expired (no files)
 //   finalizing ──(a finalizer died)──► completed | expired
 //   output/error files past output_expires_after ──► blob and row deleted
-import { claimBatchLease, releaseBatchLease, renewBatchLease, updateLeasedBatch, type BatchClaimFilter } from '../store/sql/batches.ts';
+import { claimBatchLease, countFailedRequests, releaseBatchLease, renewBatchLease, updateLeasedBatch, type BatchClaimFilter } from '../store/sql/batches.ts';
 import { deleteFileRow, listExpiredFiles } from '../store/sql/files.ts';
 import { countBatchRequestsInStates, countBatchRequestsWithError, deleteBatchRequests, failOpenRequests } from '../store/sql/requests.ts';
 import type { BatchRow } from '../store/sql/schema.ts';
 import { enqueueBatchEvent } from '../webhooks/outbox.ts';
-import { leaseMs, type LifecycleContext } from './context.ts';
+import { leaseMs, type LifecycleContext } from '../runtime/context.ts';
 import { finalizeBatch } from './finalize.ts';
 import { BatchLeaseKeeper, LeaseLostError } from './lease-keeper.ts';
 import { stepBackoff } from './step-backoff.ts';
@@ -83,13 +83,7 @@ async function stepOnClaimedBatch(ctx: LifecycleContext, filter: BatchClaimFilte
 async function failOpen(ctx: LifecycleContext, batch: BatchRow, code: string, message: string, includeInFlight: boolean): Promise<number> {
   return ctx.store.sql.db.transaction().execute(async (tx) => {
     const failed = await failOpenRequests(tx, batch.id, code, message, Date.now(), includeInFlight);
-    if (failed > 0) {
-      await tx
-        .updateTable('batches')
-        .set((eb) => ({ request_failed: eb('request_failed', '+', failed) }))
-        .where('id', '=', batch.id)
-        .execute();
-    }
+    if (failed > 0) await countFailedRequests(tx, batch.id, failed);
     return failed;
   });
 }

@@ -13,7 +13,7 @@ import { BlobNotFoundError } from '../store/blobs/types.ts';
 import { deleteBatchRequests, enqueuedTokensForModel, insertRequests } from '../store/sql/requests.ts';
 import type { BatchRow, BatchValidationError, Database } from '../store/sql/schema.ts';
 import { enqueueBatchEvent } from '../webhooks/outbox.ts';
-import { leaseMs, type LifecycleContext } from './context.ts';
+import { leaseMs, type LifecycleContext } from '../runtime/context.ts';
 import { validateInput, type ValidRequestLine } from './input-validator.ts';
 import { BatchLeaseKeeper, LeaseLostError } from './lease-keeper.ts';
 import { reclaimAfterLargeStream } from '../runtime/reclaim-memory.ts';

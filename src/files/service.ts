@@ -9,6 +9,7 @@ import { blobKeyForUpload, type Store } from '../store/index.ts';
 import {
   deleteAwaitingFile,
   deleteFileRow,
+  findFile,
   findOpenBatchUsingFile,
   findProcessedFileBySha256,
   findUserFile,
@@ -173,7 +174,7 @@ export class FileService {
     }
     const claimed = await transitionFileStatus(this.db, fileId, 'awaiting_upload', { status: 'uploading' });
     if (!claimed) {
-      const file = await this.db.selectFrom('files').selectAll().where('id', '=', fileId).executeTakeFirst();
+      const file = await findFile(this.db, fileId);
       if (!file) throw notFound('file', fileId);
       throw conflict('This upload URL has already been used.', 'upload_url_used');
     }
@@ -187,7 +188,8 @@ export class FileService {
       else await updateFile(this.db, fileId, { status: 'awaiting_upload' });
       throw err;
     }
-    const file = await this.db.selectFrom('files').selectAll().where('id', '=', fileId).executeTakeFirstOrThrow();
+    const file = await findFile(this.db, fileId);
+    if (!file) throw notFound('file', fileId);
     if (file.declared_sha256 && file.declared_sha256 !== result.sha256) {
       await this.blobs.delete(blobKey);
       await updateFile(this.db, fileId, { status: 'awaiting_upload' });

@@ -6,7 +6,7 @@
 // metric of that scrape reads. Only the per-batch lifecycle timings are
 // observed as they happen.
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { LifecycleMetrics } from '../batches/context.ts';
+import type { LifecycleMetrics } from '../runtime/context.ts';
 import type { RunnerStats } from '../runner/runner.ts';
 import { RETRY_CAUSES, type UpstreamTotals } from '../runner/upstream-tally.ts';
 import type { SqlStore } from '../store/sql/database.ts';

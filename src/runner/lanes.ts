@@ -3,7 +3,7 @@
 // Lanes are made on first use, when a claimed request names a model routed to
 // that upstream.
 import type { Config } from '../config.ts';
-import { createEchoUpstreamClient, createHttpUpstreamClient, type UpstreamClient } from '../upstreams/http-client.ts';
+import { createEchoUpstreamClient, createHttpUpstreamClient, type EngineBinding, type UpstreamClient } from '../upstreams/http-client.ts';
 import { ModelRouter } from '../upstreams/router.ts';
 import { AdaptiveLimiter } from '../upstreams/capacity/adaptive-limiter.ts';
 import { UpstreamCapacities } from '../upstreams/capacity/upstream-capacity.ts';
@@ -36,12 +36,7 @@ export interface Lane<Job> {
   sharedCeiling?: { upstream: string; max: number };
 }
 
-/** The embedded engine plugs in here (issue: embedded engine): a client and the model names it serves. */
-export interface EngineBinding {
-  client: UpstreamClient;
-  models: string[];
-  maxConcurrency: number;
-}
+export type { EngineBinding } from '../upstreams/http-client.ts';
 
 // The emulator answers in-process in microseconds; its limit only bounds how much is in flight at once.
 const ECHO_CONCURRENCY = 256;

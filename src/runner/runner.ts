@@ -8,8 +8,8 @@
 //   execute ──► upstream ──► retry policy ──► request-lifecycle transition ──► result writer (group commit)
 //   heartbeat ──► renew leases; abort work of batches cancelled or expired meanwhile
 import type { Kysely } from 'kysely';
-import type { LifecycleContext } from '../batches/context.ts';
-import { leaseMs } from '../batches/context.ts';
+import type { LifecycleContext } from '../runtime/context.ts';
+import { leaseMs } from '../runtime/context.ts';
 import { findFile } from '../store/sql/files.ts';
 import {
   batchStatuses,
@@ -29,7 +29,7 @@ import { Lanes, type EngineBinding, type Lane } from './lanes.ts';
 import type { UpstreamCapacities } from '../upstreams/capacity/upstream-capacity.ts';
 import type { LimitChange, LimitReason } from '../upstreams/capacity/adaptive-limiter.ts';
 import type { EngineReport } from '../upstreams/capacity/engine-probe.ts';
-import { readLines } from './request-bodies.ts';
+import { readLines } from '../store/blobs/line-ranges.ts';
 import { fail, release, retryLater, settle, type ClaimedRequest } from './request-lifecycle.ts';
 import { ResultWriter, type WriterStall } from './result-writer.ts';
 import { bandOf, FairScheduler } from './scheduler.ts';

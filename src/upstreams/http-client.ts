@@ -49,6 +49,13 @@ export interface UpstreamClient {
   close(): Promise<void>;
 }
 
+/** An in-process backend the runner's lanes and the real-time routes route to (the embedded engine): its client and the model names it serves. */
+export interface EngineBinding {
+  client: UpstreamClient;
+  models: string[];
+  maxConcurrency: number;
+}
+
 export interface HttpUpstreamClientConfig {
   name: string;
   baseUrl: string;

@@ -6,7 +6,7 @@
 // that state is in the database, so a restart (or another process) carries on
 // where this one stopped: delivery is at least once.
 import type { Kysely } from 'kysely';
-import type { LifecycleContext } from '../batches/context.ts';
+import type { LifecycleContext } from '../runtime/context.ts';
 import type { WebhooksConfig } from '../config.ts';
 import type { Database, WebhookDeliveryRow } from '../store/sql/schema.ts';
 import { findSharedWebhookSecret } from '../store/sql/settings.ts';

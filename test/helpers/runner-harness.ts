@@ -17,7 +17,7 @@ import pg from 'pg';
 import { call, pollUntil as basePollUntil } from './spool.ts';
 import { startSpool, type SpoolApp } from '../../src/app.ts';
 import { createApiKey } from '../../src/auth/keys.ts';
-import type { LifecycleContext } from '../../src/batches/context.ts';
+import type { LifecycleContext } from '../../src/runtime/context.ts';
 import { parseConfig, type Config, type ConfigInput } from '../../src/config.ts';
 import { newWorkerId } from '../../src/ids.ts';
 import type { Store } from '../../src/store/index.ts';

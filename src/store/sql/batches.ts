@@ -133,3 +133,12 @@ export function updateLeasedBatch(
 ): Promise<boolean> {
   return transitionBatch(db, id, from, values, owner);
 }
+
+/** Adds `failed` to the batch's failed-request counter (lines failed in bulk: a cancel, an expiry). */
+export async function countFailedRequests(db: Db, batchId: string, failed: number): Promise<void> {
+  await db
+    .updateTable('batches')
+    .set((eb) => ({ request_failed: eb('request_failed', '+', failed) }))
+    .where('id', '=', batchId)
+    .execute();
+}

@@ -16,8 +16,7 @@
 // With a whisper model (options.whisper), the engine also answers
 // /v1/audio/transcriptions and /translations (whisper/serve.ts), one at a
 // time in its own process; it adds one to maxConcurrency.
-import type { EngineBinding } from '../../runner/lanes.ts';
-import type { UpstreamCall, UpstreamClient, UpstreamOutcome } from '../http-client.ts';
+import type { EngineBinding, UpstreamCall, UpstreamClient, UpstreamOutcome } from '../http-client.ts';
 import { chatCompletion } from './chat.ts';
 import { textCompletion } from './completions.ts';
 import { embeddings } from './embeddings.ts';

@@ -1,9 +1,9 @@
-// Reads the input lines of claimed requests straight from the batch's input
+// Reads input lines (of claimed requests, or of a retry's failed lines) straight from a batch's input
 // blob by byte range (validation recorded where each line sits). Claims come
 // in line order, so neighbouring lines are fetched with one ranged read; a gap
 // wider than MAX_GAP starts a new read, so a handful of scattered retries
 // never pulls in the megabytes between them.
-import type { BlobStore } from '../store/blobs/types.ts';
+import type { BlobStore } from './types.ts';
 
 export interface LineLocation {
   line: number;

@@ -15,10 +15,12 @@
 // everything but the OpenAI routes (a gateway). `rejectWhenQueued` answers 429
 // to a request that would have to wait (a gateway with no queue).
 //
-// Used in-process by tests and as a child process by the benchmark
-// (bench/sim-engine.ts).
+// Used in-process by unit-level tests, in a child process of its own by the
+// end-to-end ones (startSimEngineProcess), and as a child process by the
+// benchmark (bench/sim-engine.ts).
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import { fileURLToPath } from 'node:url';
 
 export interface SimEngineOptions {
   slots: number;
@@ -68,6 +70,8 @@ export interface SimEngine {
   port: number;
   stats(): SimEngineStats;
   reset(): void;
+  /** Reads the stats anew (a child process's; in-process they are always current). */
+  refreshStats(): Promise<SimEngineStats>;
   close(): Promise<void>;
 }
 
@@ -202,6 +206,7 @@ export async function startSimEngine(overrides: Partial<SimEngineOptions> = {}):
     port,
     stats: () => stats,
     reset,
+    refreshStats: async () => stats,
     close: () =>
       (closing ??= new Promise<void>((resolve) => {
         if (stepTimer) clearTimeout(stepTimer);
@@ -209,4 +214,56 @@ export async function startSimEngine(overrides: Partial<SimEngineOptions> = {}):
         for (const socket of sockets) socket.destroy();
       })),
   };
+}
+
+/**
+ * The engine in a child process of its own, as a real engine runs beside Spool: its steps are not delayed by
+ * Spool's event loop (in the same process, every stall of Spool's would lengthen the engine's steps and blur the
+ * very signal under test). Stats come back over IPC; `close()` stops the process.
+ */
+export async function startSimEngineProcess(overrides: Partial<SimEngineOptions> = {}): Promise<SimEngine> {
+  const { fork } = await import('node:child_process');
+  const child = fork(fileURLToPath(import.meta.url), [], {
+    execArgv: ['--import', 'tsx'],
+    env: { ...process.env, SIM_ENGINE_CHILD: JSON.stringify(overrides) },
+    stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+  });
+  const port = await new Promise<number>((resolve, reject) => {
+    child.once('message', (message) => resolve((message as { port: number }).port));
+    child.once('exit', (code) => reject(new Error(`the simulated engine exited (${code}) before it listened`)));
+  });
+  let latest: SimEngineStats | undefined;
+  const ask = (what: 'stats' | 'reset') =>
+    new Promise<SimEngineStats>((resolve) => {
+      child.once('message', (message) => resolve(message as SimEngineStats));
+      child.send(what);
+    });
+  let closing: Promise<void> | undefined;
+  return {
+    baseUrl: `http://127.0.0.1:${port}/v1`,
+    port,
+    // Synchronous in the interface: the last stats read; call refreshStats() first for fresh ones.
+    stats: () => latest ?? emptyStats(),
+    reset: () => void ask('reset'),
+    refreshStats: async () => (latest = await ask('stats')),
+    close: () =>
+      (closing ??= new Promise<void>((resolve) => {
+        child.once('exit', () => resolve());
+        child.kill('SIGTERM');
+      })),
+  } as SimEngine;
+}
+
+function emptyStats(): SimEngineStats {
+  return { arrivals: 0, served: 0, rejected: 0, maxRunning: 0, maxWaiting: 0, concurrencySum: 0, firstArrivalAt: null, lastResponseAt: null, tokens: 0 };
+}
+
+if (process.env.SIM_ENGINE_CHILD && process.send && process.argv[1] === fileURLToPath(import.meta.url)) {
+  const engine = await startSimEngine(JSON.parse(process.env.SIM_ENGINE_CHILD) as Partial<SimEngineOptions>);
+  process.on('message', (message) => {
+    if (message === 'reset') engine.reset();
+    process.send!(engine.stats());
+  });
+  process.on('SIGTERM', () => void engine.close().then(() => process.exit(0)));
+  process.send({ port: engine.port });
 }

@@ -8,7 +8,8 @@
 //   climb ──(throughput grew less than it could: near the knee)──► climb in small steps
 //     │                                  │
 //     └──(throughput did not grow: back to the last limit)──► hold
-//   hold ──(every few windows)──► probe one step up, or one step down
+//   hold ──(every few windows)──► probe one step up, or down (one step, or
+//                                  to where latency says nothing would queue)
 //   probe up ──(5% more throughput)──► climb   │ (less) ──► back, hold
 //   probe down ──(more throughput)──► probe down again │ (as much) ──► hold lower │ (less) ──► back, hold
 //
@@ -62,7 +63,9 @@ export interface KneeFinderOptions {
 
 // A measured window holds at least this many completions, and so many per unit of limit (a climb decides on two
 // rounds of the limit, a hold or a probe on three: fewer, larger decisions where noise matters most), up to the cap.
-const MIN_WINDOW = 8;
+const MIN_WINDOW = 16;
+// The cold first window and the windows of a fast climb (doubling while throughput doubles: a coarse signal) need fewer.
+const MIN_FAST_WINDOW = 8;
 const CLIMB_WINDOW_PER_LIMIT = 2;
 const HOLD_WINDOW_PER_LIMIT = 3;
 const MAX_WINDOW = 256;
@@ -79,8 +82,12 @@ const DOWN_TOLERANCE = 0.01;
 const DOWN_GAIN = 0.02;
 // Doubling while throughput doubles with it: a fresh upstream is found in a few windows (as TCP's slow start).
 const FAST_GROWTH = 2;
-// Windows held between two probes: each probe costs a little throughput (a step down, or up past the knee).
-const PROBE_EVERY = 16;
+// Between two probes: at least PROBE_MIN_WINDOWS windows held, and PROBE_INTERVAL_MS or PROBE_MAX_WINDOWS windows,
+// whichever comes first. Each probe costs a little throughput (a step down, or up past the knee); too few leave a
+// limit found by a noisy window standing for long.
+const PROBE_MIN_WINDOWS = 4;
+const PROBE_MAX_WINDOWS = 16;
+const PROBE_INTERVAL_MS = 2_000;
 // Time per token this many times its floor: requests are waiting in the server.
 const LATENCY_TOLERANCE = 4;
 // Where the server last pushed back (429/5xx/timeouts) stays out of reach of climbs and probes for this long, so a
@@ -104,6 +111,8 @@ interface Measure {
   limit: number;
   throughput: number;
   unit: 'tokens' | 'requests';
+  /** Latency per token (or request), ms. */
+  perUnit: number;
 }
 
 export class KneeFinder {
@@ -115,6 +124,8 @@ export class KneeFinder {
   private previous: Measure | undefined;
   private held: Measure | undefined;
   private windowsHeld = 0;
+  private heldSince = 0;
+  private warm = false;
   private nextProbe: 'up' | 'down' = 'down';
   private latencyFloor: number | undefined;
   private engineCeiling: number | undefined;
@@ -163,8 +174,9 @@ export class KneeFinder {
     window.latencyMs += sample.latencyMs;
     if (sample.outputTokens <= 0) window.allHadTokens = false;
     // Doubling while far below the knee needs only a clear signal: one round of the limit. Near it, more.
-    const perLimit = this.recovering || (this.phase === 'climb' && !this.fine) ? 1 : this.phase === 'climb' ? CLIMB_WINDOW_PER_LIMIT : HOLD_WINDOW_PER_LIMIT;
-    const needed = Math.min(MAX_WINDOW, Math.max(MIN_WINDOW, perLimit * window.limit));
+    const fast = !this.warm || (this.phase === 'climb' && !this.fine);
+    const perLimit = fast || this.recovering ? 1 : this.phase === 'climb' ? CLIMB_WINDOW_PER_LIMIT : HOLD_WINDOW_PER_LIMIT;
+    const needed = Math.min(MAX_WINDOW, Math.max(fast ? MIN_FAST_WINDOW : MIN_WINDOW, perLimit * window.limit));
     if (window.completions >= needed) this.closeWindow();
   }
 
@@ -232,11 +244,17 @@ export class KneeFinder {
     // Throughput by Little's law, requests in flight over time per request (or token): counting completions over
     // the window's wall time instead swings with where the window cuts a burst of answers that were sent together.
     const units = unit === 'tokens' ? window.tokens : window.completions;
-    const measure: Measure = { limit: window.limit, throughput: (busy * units) / Math.max(0.001, window.latencyMs / 1000), unit };
-    const perUnit = window.latencyMs / (unit === 'tokens' ? Math.max(1, window.tokens) : window.completions);
+    const perUnit = window.latencyMs / Math.max(1, units);
+    const measure: Measure = { limit: window.limit, throughput: (busy * units) / Math.max(0.001, window.latencyMs / 1000), unit, perUnit };
     this.latencyFloor = this.latencyFloor === undefined ? perUnit : Math.min(this.latencyFloor * FLOOR_DRIFT, perUnit);
     this.window = this.openWindow(false);
     if (usable < window.limit) return; // Capped from outside (a shared ceiling): nothing about this limit was measured.
+    // The very first window runs cold (connections opening, code not yet optimised, on both sides): it sets the
+    // latency floor but is no base for a decision.
+    if (!this.warm) {
+      this.warm = true;
+      return;
+    }
     if (perUnit > LATENCY_TOLERANCE * this.latencyFloor && window.limit > this.limiter.min) {
       this.move(window.limit - this.step(window.limit), 'latency', 'hold');
       return;
@@ -268,7 +286,7 @@ export class KneeFinder {
       case 'hold': {
         this.held = comparable(this.held) && this.held.limit === measure.limit ? blend(this.held, measure) : measure;
         this.windowsHeld += 1;
-        if (this.windowsHeld >= PROBE_EVERY) this.probe();
+        if (this.windowsHeld >= PROBE_MAX_WINDOWS || (this.windowsHeld >= PROBE_MIN_WINDOWS && this.now() - this.heldSince >= PROBE_INTERVAL_MS)) this.probe();
         return;
       }
       case 'probe-up': {
@@ -292,7 +310,7 @@ export class KneeFinder {
           // gaps between one answer and the next request, where queueing costs the engine nothing).
           this.held = measure;
           this.phase = 'hold';
-          this.windowsHeld = 0;
+          this.startHolding();
           this.nextProbe = 'up';
         } else if (base) this.move(base.limit, 'throughput', 'hold');
         return;
@@ -307,20 +325,38 @@ export class KneeFinder {
       // Nowhere to climb: hold here.
       this.held = this.previous;
       this.phase = 'hold';
-      this.windowsHeld = 0;
+      this.startHolding();
       return;
     }
     this.move(next, 'throughput', 'climb');
   }
 
-  private probe(): void {
+  private startHolding(): void {
     this.windowsHeld = 0;
+    this.heldSince = this.now();
+  }
+
+  private probe(): void {
+    this.startHolding();
     const limit = this.limiter.limit;
     const direction = this.nextProbe;
     this.nextProbe = direction === 'up' ? 'down' : 'up';
-    const target = direction === 'up' ? Math.min(this.climbCeiling(), limit + this.step(limit)) : Math.max(this.limiter.min, limit - this.step(limit));
+    const target = direction === 'up' ? Math.min(this.climbCeiling(), limit + this.step(limit)) : this.downTarget(limit);
     if (target === limit) return;
     this.move(target, 'throughput', direction === 'up' ? 'probe-up' : 'probe-down');
+  }
+
+  /**
+   * One step down; or, when latency says requests queue well past it, straight to the limit at which they would
+   * not (Vegas' estimate: the limit times the latency floor over the latency held), so a limit found too high is
+   * left in one probe, not one step per probe. A probe there that loses throughput is simply undone.
+   */
+  private downTarget(limit: number): number {
+    const step = Math.max(this.limiter.min, limit - this.step(limit));
+    const held = this.held;
+    if (!held || this.latencyFloor === undefined || held.perUnit <= 0) return step;
+    const vegas = Math.max(this.limiter.min, Math.round((limit * this.latencyFloor) / held.perUnit));
+    return vegas < step - 1 ? vegas : step;
   }
 
   private climbCeiling(): number {
@@ -339,7 +375,7 @@ export class KneeFinder {
       this.fine = true;
       this.recovering = false;
     }
-    if (phase === 'hold') this.windowsHeld = 0;
+    if (phase === 'hold') this.startHolding();
     this.limiter.adjust(limit, reason);
     // Recovering from an overload steps up every round of the limit, as AIMD does, with no settling window.
     this.window = this.openWindow(!this.recovering);
@@ -365,5 +401,5 @@ export class KneeFinder {
 
 /** The held measure, updated with a new window of the same limit (a running average, so noise settles). */
 function blend(held: Measure, measure: Measure): Measure {
-  return { ...held, throughput: held.throughput * 0.7 + measure.throughput * 0.3 };
+  return { ...held, throughput: held.throughput * 0.7 + measure.throughput * 0.3, perUnit: held.perUnit * 0.7 + measure.perUnit * 0.3 };
 }

@@ -97,6 +97,14 @@ export class GlobalCeilings {
     const inFlight = lane.limiter.inFlight;
     const demand = Math.min(lane.limiter.limit, lane.queue.length + inFlight);
     try {
+      // The ceiling came down (the engine reported fewer slots than maxConcurrency): slots at or above it go back at
+      // once; requests already using them finish, and nothing new starts on them.
+      const over = [...slots].filter((slot) => slot >= ceiling.max);
+      if (over.length > 0) {
+        for (const slot of over) slots.delete(slot);
+        lane.limiter.setCap(slots.size);
+        await releaseUpstreamSlots(db, { upstream: ceiling.upstream, owner, slots: over });
+      }
       if (slots.size < demand) {
         if (!this.ensured.has(ceiling.upstream)) {
           await ensureUpstreamSlots(db, ceiling.upstream, ceiling.max);

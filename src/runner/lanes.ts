@@ -6,7 +6,7 @@ import type { Config } from '../config.ts';
 import { createEchoUpstreamClient, createHttpUpstreamClient, type EngineBinding, type UpstreamClient } from '../upstreams/http-client.ts';
 import { ModelRouter } from '../upstreams/router.ts';
 import { AdaptiveLimiter } from '../upstreams/capacity/adaptive-limiter.ts';
-import { UpstreamCapacities } from '../upstreams/capacity/upstream-capacity.ts';
+import { UpstreamCapacities, type UpstreamCapacity } from '../upstreams/capacity/upstream-capacity.ts';
 import type { EngineReport } from '../upstreams/capacity/engine-probe.ts';
 import { RateLimiter } from './rate-limiter.ts';
 import { UpstreamTally } from './upstream-tally.ts';
@@ -94,7 +94,7 @@ export class Lanes<Job> {
       rate: new RateLimiter({ requestsPerMinute: upstream.requestsPerMinute, tokensPerMinute: upstream.tokensPerMinute }),
       queue: [],
       tally: new UpstreamTally(),
-      sharedCeiling: this.sharedCeilings ? { upstream: upstream.name, max: upstream.maxConcurrency } : undefined,
+      sharedCeiling: this.sharedCeilings ? sharedCeilingOf(upstream.name, upstream.maxConcurrency, capacity) : undefined,
     };
   }
 
@@ -104,4 +104,19 @@ export class Lanes<Job> {
     const capacity: LaneCapacity = { limiter, onSuccess: () => undefined, onOverload: (retryAfterMs) => limiter.onOverload(retryAfterMs) };
     return { name, client, limiter, capacity, rate: new RateLimiter(), queue: [], tally: new UpstreamTally() };
   }
+}
+
+/**
+ * The ceiling every worker shares for an upstream: its maxConcurrency, or the engine's own slots when it reports
+ * fewer (llama.cpp /props). Requests beyond the slots only wait in the engine, so all workers together stay within
+ * them, not each worker separately.
+ */
+function sharedCeilingOf(upstream: string, maxConcurrency: number, capacity: UpstreamCapacity): { upstream: string; max: number } {
+  return {
+    upstream,
+    get max() {
+      const slots = capacity.engine()?.slots;
+      return slots !== undefined ? Math.min(maxConcurrency, slots) : maxConcurrency;
+    },
+  };
 }

@@ -6,7 +6,23 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { EngineProbe, parseMetrics } from '../../src/upstreams/capacity/engine-probe.ts';
-import { assertExactlyOnce, chatLines, cleanupAll, endpointOf, readResults, startHarness, submitBatch, waitForStatus, api } from '../helpers/runner-harness.ts';
+import { Runner } from '../../src/runner/runner.ts';
+import {
+  api,
+  assertExactlyOnce,
+  chatLines,
+  cleanupAll,
+  createPostgresDatabase,
+  endpointOf,
+  getBatch,
+  lifecycleContext,
+  pollUntil,
+  readResults,
+  SKIP_POSTGRES,
+  startHarness,
+  submitBatch,
+  waitForStatus,
+} from '../helpers/runner-harness.ts';
 import { startSimEngine, startSimEngineProcess, type SimEngine } from '../helpers/sim-engine.ts';
 
 const engines: SimEngine[] = [];
@@ -95,6 +111,33 @@ describe('adaptive concurrency in front of an engine that answers 200 to everyth
     assert.ok(sim.stats().rejected > 0, 'the engine refused some');
     assert.ok((lane.changes.overload ?? 0) > 0, `halved: ${JSON.stringify(lane.changes)}`);
     assert.ok(lane.limit <= 8, `limit ${lane.limit}`);
+  });
+});
+
+describe('several workers in front of one engine (PostgreSQL, global ceilings)', { skip: SKIP_POSTGRES ? 'SPOOL_TEST_SKIP_POSTGRES=1' : false }, () => {
+  it("stay within the engine's slots together, not each on its own", async () => {
+    const sim = await engine({ props: true });
+    const databaseUrl = await createPostgresDatabase();
+    const h = await startHarness({ config: { databaseUrl, upstreams: [{ name: 'llama', baseUrl: sim.baseUrl, models: ['*'] }] } });
+    // A second worker on the same database: its own runner, its own knee finder, the same shared ceiling.
+    const other = new Runner(lifecycleContext(h.app.store, h.config)).start();
+    try {
+      const ep = endpointOf(h);
+      const input = chatLines(600, 'sim-model', 'shared');
+      const batch = await submitBatch(ep, input);
+      // Both have read the engine's slots once some answers are in; from then on the engine sees no queue.
+      await pollUntil(() => getBatch(ep, batch.id), (b) => b.request_counts.completed >= 60, { what: 'the first answers' });
+      sim.reset();
+      const done = await waitForStatus(ep, batch.id, 'completed', 120_000);
+      assertExactlyOnce(input.map((line) => line.custom_id), await readResults(ep, done));
+      const stats = await sim.refreshStats();
+      assert.ok(stats.served > 0);
+      assert.equal(stats.maxWaiting, 0, `at most 4 in flight across both workers; the engine had up to ${stats.maxWaiting} waiting`);
+      assert.ok(stats.maxRunning <= 4);
+    } finally {
+      await other.stop();
+      await h.stop();
+    }
   });
 });
 

@@ -126,6 +126,13 @@ export class KneeFinder {
   private windowsHeld = 0;
   private heldSince = 0;
   private warm = false;
+  /**
+   * Where the search started (configured, the engine's slots, or the default): a step down below it must gain
+   * throughput, not merely keep it. A client that is itself the bottleneck (an upstream answering in a
+   * millisecond) sees latency grow with concurrency whatever the upstream does, and would otherwise talk itself
+   * down to a limit that starves its own pipeline.
+   */
+  private start: number;
   private nextProbe: 'up' | 'down' = 'down';
   private latencyFloor: number | undefined;
   private engineCeiling: number | undefined;
@@ -145,6 +152,7 @@ export class KneeFinder {
   constructor(private readonly options: KneeFinderOptions) {
     this.limiter = options.limiter;
     this.now = options.now ?? Date.now;
+    this.start = this.limiter.limit;
     // Nothing was sent before: no settling needed.
     this.window = this.openWindow(false);
   }
@@ -212,6 +220,7 @@ export class KneeFinder {
       this.engineCeiling = report.slots;
       if (!this.engineSlotsApplied && !this.options.configuredStart) {
         this.engineSlotsApplied = true;
+        this.start = Math.min(this.limiter.max, report.slots);
         this.move(report.slots, 'engine slots', 'hold');
         return;
       }
@@ -305,7 +314,7 @@ export class KneeFinder {
           this.held = measure;
           this.nextProbe = 'down';
           this.probe();
-        } else if (comparable(base) && measure.throughput >= base.throughput * (1 - DOWN_TOLERANCE)) {
+        } else if (comparable(base) && measure.limit >= this.start && measure.throughput >= base.throughput * (1 - DOWN_TOLERANCE)) {
           // As much for less: keep it, and look again only at the next probe (a few queued requests cover the
           // gaps between one answer and the next request, where queueing costs the engine nothing).
           this.held = measure;
@@ -355,7 +364,7 @@ export class KneeFinder {
     const step = Math.max(this.limiter.min, limit - this.step(limit));
     const held = this.held;
     if (!held || this.latencyFloor === undefined || held.perUnit <= 0) return step;
-    const vegas = Math.max(this.limiter.min, Math.round((limit * this.latencyFloor) / held.perUnit));
+    const vegas = Math.max(this.limiter.min, Math.min(limit - 1, this.start), Math.round((limit * this.latencyFloor) / held.perUnit));
     return vegas < step - 1 ? vegas : step;
   }
 

@@ -8,6 +8,7 @@ import { startOpsServer } from './api/ops-server.ts';
 import { AdminStatusBuilder } from './api/admin-status.ts';
 import { createApiKey, hasAnyActiveKey, KeyVerifier } from './auth/keys.ts';
 import type { LifecycleContext } from './runtime/context.ts';
+import { WorkerLiveness } from './runtime/liveness.ts';
 import { BatchService } from './batches/service.ts';
 import { LifecycleSweeper } from './batches/sweeper.ts';
 import { metricsAuthFor, type Config } from './config.ts';
@@ -116,6 +117,15 @@ async function startOnStore(config: Config, store: Store, engine: Engine | undef
     await Promise.all([closeServer(server), gateway.close()]);
     throw err;
   }
+  // Registered before any loop claims work, taking over what processes found dead held (this data dir's previous
+  // life, after a crash) so it runs now rather than after their leases lapse.
+  let liveness: WorkerLiveness;
+  try {
+    liveness = await new WorkerLiveness(ctx, { role: 'serve', onReaped: () => wakeLoops(ctx) }).start();
+  } catch (err) {
+    await Promise.all([closeServer(server), gateway.close()]);
+    throw err;
+  }
   runner = config.worker.enabled ? new Runner(ctx, { engine, capacities }).start() : undefined;
   ctx.onRunnable = () => runner?.poke();
   const lifecycle = new LifecycleSweeper(ctx).start();
@@ -126,6 +136,7 @@ async function startOnStore(config: Config, store: Store, engine: Engine | undef
     webhooks = await startWebhookDispatcher(ctx);
   } catch (err) {
     await Promise.all([closeServer(server), gateway.close(), runner?.stop(), lifecycle.stop()]);
+    await liveness.stop();
     throw err;
   }
   const address = server.server.address();
@@ -146,10 +157,17 @@ async function startOnStore(config: Config, store: Store, engine: Engine | undef
       await runner?.stop();
       await lifecycle.stop();
       await webhooks.stop();
+      await liveness.stop();
       await store.close();
       await engine?.close();
     },
   };
+}
+
+/** After another process's work was handed back: claim it now, and finalize batches it may have been holding up. */
+function wakeLoops(ctx: LifecycleContext): void {
+  ctx.onRunnable?.();
+  ctx.onBatchDrained?.();
 }
 
 function loggerOptions(config: Config) {
@@ -220,6 +238,10 @@ async function startWorkerOnStore(config: Config, store: Store, engine: Engine |
       })
     : undefined;
   const ctx: LifecycleContext = { store, config, workerId: newWorkerId(), log, metrics: metrics?.lifecycle };
+  const liveness = await new WorkerLiveness(ctx, { role: 'worker', onReaped: () => wakeLoops(ctx) }).start().catch(async (err: unknown) => {
+    if (ops) await closeServer(ops.server);
+    throw err;
+  });
   const started = new Runner(ctx, { engine }).start();
   runner = started;
   ctx.onRunnable = () => started.poke();
@@ -230,6 +252,7 @@ async function startWorkerOnStore(config: Config, store: Store, engine: Engine |
     webhooks = await startWebhookDispatcher(ctx);
   } catch (err) {
     await Promise.all([ops && closeServer(ops.server), started.stop(), sweeper.stop()]);
+    await liveness.stop();
     throw err;
   }
   let closed = false;
@@ -244,6 +267,7 @@ async function startWorkerOnStore(config: Config, store: Store, engine: Engine |
       await started.stop();
       await sweeper.stop();
       await webhooks.stop();
+      await liveness.stop();
       await store.close();
       await engine?.close();
     },

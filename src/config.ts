@@ -248,6 +248,15 @@ export const configSchema = z
         enabled: z.boolean().default(true),
         /** How long a claimed batch or request stays owned without a heartbeat. */
         leaseSeconds: z.number().positive().default(60),
+        /** How often each process beats its liveness row and looks for processes that died. */
+        heartbeatMs: z.number().int().min(50).default(1000),
+        /**
+         * A process whose liveness row has not moved for this long is taken for dead: its leases and ceiling
+         * slots go to the others at once instead of after leaseSeconds. Most deaths are found sooner: on
+         * PostgreSQL when its liveness session ends (about two heartbeats), on the same host by its pid (at
+         * once). Keep it longer than any pause a live process may take.
+         */
+        livenessTimeoutSeconds: z.number().positive().default(15),
         /** How often sweeps (validation, cancel, expiry, finalization) look for work. */
         pollIntervalMs: z.number().int().positive().default(500),
         /** Requests claimed per round trip. */

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import { Kysely, Migrator, PostgresDialect, SqliteDialect } from 'kysely';
 import pg from 'pg';
+import { takeLivenessLock, type LivenessLock } from './liveness-lock.ts';
 import { migrationProvider } from './migrations.ts';
 import { withStatementCache } from './statement-cache.ts';
 import { withStorableText } from './storable-text.ts';
@@ -16,6 +17,8 @@ export interface SqlStore {
   db: Kysely<Database>;
   dialect: SqlDialectName;
   close(): Promise<void>;
+  /** PostgreSQL: a session of its own holding an advisory lock while this process lives (runtime/liveness.ts). */
+  takeLivenessLock?: (key: number) => Promise<LivenessLock | undefined>;
 }
 
 export interface OpenSqlOptions {
@@ -40,7 +43,7 @@ export async function openSqlStore(options: OpenSqlOptions): Promise<SqlStore> {
     pool.on('error', () => undefined);
     pool.on('connect', (client) => client.on('error', () => undefined));
     const db = new Kysely<Database>({ dialect: withStorableText(new PostgresDialect({ pool })) });
-    const store: SqlStore = { db, dialect: 'postgres', close: () => db.destroy() };
+    const store: SqlStore = { db, dialect: 'postgres', close: () => db.destroy(), takeLivenessLock: (key) => takeLivenessLock(url, key) };
     await closeOnFailure(store, () => migrate(db));
     return store;
   }

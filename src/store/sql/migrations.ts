@@ -241,6 +241,27 @@ const webhookSecrets: Migration = {
   },
 };
 
+// One row per live Spool process (serve or worker), beaten every second, so a
+// process that dies is noticed in seconds and its leases and ceiling slots go
+// to the others, instead of after a whole lease (runtime/liveness.ts).
+const workers: Migration = {
+  async up(db: Kysely<any>) {
+    await db.schema
+      .createTable('workers')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('host', 'text', (c) => c.notNull())
+      .addColumn('pid', 'integer', (c) => c.notNull())
+      .addColumn('role', 'text', (c) => c.notNull())
+      .addColumn('started_at', 'bigint', (c) => c.notNull())
+      .addColumn('heartbeat_at', 'bigint', (c) => c.notNull())
+      .addColumn('lock_key', 'integer')
+      .execute();
+  },
+  async down(db: Kysely<any>) {
+    await db.schema.dropTable('workers').execute();
+  },
+};
+
 export const migrations: Record<string, Migration> = {
   '0001_initial': initial,
   '0002_sweep_indexes': sweepIndexes,
@@ -248,6 +269,7 @@ export const migrations: Record<string, Migration> = {
   '0004_webhooks_and_retries': webhooksAndRetries,
   '0005_pending_claim_index': pendingClaimIndex,
   '0006_webhook_secrets': webhookSecrets,
+  '0007_workers': workers,
 };
 
 export const migrationProvider: MigrationProvider = {

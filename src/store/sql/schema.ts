@@ -152,6 +152,25 @@ export interface WebhookSecretsTable {
   created_at: number;
 }
 
+/**
+ * A live Spool process. Its id is the owner written on every lease it takes
+ * (requests, batches, webhook deliveries, upstream slots), so when it is found
+ * dead every one of them can be handed back at once.
+ */
+export interface WorkersTable {
+  id: string;
+  /** The host name and PID namespace the pid belongs to: another process there can tell whether it still runs. */
+  host: string;
+  pid: number;
+  /** 'serve' or 'worker'. */
+  role: string;
+  started_at: number;
+  /** Written by the process on its own clock; other processes only watch it change, so clock skew does not matter. */
+  heartbeat_at: number;
+  /** PostgreSQL: the advisory lock its liveness session holds (released by the server the moment that session dies). */
+  lock_key: number | null;
+}
+
 export interface RequestsTable {
   batch_id: string;
   /** 1-based line number in the input file. */
@@ -200,6 +219,7 @@ export interface Database {
   requests: RequestsTable;
   webhook_deliveries: WebhookDeliveriesTable;
   webhook_secrets: WebhookSecretsTable;
+  workers: WorkersTable;
 }
 
 export type ApiKeyRow = Selectable<ApiKeysTable>;

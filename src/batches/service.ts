@@ -127,6 +127,12 @@ export class BatchService {
       );
     }
     if ((await countBatchRequestsInStates(this.db, original.id, ['failed'])) === 0) {
+      if (original.request_failed > 0) {
+        throw conflict(
+          `Batch ${original.id} had ${original.request_failed} failed lines, but its output and error files have expired or were deleted, and with them the record of which lines failed.`,
+          'results_expired',
+        );
+      }
       const why =
         original.status === 'failed'
           ? 'it failed validation, so none of its lines ran: fix the input file and create a new batch'

@@ -9,7 +9,8 @@
 //   finalizing ──(a finalizer died)──► completed | expired
 //   output/error files past output_expires_after ──► blob and row deleted
 import { claimBatchLease, countFailedRequests, releaseBatchLease, renewBatchLease, updateLeasedBatch, type BatchClaimFilter } from '../store/sql/batches.ts';
-import { deleteFileRow, listExpiredFiles } from '../store/sql/files.ts';
+import { listExpiredFiles } from '../store/sql/files.ts';
+import { deleteFileAndItsResults } from '../store/sql/result-retention.ts';
 import { countBatchRequestsInStates, countBatchRequestsWithError, deleteBatchRequests, failOpenRequests } from '../store/sql/requests.ts';
 import type { BatchRow } from '../store/sql/schema.ts';
 import { enqueueBatchEvent } from '../webhooks/outbox.ts';
@@ -173,7 +174,7 @@ export async function purgeExpiredFiles(ctx: LifecycleContext): Promise<boolean>
     if (purged >= PURGE_PER_PASS) break;
     try {
       if (file.blob_key) await ctx.store.blobs.delete(file.blob_key);
-      await deleteFileRow(ctx.store.sql.db, file.id);
+      await deleteFileAndItsResults(ctx.store.sql.db, file);
       purgeFailures.delete(file.id);
       purged += 1;
     } catch (err) {

@@ -20,6 +20,7 @@ import {
   updateFile,
 } from '../store/sql/files.ts';
 import type { FilePurpose, FileRow } from '../store/sql/schema.ts';
+import { deleteFileAndItsResults } from '../store/sql/result-retention.ts';
 import { checkUploadSignature, signUpload } from './signed-urls.ts';
 import { reclaimAfterLargeStream } from '../runtime/reclaim-memory.ts';
 
@@ -219,7 +220,7 @@ export class FileService {
     const file = await this.get(userId, fileId);
     const batchId = await findOpenBatchUsingFile(this.db, fileId);
     if (batchId) throw conflict(`File ${fileId} is the input of batch ${batchId}, which is still running. Cancel the batch first.`, 'file_in_use');
-    await deleteFileRow(this.db, fileId);
+    await deleteFileAndItsResults(this.db, file);
     if (file.blob_key) await this.blobs.delete(file.blob_key);
   }
 

@@ -21,11 +21,13 @@ import {
   chatLine,
   chatLines,
   cleanupAll,
+  createPostgresDatabase,
   endpointOf,
   getBatch,
   lifecycleContext,
   pollUntil,
   readResults,
+  SKIP_POSTGRES,
   startHarness,
   startStaticServer,
   submitBatch,
@@ -378,8 +380,47 @@ describe('output retention', () => {
     }
     const rows = await own.app.store.sql.db.selectFrom('files').select('id').where('batch_id', '=', created.id).execute();
     assert.deepEqual(rows, [], 'the rows are gone too');
+    const requests = await own.app.store.sql.db.selectFrom('requests').select('line').where('batch_id', '=', created.id).execute();
+    assert.deepEqual(requests, [], 'and so are the request rows that held the same content');
     // The input file has no expiry and stays.
     assert.equal((await api(`${ep.base}/files/${batch.input_file_id}`, ep.key)).status, 200);
     await own.stop();
   });
+
+  for (const backend of [
+    { name: 'SQLite', skip: false as const, databaseUrl: async () => undefined },
+    { name: 'PostgreSQL', skip: SKIP_POSTGRES ? 'SPOOL_TEST_SKIP_POSTGRES=1' : (false as const), databaseUrl: createPostgresDatabase },
+  ]) {
+    it(`deleting the output file forgets the response bodies in the database, the error file the error messages; both gone, the rows go (${backend.name})`, { skip: backend.skip }, async () => {
+      const own = await startHarness({ config: { databaseUrl: await backend.databaseUrl() } });
+      const ep = endpointOf(own);
+      const db = own.app.store.sql.db;
+      const lines = [chatLine('ok', 'echo'), chatLine('bad', 'nobody-serves-this')];
+      const batch = await waitForStatus(ep, (await submitBatch(ep, lines)).id, 'completed');
+      const rows = () =>
+        db.selectFrom('requests').select(['custom_id', 'state', 'response_body', 'error_code', 'error_message']).where('batch_id', '=', batch.id).orderBy('line').execute();
+      const before = await rows();
+      assert.ok(before[0].response_body?.includes('"ok"') || before[0].response_body?.includes('chat.completion'), 'the success body is in its row while the output file exists');
+      assert.ok(before[1].error_message, 'the failure says why while the error file exists');
+
+      assert.equal((await api(`${ep.base}/files/${batch.output_file_id}`, ep.key, { method: 'DELETE' })).status, 200);
+      const afterOutput = await rows();
+      assert.equal(afterOutput[0].response_body, null, 'the output file is gone: so is its content in the database');
+      assert.equal(afterOutput[1].error_message, before[1].error_message, 'the error file is still there: its content stays');
+      // The error file still tells which lines failed: a retry still works.
+      const retried = await api(`${ep.base}/batches/${batch.id}/retry`, ep.key, { method: 'POST' });
+      assert.equal(retried.status, 200, JSON.stringify(retried.json));
+      await waitForStatus(ep, retried.json.id, 'completed');
+
+      assert.equal((await api(`${ep.base}/files/${batch.error_file_id}`, ep.key, { method: 'DELETE' })).status, 200);
+      assert.deepEqual(await rows(), [], 'both files gone: no row of the batch holds any of it');
+      const refused = await api(`${ep.base}/batches/${batch.id}/retry`, ep.key, { method: 'POST' });
+      assert.equal(refused.status, 409);
+      assert.equal(refused.json.error.code, 'results_expired');
+      assert.match(refused.json.error.message, /expired or were deleted/);
+      // The batch itself (its counts) stays readable.
+      assert.deepEqual((await getBatch(ep, batch.id)).request_counts, { total: 2, completed: 1, failed: 1 });
+      await own.stop();
+    });
+  }
 });

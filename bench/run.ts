@@ -14,6 +14,7 @@ import { ForeignLoadMeter } from './lib/proc.ts';
 import { createContext, errorRow, renderTable, sleep, withTimeout, type BenchContext, type Row } from './lib/report.ts';
 import { closeApiAgent, removeLeftoverDataDirs } from './lib/spool.ts';
 import { summarizeProfile } from './profile-summary.ts';
+import { benchRecovery } from './recovery.ts';
 import { benchRss } from './rss.ts';
 import { benchScale } from './scale.ts';
 import { benchUpload } from './upload.ts';
@@ -30,6 +31,7 @@ const BENCHES: Record<string, (ctx: BenchContext) => Promise<Row[]>> = {
   scale: benchScale,
   engine: benchEngine,
   knee: benchKnee,
+  recovery: benchRecovery,
 };
 
 // Whatever happens inside one benchmark, it is given up after this long.

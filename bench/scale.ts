@@ -6,16 +6,14 @@
 // 20,000-line batch 64 rows at a time, each chunk marked done before the
 // next claim as a worker's results are, with nothing else running.
 // Every run gets a fresh database, dropped afterwards.
-import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
-import { userInfo } from 'node:os';
 import { sql } from 'kysely';
-import pg from 'pg';
 import { openSqlStore } from '../src/store/sql/database.ts';
 import { claimRequests } from '../src/store/sql/request-claims.ts';
 import { insertRequests } from '../src/store/sql/requests.ts';
 import type { NewRequest } from '../src/store/sql/schema.ts';
 import { smallInput } from './inputs.ts';
+import { batchTimes, connectAdmin, createDatabase, dropDatabase } from './lib/postgres.ts';
 import { cpuSeconds } from './lib/proc.ts';
 import { fmt, ratio, type BenchContext, type Row } from './lib/report.ts';
 import { SpoolChild } from './lib/spool.ts';
@@ -187,18 +185,6 @@ async function claimQueryRate(databaseUrl: string, lines: number, claimers: numb
   }
 }
 
-async function batchTimes(databaseUrl: string, batchId: string): Promise<{ in_progress_at: number; completed_at: number; request_completed: number }> {
-  const client = new pg.Client({ connectionString: databaseUrl });
-  await client.connect();
-  try {
-    const result = await client.query('SELECT in_progress_at, completed_at, request_completed FROM batches WHERE id = $1', [batchId]);
-    const row = result.rows[0] as Record<string, string | number>;
-    return { in_progress_at: Number(row.in_progress_at), completed_at: Number(row.completed_at), request_completed: Number(row.request_completed) };
-  } finally {
-    await client.end();
-  }
-}
-
 /** CPU seconds of every PostgreSQL backend on the machine (they are the server's processes; 0 where /proc is unreadable). */
 function postgresCpuSeconds(): number {
   let total = 0;
@@ -221,42 +207,4 @@ function postgresPids(): number[] {
   } catch {
     return [];
   }
-}
-
-async function connectAdmin(): Promise<pg.Client> {
-  const urls = process.env.SPOOL_TEST_POSTGRES_URL
-    ? [process.env.SPOOL_TEST_POSTGRES_URL]
-    : [...new Set([process.env.PGUSER, safeUser(), 'postgres'].filter((u): u is string => Boolean(u)))].map((user) => `postgres://${encodeURIComponent(user)}@127.0.0.1:5432/postgres`);
-  const failures: string[] = [];
-  for (const url of urls) {
-    const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5000 });
-    try {
-      await client.connect();
-      return client;
-    } catch (err) {
-      failures.push(`${url}: ${(err as Error).message}`);
-      await client.end().catch(() => undefined);
-    }
-  }
-  throw new Error(`scale needs PostgreSQL on 127.0.0.1:5432 (or SPOOL_TEST_POSTGRES_URL): ${failures.join('; ')}`);
-}
-
-function safeUser(): string | undefined {
-  try {
-    return userInfo().username;
-  } catch {
-    return undefined;
-  }
-}
-
-async function createDatabase(admin: pg.Client): Promise<string> {
-  const name = `spool_bench_${randomBytes(6).toString('hex')}`;
-  await admin.query(`CREATE DATABASE ${name}`);
-  const url = new URL(`postgres://${encodeURIComponent(admin.user ?? 'postgres')}@${admin.host}:${admin.port}/${name}`);
-  return url.toString();
-}
-
-async function dropDatabase(admin: pg.Client, databaseUrl: string): Promise<void> {
-  const name = new URL(databaseUrl).pathname.slice(1);
-  await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).catch(() => undefined);
 }

@@ -129,6 +129,15 @@ export class SpoolChild {
     return this.child.call<SpoolChildStats>('stats');
   }
 
+  /** SIGKILL, as a crash would. The data directory stays, for a restart on it; stop() still removes it. */
+  async kill(): Promise<void> {
+    const proc = this.child.proc;
+    if (proc.exitCode !== null || proc.signalCode !== null) return;
+    const gone = new Promise((resolve) => proc.once('exit', resolve));
+    proc.kill('SIGKILL');
+    await gone;
+  }
+
   /** Stops the server, reads the batches' exact timings from its database, and removes the data directory. */
   async stop(batchIds: string[] = []): Promise<Map<string, BatchTimes>> {
     if (this.ctx.sqlProfile) await this.reportSql().catch((err: unknown) => this.ctx.log(`sql profile: ${String(err)}`));

@@ -11,21 +11,31 @@ const MB = 1024 * 1024;
 
 const upstreamSchema = z
   .object({
-    name: z.string().min(1).regex(/^[A-Za-z0-9._-]+$/, 'letters, digits, ".", "_" or "-" only'),
-    /** OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 */
-    baseUrl: z.string().url(),
-    apiKey: z.string().optional(),
-    /** Exact model names or globs ("*", "llama-*"). First matching upstream wins. */
-    models: z.array(z.string().min(1)).min(1).default(['*']),
-    /** Hard ceiling on concurrent requests; adaptive concurrency never exceeds it. */
-    maxConcurrency: z.number().int().positive().default(64),
-    /**
-     * Where adaptive concurrency starts. Unset: the engine's own slots where it reports them (llama.cpp /props),
-     * else 4; from there it moves on throughput and latency (README "Adaptive concurrency").
-     */
-    initialConcurrency: z.number().int().positive().optional(),
-    requestsPerMinute: z.number().int().positive().optional(),
-    tokensPerMinute: z.number().int().positive().optional(),
+    name: z
+      .string()
+      .min(1)
+      .regex(/^[A-Za-z0-9._-]+$/, 'letters, digits, ".", "_" or "-" only')
+      .describe('Names the upstream in metrics, logs, the admin status and its global ceiling; unique.'),
+    baseUrl: z.string().url().describe('OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1'),
+    apiKey: z.string().optional().describe('Sent as "Authorization: Bearer" on every request to this upstream.'),
+    models: z.array(z.string().min(1)).min(1).default(['*']).describe('Exact model names or globs ("*", "llama-*"). First matching upstream wins.'),
+    maxConcurrency: z.number().int().positive().default(64).describe('Hard ceiling on concurrent requests; adaptive concurrency never exceeds it.'),
+    initialConcurrency: z.number().int().positive().optional().describe(
+      'Where adaptive concurrency starts. Unset: the engine\'s own slots where it reports them (llama.cpp ' +
+      '/props), else 4; from there it moves on throughput and latency (docs/configuration.md, "Adaptive concurrency").',
+    ),
+    requestsPerMinute: z
+      .number()
+      .int()
+      .positive()
+      .optional()
+      .describe('A quota: requests per minute to this upstream, as a token bucket that may burst up to a minute\'s worth.'),
+    tokensPerMinute: z
+      .number()
+      .int()
+      .positive()
+      .optional()
+      .describe('A quota: tokens (prompt estimate + max_tokens) per minute to this upstream, as a token bucket.'),
   })
   .strict();
 
@@ -33,53 +43,49 @@ export type UpstreamConfig = z.infer<typeof upstreamSchema>;
 
 const engineModelSchema = z
   .object({
-    /** A .gguf file the user has; nothing is ever downloaded. */
-    path: z.string().min(1),
-    /** The model name batch lines use; default the file name without its extension. */
-    name: z.string().min(1).optional(),
-    /** Tokens of context per sequence; default the model's training context, at most 4096. */
-    contextSize: z.number().int().positive().optional(),
-    /** Requests evaluated together in one context (continuous batching); default 4. */
-    sequences: z.number().int().positive().max(64).optional(),
-    /** CPU threads; default every core but one. */
-    threads: z.number().int().nonnegative().optional(),
+    path: z.string().min(1).describe('A .gguf file the user has; nothing is ever downloaded.'),
+    name: z.string().min(1).optional().describe('The model name batch lines use; default the file name without its extension.'),
+    contextSize: z.number().int().positive().optional().describe('Tokens of context per sequence; default the model\'s training context, at most 4096.'),
+    sequences: z.number().int().positive().max(64).optional().describe('Requests evaluated together in one context (continuous batching); default 4.'),
+    threads: z.number().int().nonnegative().optional().describe('CPU threads; default every core but one.'),
   })
   .strict();
 
 /** A whisper.cpp speech-to-text model for /v1/audio/transcriptions and /translations. */
 const whisperModelSchema = z
   .object({
-    /** A whisper.cpp ggml model file (ggml-base.en.bin...) the user has; nothing is ever downloaded. */
-    path: z.string().min(1),
-    /** The model name audio lines use; default the file name without its extension. */
-    name: z.string().min(1).optional(),
-    /** CPU threads per transcription; default every core but one. */
-    threads: z.number().int().nonnegative().optional(),
+    path: z.string().min(1).describe(
+      'A whisper.cpp ggml model file (ggml-base.en.bin...) the user has; nothing is ever downloaded.',
+    ),
+    name: z.string().min(1).optional().describe('The model name audio lines use; default the file name without its extension.'),
+    threads: z.number().int().nonnegative().optional().describe('CPU threads per transcription; default every core but one.'),
   })
   .strict();
 
 /** Where file bytes live in the scale-out shape: any S3-compatible store. */
 const s3Schema = z
   .object({
-    /** Base URL of an S3-compatible store (MinIO, Ceph, R2, ...); unset means AWS S3 itself. */
-    endpoint: z.string().url().optional(),
-    region: z.string().min(1).default('us-east-1'),
-    /** Required when blobs.kind is "s3" (checked below, so the error names this key). */
-    bucket: z.string().min(1).optional(),
-    /** Both unset: the AWS SDK's default credential chain (AWS_* variables, profile, instance role). */
-    accessKeyId: z.string().min(1).optional(),
-    secretAccessKey: z.string().min(1).optional(),
-    /** Bucket in the path (http://host/bucket/key), as MinIO and most self-hosted stores need. Unset: on when an endpoint is set. */
-    forcePathStyle: z.boolean().optional(),
-    /** Prepended to every object key ("spool/"), so one bucket can serve several deployments. */
-    prefix: z.string().default(''),
+    endpoint: z.string().url().optional().describe('Base URL of an S3-compatible store (MinIO, Ceph, R2, ...); unset means AWS S3 itself.'),
+    region: z.string().min(1).default('us-east-1').describe('The bucket\'s region; most self-hosted stores accept any.'),
+    bucket: z.string().min(1).optional().describe('Required when blobs.kind is "s3".'),
+    accessKeyId: z.string().min(1).optional().describe(
+      'Both unset: the AWS SDK\'s default credential chain (AWS_* variables, profile, instance role).',
+    ),
+    secretAccessKey: z.string().min(1).optional().describe('Set together with accessKeyId.'),
+    forcePathStyle: z.boolean().optional().describe(
+      'Bucket in the path (http://host/bucket/key), as MinIO and most self-hosted stores need. Unset: on ' +
+      'when an endpoint is set.',
+    ),
+    prefix: z.string().default('').describe('Prepended to every object key ("spool/"), so one bucket can serve several deployments.'),
   })
   .strict();
 
 const blobsSchema = z
   .object({
-    /** "local": a directory under dataDir (embedded default). "s3": shared by every process of a scale-out deployment. */
-    kind: z.enum(['local', 's3']).default('local'),
+    kind: z.enum(['local', 's3']).default('local').describe(
+      '"local": a directory under dataDir (embedded default). "s3": shared by every process of a scale-out ' +
+      'deployment.',
+    ),
     s3: s3Schema.prefault({}),
   })
   .strict()
@@ -103,8 +109,6 @@ const httpUrlSchema = z
   .transform((value) => new URL(value).href)
   .refine((href) => href.length <= 2048, 'must be at most 2048 characters once non-ASCII characters are percent-encoded');
 
-/** Where terminal-state events of batches are POSTed, and how they are signed and retried (see README "Webhooks"). */
-
 /** Exceptions to an SSRF guard: exact hostnames, "*.suffix" wildcards, IP addresses or CIDRs. */
 const allowedHostsSchema = () =>
   z
@@ -118,37 +122,45 @@ const allowedHostsSchema = () =>
 
 const webhooksSchema = z
   .object({
-    /** Per-user webhook URL: user id -> URL; every terminal state of that user's batches is sent there, besides a batch's own webhook_url. */
-    users: z.record(z.string().min(1), httpUrlSchema).default({}),
-    /**
-     * Deprecated: one HMAC-SHA256 key for every user's events, as before secrets were per user ("whsec_" +
-     * base64 of the key bytes, or any other string as its UTF-8 bytes). Each user's events are signed with that
-     * user's own secret (GET /v1/webhooks/secret); while this is set (or the database holds the one an older
-     * Spool generated) and signWithSharedSecret is on, events carry a second signature with it, so receivers
-     * set up before the upgrade keep verifying. See README "Webhooks: migrating to per-user secrets".
-     */
+    users: z.record(z.string().min(1), httpUrlSchema).default({}).describe(
+      'Per-user webhook URL: user id -> URL; every terminal state of that user\'s batches is sent there, ' +
+      'besides a batch\'s own webhook_url.',
+    ),
     signingSecret: z
       .string()
       .min(16)
       .refine((value) => !value.startsWith('whsec_') || Buffer.from(value.slice(6), 'base64').length >= 16, 'a "whsec_" secret is base64 of at least 16 bytes')
-      .optional(),
-    /**
-     * Also sign with the shared secret of older installs, when there is one. Turn off once every receiver
-     * verifies with its user's own secret: until then, anyone holding the shared secret can sign events those
-     * receivers accept.
-     */
-    signWithSharedSecret: z.boolean().default(true),
-    /** Attempts per delivery before it is given up; with the default delays, 10 attempts span about 22 hours. */
-    maxAttempts: z.number().int().positive().default(10),
-    /** Delay before the 2nd attempt; each later delay is 4 times the one before (with +-20% jitter), up to retryMaxDelayMs. */
-    retryBaseDelayMs: z.number().int().positive().default(10_000),
-    retryMaxDelayMs: z.number().int().positive().default(6 * 3_600_000),
-    /** One attempt's limit, connection to last byte of the answer's head; past it the attempt counts as failed. */
-    timeoutMs: z.number().int().positive().default(15_000),
-    /** As audio.allowPrivateNetworks, for webhook URLs: by default only public addresses are posted to (SSRF guard). */
-    allowPrivateNetworks: z.boolean().default(false),
-    /** As audio.allowedHosts, for webhook URLs: hostnames, "*.suffix" wildcards, IPs or CIDRs. */
-    allowedHosts: allowedHostsSchema(),
+      .optional().describe(
+      'Deprecated: one HMAC-SHA256 key for every user\'s events, as before secrets were per user ("whsec_" ' +
+      '+ base64 of the key bytes, or any other string as its UTF-8 bytes). Each user\'s events are signed ' +
+      'with that user\'s own secret (GET /v1/webhooks/secret); while this is set (or the database holds the ' +
+      'one an older Spool generated) and signWithSharedSecret is on, events carry a second signature with ' +
+      'it, so receivers set up before the upgrade keep verifying. See docs/operations.md, "Webhooks: migrating to ' +
+      'per-user secrets".',
+    ),
+    signWithSharedSecret: z.boolean().default(true).describe(
+      'Also sign with the shared secret of older installs, when there is one. Turn off once every receiver ' +
+      'verifies with its user\'s own secret: until then, anyone holding the shared secret can sign events ' +
+      'those receivers accept.',
+    ),
+    maxAttempts: z.number().int().positive().default(10).describe(
+      'Attempts per delivery before it is given up; with the default delays, 10 attempts span about 22 ' +
+      'hours.',
+    ),
+    retryBaseDelayMs: z.number().int().positive().default(10_000).describe(
+      'Delay before the 2nd attempt; each later delay is 4 times the one before (with +-20% jitter), up to ' +
+      'retryMaxDelayMs.',
+    ),
+    retryMaxDelayMs: z.number().int().positive().default(6 * 3_600_000).describe('The longest delay between two attempts (6 h).'),
+    timeoutMs: z.number().int().positive().default(15_000).describe(
+      'One attempt\'s limit, connection to last byte of the answer\'s head; past it the attempt counts as ' +
+      'failed.',
+    ),
+    allowPrivateNetworks: z.boolean().default(false).describe(
+      'As audio.allowPrivateNetworks, for webhook URLs: by default only public addresses are posted to ' +
+      '(SSRF guard).',
+    ),
+    allowedHosts: allowedHostsSchema().describe('As audio.allowedHosts, for webhook URLs: hostnames, "*.suffix" wildcards, IPs or CIDRs.'),
   })
   .strict();
 
@@ -156,148 +168,147 @@ export type WebhooksConfig = z.infer<typeof webhooksSchema>;
 
 export const configSchema = z
   .object({
-    host: z.string().default('127.0.0.1'),
-    port: z.number().int().min(0).max(65535).default(8080),
-    dataDir: z.string().default('./data'),
-    /** Absolute base URL clients reach this server at; used for signed upload URLs. Derived from the request when unset. */
-    publicUrl: z.string().url().optional(),
-    /** postgres://... selects PostgreSQL; unset means SQLite in the data dir. */
-    databaseUrl: z.string().optional(),
-    /** Where file bytes live: SPOOL_BLOBS__KIND=s3, SPOOL_BLOBS__S3__BUCKET=... */
-    blobs: blobsSchema.prefault({}),
-    /**
-     * A bootstrap admin key, accepted as user "default" (admin) when set (SPOOL_ADMIN_KEY). Not SPOOL_API_KEY:
-     * that is the key the `spool` CLI sends as a client, and a shell that exports it for the CLI must not start
-     * a server that takes it as its admin key.
-     */
-    adminKey: z.string().min(8).optional(),
+    host: z.string().default('127.0.0.1').describe('Address the server listens on; 0.0.0.0 (all) in the Docker image. Loopback by default: nothing off this machine can reach it.'),
+    port: z.number().int().min(0).max(65535).default(8080).describe('API port (0: any free port, printed at start-up).'),
+    dataDir: z.string().default('./data').describe('SQLite database, local blobs and the first-start admin key copy live here.'),
+    publicUrl: z.string().url().optional().describe(
+      'Absolute base URL clients reach this server at; used for signed upload URLs. Derived from the ' +
+      'request when unset.',
+    ),
+    databaseUrl: z.string().optional().describe('postgres://... selects PostgreSQL; unset means SQLite in the data dir.'),
+    blobs: blobsSchema.prefault({}).describe('Where file bytes live: SPOOL_BLOBS__KIND=s3, SPOOL_BLOBS__S3__BUCKET=...'),
+    adminKey: z.string().min(8).optional().describe(
+      'A bootstrap admin key, accepted as user "default" (admin) when set (SPOOL_ADMIN_KEY). Not ' +
+      'SPOOL_API_KEY: that is the key the `spool` CLI sends as a client, and a shell that exports it for ' +
+      'the CLI must not start a server that takes it as its admin key.',
+    ),
     log: z
       .object({
-        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-        pretty: z.boolean().default(false),
+        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('Least severe log level written.'),
+        pretty: z.boolean().default(false).describe('Readable colored lines instead of JSON lines.'),
       })
       .strict()
       .prefault({}),
-    /** GET /metrics (Prometheus text). */
     metrics: z
       .object({
-        /** false: /metrics answers 404, and nothing is collected. */
-        enabled: z.boolean().default(true),
-        /**
-         * "admin": an admin API key as "Authorization: Bearer" (Prometheus `authorization`). "none": anyone who
-         * reaches the port may scrape (model names and queue depths of every user). "auto" (default): "none"
-         * while the server listens on a loopback address only, "admin" otherwise (the Docker image binds 0.0.0.0).
-         */
-        auth: z.enum(['auto', 'none', 'admin']).default('auto'),
-        /**
-         * How long the database aggregates behind spool_queue_depth, spool_requests_running and spool_batches are
-         * reused between scrapes: however often anyone scrapes, the database is asked at most this often.
-         */
-        cacheSeconds: z.number().nonnegative().default(5),
-        /**
-         * `spool worker` only (it has no API): serve /metrics, /healthz and /readyz on this port, on `host`.
-         * Unset: the worker listens on nothing. `spool serve` serves them on its API port.
-         */
-        workerPort: z.number().int().min(0).max(65535).optional(),
+        enabled: z.boolean().default(true).describe('false: /metrics answers 404, and nothing is collected.'),
+        auth: z.enum(['auto', 'none', 'admin']).default('auto').describe(
+          '"admin": an admin API key as "Authorization: Bearer" (Prometheus `authorization`). "none": anyone ' +
+          'who reaches the port may scrape (model names and queue depths of every user). "auto" (default): ' +
+          '"none" while the server listens on a loopback address only, "admin" otherwise (the Docker image ' +
+          'binds 0.0.0.0).',
+        ),
+        cacheSeconds: z.number().nonnegative().default(5).describe(
+          'How long the database aggregates behind spool_queue_depth, spool_requests_running and spool_batches ' +
+          'are reused between scrapes: however often anyone scrapes, the database is asked at most this often.',
+        ),
+        workerPort: z.number().int().min(0).max(65535).optional().describe(
+          '`spool worker` only (it has no API): serve /metrics, /healthz and /readyz on this port, on `host`. ' +
+          'Unset: the worker listens on nothing. `spool serve` serves them on its API port.',
+        ),
       })
       .strict()
-      .prefault({}),
+      .prefault({}).describe('GET /metrics (Prometheus text).'),
     limits: z
       .object({
-        maxFileBytes: z.number().int().positive().default(100 * MB),
-        maxLinesPerBatch: z.number().int().positive().default(50_000),
-        /**
-         * Tokens (prompt estimate + max_tokens) one user may have queued per model across their open batches;
-         * a create over it answers 429, a validation over it fails the batch. Per user, like Together's limit per
-         * account and model: one user's backlog never gives the others 429s.
-         */
-        maxEnqueuedTokensPerModel: z.number().int().positive().default(30_000_000_000),
-        /**
-         * The priorities any key may give a batch. Users take turns between them whatever their priorities;
-         * a user's priority orders that user's own batches. Admin keys may go beyond the bounds: above max runs
-         * before every user's work, below min after it.
-         */
+        maxFileBytes: z.number().int().positive().default(100 * MB).describe('Largest upload, enforced while it streams (413 beyond it); 100 MiB.'),
+        maxLinesPerBatch: z.number().int().positive().default(50_000).describe('Most request lines in one batch input file; more fails validation.'),
+        maxEnqueuedTokensPerModel: z.number().int().positive().default(30_000_000_000).describe(
+          'Tokens (prompt estimate + max_tokens) one user may have queued per model across their open batches; ' +
+          'a create over it answers 429, a validation over it fails the batch. Per user, like Together\'s limit ' +
+          'per account and model: one user\'s backlog never gives the others 429s.',
+        ),
         priority: z
-          .object({ min: z.number().int().min(-1_000_000).default(-10), max: z.number().int().max(1_000_000).default(10) })
+          .object({
+            min: z.number().int().min(-1_000_000).default(-10).describe('Lowest priority a key that is not an admin key may set.'),
+            max: z.number().int().max(1_000_000).default(10).describe('Highest priority a key that is not an admin key may set.'),
+          })
           .strict()
           .refine((bounds) => bounds.min <= bounds.max, 'min must not be above max')
-          .prefault({}),
-        /** Used in the enqueued-token estimate when a line sets no max_tokens. */
-        defaultMaxTokensEstimate: z.number().int().nonnegative().default(1024),
-        defaultCompletionWindow: z.string().default('24h'),
-        /**
-         * How long output and error files live when a batch is created without OpenAI's output_expires_after
-         * (seconds after the batch's creation; the retention sweep then deletes them). Unset: kept until deleted.
-         */
-        defaultOutputExpiresAfterSeconds: z.number().int().positive().optional(),
+          .prefault({}).describe(
+          'The priorities any key may give a batch. Users take turns between them whatever their priorities; a ' +
+          'user\'s priority orders that user\'s own batches. Admin keys may go beyond the bounds: above max ' +
+          'runs before every user\'s work, below min after it.',
+        ),
+        defaultMaxTokensEstimate: z.number().int().nonnegative().default(1024).describe('Used in the enqueued-token estimate when a line sets no max_tokens.'),
+        defaultCompletionWindow: z.string().default('24h').describe('completion_window of a batch created without one ("24h", "30m", "7d"); its deadline.'),
+        defaultOutputExpiresAfterSeconds: z.number().int().positive().optional().describe(
+          'How long output and error files live when a batch is created without OpenAI\'s output_expires_after ' +
+          '(seconds after the batch\'s creation; the retention sweep then deletes them). Unset: kept until ' +
+          'deleted.',
+        ),
       })
       .strict()
       .prefault({}),
     uploads: z
       .object({
-        /** Lifetime of a signed PUT URL handed out by the Together upload flow. */
-        signedUrlTtlSeconds: z.number().int().positive().default(600),
-        /** HMAC key for signed URLs. Unset: generated once and kept in the database, shared by every process. */
-        signingSecret: z.string().min(16).optional(),
+        signedUrlTtlSeconds: z.number().int().positive().default(600).describe('Lifetime of a signed PUT URL handed out by the Together upload flow.'),
+        signingSecret: z.string().min(16).optional().describe(
+          'HMAC key for signed URLs. Unset: generated once and kept in the database, shared by every process.',
+        ),
       })
       .strict()
       .prefault({}),
     worker: z
       .object({
-        /** Run the batch worker inside `spool serve`. */
-        enabled: z.boolean().default(true),
-        /** How long a claimed batch or request stays owned without a heartbeat. */
-        leaseSeconds: z.number().positive().default(60),
-        /** How often each process beats its liveness row and looks for processes that died. */
-        heartbeatMs: z.number().int().min(50).default(1000),
-        /**
-         * A process whose liveness row has not moved for this long is taken for dead: its leases and ceiling
-         * slots go to the others at once instead of after leaseSeconds. Most deaths are found sooner: on
-         * PostgreSQL when its liveness session ends (about two heartbeats), on the same host by its pid (at
-         * once). Keep it longer than any pause a live process may take.
-         */
-        livenessTimeoutSeconds: z.number().positive().default(15),
-        /** How often sweeps (validation, cancel, expiry, finalization) look for work. */
-        pollIntervalMs: z.number().int().positive().default(500),
-        /** Requests claimed per round trip. */
-        claimBatchSize: z.number().int().positive().default(64),
-        maxAttempts: z.number().int().positive().default(5),
-        requestTimeoutMs: z.number().int().positive().default(600_000),
-        retryBaseDelayMs: z.number().int().positive().default(500),
-        retryMaxDelayMs: z.number().int().positive().default(60_000),
-        /**
-         * Make each upstream's maxConcurrency one ceiling for all worker processes together, held in the
-         * database, instead of a limit per worker. Default: on with PostgreSQL (where several workers are the
-         * point), off with SQLite (one process; no database round trip before the first request).
-         */
-        globalCeilings: z.boolean().optional(),
+        enabled: z.boolean().default(true).describe('Run the batch worker inside `spool serve`.'),
+        leaseSeconds: z.number().positive().default(60).describe('How long a claimed batch or request stays owned without a heartbeat.'),
+        heartbeatMs: z.number().int().min(50).default(1000).describe('How often each process beats its liveness row and looks for processes that died.'),
+        livenessTimeoutSeconds: z.number().positive().default(15).describe(
+          'A process whose liveness row has not moved for this long is taken for dead: its leases and ceiling ' +
+          'slots go to the others at once instead of after leaseSeconds. Most deaths are found sooner: on ' +
+          'PostgreSQL when its liveness session ends (about two heartbeats), on the same host by its pid (at ' +
+          'once). Keep it longer than any pause a live process may take.',
+        ),
+        pollIntervalMs: z.number().int().positive().default(500).describe('How often sweeps (validation, cancel, expiry, finalization) look for work.'),
+        claimBatchSize: z.number().int().positive().default(64).describe('Requests claimed per round trip.'),
+        maxAttempts: z.number().int().positive().default(5).describe('Attempts per request line before a retryable failure becomes an error line.'),
+        requestTimeoutMs: z.number().int().positive().default(600_000).describe('One attempt\'s limit, connection to the last byte of the answer; generous for long generations.'),
+        retryBaseDelayMs: z
+          .number()
+          .int()
+          .positive()
+          .default(500)
+          .describe('Backoff window before the 2nd attempt, doubling per attempt (full jitter); Retry-After is a floor.'),
+        retryMaxDelayMs: z.number().int().positive().default(60_000).describe('Largest backoff window between two attempts of a line.'),
+        globalCeilings: z.boolean().optional().describe(
+          'Make each upstream\'s maxConcurrency one ceiling for all worker processes together, held in the ' +
+          'database, instead of a limit per worker. Default: on with PostgreSQL (where several workers are the ' +
+          'point), off with SQLite (one process; no database round trip before the first request).',
+        ),
       })
       .strict()
       .prefault({}),
-    /** Audio lines' `body.file` URLs: Spool fetches them itself, so by default only from public addresses (SSRF guard). */
     audio: z
       .object({
-        /** Let audio URLs reach loopback, private, link-local, CGNAT and other non-public addresses. */
-        allowPrivateNetworks: z.boolean().default(false),
-        /**
-         * Hosts audio URLs may fetch from even when they resolve to non-public addresses: exact hostnames
-         * ("media.internal"), wildcards ("*.corp.example"), IP addresses ("10.1.2.3", "::1") or CIDRs ("10.0.0.0/8", "fd00::/8").
-         */
-        allowedHosts: allowedHostsSchema(),
+        allowPrivateNetworks: z.boolean().default(false).describe('Let audio URLs reach loopback, private, link-local, CGNAT and other non-public addresses.'),
+        allowedHosts: allowedHostsSchema().describe(
+          'Hosts audio URLs may fetch from even when they resolve to non-public addresses: exact hostnames ' +
+          '("media.internal"), wildcards ("*.corp.example"), IP addresses ("10.1.2.3", "::1") or CIDRs ' +
+          '("10.0.0.0/8", "fd00::/8").',
+        ),
       })
       .strict()
-      .prefault({}),
+      .prefault({}).describe(
+      'Audio lines\' `body.file` URLs: Spool fetches them itself, so by default only from public addresses ' +
+      '(SSRF guard).',
+    ),
     webhooks: webhooksSchema.prefault({}),
-    upstreams: z.array(upstreamSchema).default([]),
-    /** The embedded engine: GGUF models (llama.cpp) and a whisper model (whisper.cpp) served in-process (no other server needed). */
+    upstreams: z
+      .array(upstreamSchema)
+      .default([])
+      .describe('OpenAI-compatible servers, in order: a line goes to the first whose models match its model.'),
     engine: z
       .object({
-        gpu: z.union([z.literal('auto'), z.literal(false)]).default('auto'),
-        models: z.array(engineModelSchema).default([]),
+        gpu: z.union([z.literal('auto'), z.literal(false)]).default('auto').describe('"auto": a GPU when node-llama-cpp finds one; false: CPU only.'),
+        models: z.array(engineModelSchema).default([]).describe('GGUF models served by the embedded llama.cpp engine.'),
         whisper: whisperModelSchema.optional(),
       })
       .strict()
-      .prefault({}),
+      .prefault({}).describe(
+      'The embedded engine: GGUF models (llama.cpp) and a whisper model (whisper.cpp) served in-process (no ' +
+      'other server needed).',
+    ),
   })
   .strict();
 
@@ -333,7 +344,7 @@ const NOT_SETTINGS = new Set(['SPOOL_CONFIG', 'SPOOL_FROM_SOURCE', 'SPOOL_SERVER
 // Kubernetes service links for a Service named "spool" (docker links use the same shape).
 const SERVICE_LINK = /^SPOOL_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)$/;
 
-const ALIASES: Record<string, string[]> = {
+export const CONFIG_ENV_ALIASES: Record<string, string[]> = {
   DATABASE_URL: ['databaseUrl'],
   // Shorter than SPOOL_LOG__LEVEL, and what the test runner and older docs set.
   SPOOL_LOG_LEVEL: ['log', 'level'],
@@ -408,7 +419,7 @@ function configFromEnv(env: NodeJS.ProcessEnv, warn: (message: string) => void):
   const serviceLinks: string[] = [];
   for (const [name, raw] of Object.entries(env)) {
     if (raw === undefined || raw === '') continue;
-    const alias = ALIASES[name];
+    const alias = CONFIG_ENV_ALIASES[name];
     if (alias) {
       setPath(out, alias, raw);
       continue;

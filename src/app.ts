@@ -153,7 +153,8 @@ async function startOnStore(config: Config, store: Store, engine: Engine | undef
       if (closed) return;
       closed = true;
       // Real-time requests in flight get the runner's grace period too, then are ended, so server.close() never waits on a long generation.
-      await Promise.all([closeServer(server), gateway.close()]);
+      const graceMs = config.worker.shutdownGraceSeconds * 1000;
+      await Promise.all([closeServer(server, graceMs), gateway.close(graceMs)]);
       await runner?.stop();
       await lifecycle.stop();
       await webhooks.stop();

@@ -253,6 +253,14 @@ export const configSchema = z
       .object({
         enabled: z.boolean().default(true).describe('Run the batch worker inside `spool serve`.'),
         leaseSeconds: z.number().positive().default(60).describe('How long a claimed batch or request stays owned without a heartbeat.'),
+        shutdownGraceSeconds: z
+          .number()
+          .nonnegative()
+          .default(10)
+          .describe(
+            'On SIGTERM, how long requests in flight may finish before they are handed back to other workers. ' +
+              'Give a Kubernetes pod a terminationGracePeriodSeconds comfortably above it.',
+          ),
         heartbeatMs: z.number().int().min(50).default(1000).describe('How often each process beats its liveness row and looks for processes that died.'),
         livenessTimeoutSeconds: z.number().positive().default(15).describe(
           'A process whose liveness row has not moved for this long is taken for dead: its leases and ceiling ' +

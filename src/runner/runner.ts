@@ -49,7 +49,7 @@ export interface RunnerOptions {
   engine?: EngineBinding;
   /** This process's capacity per upstream, shared with its real-time routes; the runner makes its own when left out. */
   capacities?: UpstreamCapacities;
-  /** How long stop() lets requests in flight finish before handing them back. Default 10 s. */
+  /** How long stop() lets requests in flight finish before handing them back. Default: worker.shutdownGraceSeconds. */
   shutdownGraceMs?: number;
 }
 
@@ -210,7 +210,7 @@ export class Runner {
     for (const lane of this.lanes.all()) {
       for (const job of lane.queue.splice(0)) void this.writer.write(release(job));
     }
-    const grace = this.options.shutdownGraceMs ?? 10_000;
+    const grace = this.options.shutdownGraceMs ?? this.ctx.config.worker.shutdownGraceSeconds * 1000;
     const deadline = Date.now() + grace;
     while (this.executions.size > 0 && Date.now() < deadline) await Promise.race([...this.executions, delay(50)]);
     for (const job of this.inFlight) this.abortJob(job, 'shutdown');

@@ -9,6 +9,7 @@ import { AdminStatusBuilder } from './api/admin-status.ts';
 import { createApiKey, hasAnyActiveKey, KeyVerifier } from './auth/keys.ts';
 import type { LifecycleContext } from './runtime/context.ts';
 import { WorkerLiveness } from './runtime/liveness.ts';
+import { loggerOptions } from './runtime/log-options.ts';
 import { BatchService } from './batches/service.ts';
 import { LifecycleSweeper } from './batches/sweeper.ts';
 import { metricsAuthFor, type Config } from './config.ts';
@@ -169,13 +170,6 @@ async function startOnStore(config: Config, store: Store, engine: Engine | undef
 function wakeLoops(ctx: LifecycleContext): void {
   ctx.onRunnable?.();
   ctx.onBatchDrained?.();
-}
-
-function loggerOptions(config: Config) {
-  if (config.log.level === 'silent') return false;
-  return config.log.pretty
-    ? { level: config.log.level, transport: { target: 'pino-pretty', options: { translateTime: 'HH:MM:ss.l', ignore: 'pid,hostname' } } }
-    : { level: config.log.level };
 }
 
 /**

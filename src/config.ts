@@ -185,7 +185,11 @@ export const configSchema = z
     log: z
       .object({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('Least severe log level written.'),
-        pretty: z.boolean().default(false).describe('Readable colored lines instead of JSON lines.'),
+        format: z
+          .enum(['auto', 'pretty', 'json'])
+          .default('auto')
+          .describe('"pretty": readable lines for people; "json": one JSON object per line, for log collectors; "auto": pretty on a terminal, JSON otherwise.'),
+        pretty: z.boolean().optional().describe('Deprecated: log.format. true means "pretty", false "json".'),
       })
       .strict()
       .prefault({}),
@@ -581,4 +585,14 @@ export function isLoopbackHost(host: string): boolean {
 export function metricsAuthFor(config: Pick<Config, 'host' | 'metrics'>): 'none' | 'admin' {
   if (config.metrics.auth !== 'auto') return config.metrics.auth;
   return isLoopbackHost(config.host) ? 'none' : 'admin';
+}
+
+/**
+ * How logs are written: readable lines on a terminal, JSON lines for a collector (stdout not a TTY: a pod, a
+ * pipe, systemd), unless log.format (or the older log.pretty) says which.
+ */
+export function logFormat(log: Config['log'], stdoutIsTty: boolean): 'pretty' | 'json' {
+  if (log.format !== 'auto') return log.format;
+  if (log.pretty !== undefined) return log.pretty ? 'pretty' : 'json';
+  return stdoutIsTty ? 'pretty' : 'json';
 }

@@ -2,6 +2,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { pino } from 'pino';
 import { startSpool, startWorker } from '../app.ts';
+import { loggerOptions } from '../runtime/log-options.ts';
 import { createApiKey } from '../auth/keys.ts';
 import { ConfigError, loadConfig, type Config } from '../config.ts';
 import { openStore } from '../store/index.ts';
@@ -137,7 +138,8 @@ program
   .action(async (flags: ServeFlags) => {
     const config = configFrom(flags);
     noteClientKeyIsNotAdminKey(config);
-    const log = pino({ level: config.log.level });
+    const options = loggerOptions(config);
+    const log = options ? pino(options) : pino({ level: 'silent' });
     const worker = await startWorker(config, log);
     onSignals(() => worker.close(), (signal) => log.info({ signal }, 'shutting down'));
     log.info('spool worker started');

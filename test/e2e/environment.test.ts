@@ -6,10 +6,11 @@
 // check that a polluted one neither stops start-up nor changes who is admin.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
+import { logFormat } from '../../src/config.ts';
 import { KUBERNETES_SERVICE_LINKS } from '../helpers/kubernetes-env.ts';
 import { startS3rver, type TestS3 } from '../helpers/s3rver.ts';
 import {
@@ -152,5 +153,42 @@ describe('the first start of a scaled-out deployment (PostgreSQL and S3, no admi
     const { spool } = await firstStart(join(file, 'data'));
     assert.match(spool.output(), /No copy could be saved \(.*initial-api-key: .*\): store it now/);
     await spool.kill();
+  });
+});
+
+describe('logs for people and for collectors', () => {
+  it('the format follows the terminal unless log.format (or the older log.pretty) says which', () => {
+    const log = (format: 'auto' | 'pretty' | 'json', pretty?: boolean) => ({ level: 'info' as const, format, pretty });
+    assert.equal(logFormat(log('auto'), true), 'pretty');
+    assert.equal(logFormat(log('auto'), false), 'json');
+    assert.equal(logFormat(log('json'), true), 'json');
+    assert.equal(logFormat(log('pretty'), false), 'pretty');
+    assert.equal(logFormat(log('auto', true), false), 'pretty');
+    assert.equal(logFormat(log('auto', false), true), 'json');
+  });
+
+  // `script` runs the command on a pseudo-terminal, as a user's shell would (util-linux; present on Debian).
+  const script = ['/usr/bin/script', '/bin/script'].find((path) => existsSync(path));
+  it('spool serve on a terminal writes readable lines; through a pipe, JSON lines', { skip: script ? false : 'no script(1) to make a terminal' }, async () => {
+    const run = async (onTerminal: boolean) => {
+      const dataDir = makeTempDir('spool-logs-');
+      const command = `${process.execPath} bin/spool.js serve --port 0 --data-dir ${dataDir}`;
+      const env = { ...process.env, SPOOL_ADMIN_KEY: 'log-format-key-0123', SPOOL_LOG_LEVEL: 'info' };
+      const child = onTerminal
+        ? spawn(script!, ['-qec', command, '/dev/null'], { cwd: REPO_ROOT, env })
+        : spawn(process.execPath, ['bin/spool.js', 'serve', '--port', '0', '--data-dir', dataDir], { cwd: REPO_ROOT, env });
+      let text = '';
+      child.stdout!.on('data', (chunk: Buffer) => (text += chunk.toString('utf8')));
+      child.stderr!.on('data', (chunk: Buffer) => (text += chunk.toString('utf8')));
+      const deadline = Date.now() + 30_000;
+      while (!/Server listening at/.test(text) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+      child.kill('SIGTERM');
+      await new Promise((resolve) => child.once('exit', resolve));
+      return text.split(/\r?\n/).find((line) => line.includes('Server listening at')) ?? `(no log line in ${JSON.stringify(text.slice(0, 500))})`;
+    };
+    const onTerminal = await run(true);
+    assert.match(onTerminal, /^\[\d\d:\d\d:\d\d\.\d{3}\] .*INFO.*: .*Server listening at/, 'time, level and message, for people');
+    const piped = await run(false);
+    assert.equal(JSON.parse(piped).msg.startsWith('Server listening at'), true, 'one JSON object per line');
   });
 });

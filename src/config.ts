@@ -166,6 +166,32 @@ const webhooksSchema = z
 
 export type WebhooksConfig = z.infer<typeof webhooksSchema>;
 
+const priceSchema = z
+  .object({
+    models: z.array(z.string().min(1)).min(1).describe('Exact model names or globs ("*", "llama-*"); the first price whose models match a line\'s model applies.'),
+    inputPerMillion: z.number().nonnegative().describe('Price of a million prompt (input) tokens, in billing.currency.'),
+    outputPerMillion: z.number().nonnegative().describe('Price of a million completion (output) tokens, in billing.currency.'),
+  })
+  .strict();
+
+const billingSchema = z
+  .object({
+    currency: z.string().min(1).max(16).default('USD').describe('What prices and costs are in; shown beside every cost.'),
+    batchDiscount: z
+      .number()
+      .min(0)
+      .max(1)
+      .default(0)
+      .describe('Share taken off the prices for batch lines (0.5: half price, like Together\'s batch discount). Real-time requests are not billed.'),
+    prices: z
+      .array(priceSchema)
+      .default([])
+      .describe('Prices per million tokens by model. A line costs its recorded usage at the price of its model when it is recorded; a model no price matches costs nothing.'),
+  })
+  .strict();
+
+export type BillingConfig = z.infer<typeof billingSchema>;
+
 export const configSchema = z
   .object({
     host: z.string().default('127.0.0.1').describe('Address the server listens on; 0.0.0.0 (all) in the Docker image. Loopback by default: nothing off this machine can reach it.'),
@@ -306,6 +332,7 @@ export const configSchema = z
       '(SSRF guard).',
     ),
     webhooks: webhooksSchema.prefault({}),
+    billing: billingSchema.prefault({}),
     upstreams: z
       .array(upstreamSchema)
       .default([])

@@ -17,6 +17,7 @@ import { batchesRoutes } from './routes/batches.ts';
 import { filesRoutes } from './routes/files.ts';
 import { inferenceRoutes, type InferenceRoutesOptions } from './routes/inference.ts';
 import { uploadRoutes } from './routes/uploads.ts';
+import { usageRoutes } from './routes/usage.ts';
 import { webhooksRoutes } from './routes/webhooks.ts';
 import { opsRoutes, type OpsRoutesOptions } from './routes/ops.ts';
 import { registerOpenApi } from './openapi/plugin.ts';
@@ -74,6 +75,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
         requireApiKey(api, deps.verifier);
         await api.register(filesRoutes, { files: deps.files, publicUrl: deps.publicUrl });
         await api.register(webhooksRoutes, { db: deps.store.sql.db });
+        await api.register(usageRoutes, { db: deps.store.sql.db });
         await api.register(batchesRoutes, { batches: deps.batches, defaultCompletionWindow: deps.defaultCompletionWindow, priority: deps.priorityBounds });
         if (deps.inference) await api.register(inferenceRoutes, deps.inference);
       },

@@ -28,6 +28,8 @@ export interface BatchServiceOptions {
   defaultOutputExpiresAfterSeconds?: number;
   /** Per user and model. */
   maxEnqueuedTokensPerModel: number;
+  /** billing.currency: what the batch's cost is counted in. */
+  currency: string;
 }
 
 // A file's size says little about its tokens; ~4 bytes per token is the usual
@@ -105,6 +107,8 @@ export class BatchService {
       dialect: origin.dialect,
       webhook_url: args.webhookUrl,
       retry_of: origin.retryOf ?? null,
+      cost_nanos: 0,
+      cost_currency: this.options.currency,
     };
     await insertBatch(db, row);
     return row;

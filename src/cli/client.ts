@@ -20,6 +20,22 @@ export interface WireFile {
   expires_at?: number;
 }
 
+export interface WireUsage {
+  start_date: string;
+  end_date: string;
+  user_id: string;
+  data: Array<{
+    date: string;
+    model: string;
+    user_id?: string;
+    requests: number;
+    input_tokens: number;
+    output_tokens: number;
+    total_tokens: number;
+    cost: { amount: number; currency: string };
+  }>;
+}
+
 export interface WireBatchError {
   code: string | null;
   message: string;
@@ -113,6 +129,13 @@ export class SpoolClient {
   /** A new batch of the failed lines of a finished one; resolves with the new batch. */
   retryBatch(id: string, signal?: AbortSignal): Promise<WireBatch> {
     return this.json('POST', `/batches/${encodeURIComponent(id)}/retry`, { signal });
+  }
+
+  /** Usage by day and model (GET /usage); `query` as the API takes it (start_date, end_date, user_id, group_by). */
+  usage(query: Record<string, string | undefined>): Promise<WireUsage> {
+    const params = new URLSearchParams(Object.entries(query).filter((entry): entry is [string, string] => entry[1] !== undefined));
+    const search = params.size > 0 ? `?${params}` : '';
+    return this.json('GET', `/usage${search}`);
   }
 
   /** Newest first; follows `has_more` pages until `limit` batches (or all of them) are read. */

@@ -18,15 +18,19 @@
 // cancelled or expiring while the request was in flight. `failUnstorable`
 // covers a result the database refused to store.
 import type { RequestOutcomeRecord } from '../store/sql/request-claims.ts';
+import type { Pricing } from '../usage/pricing.ts';
 import type { AttemptOutcome, Decision } from './retry-policy.ts';
 
 export interface ClaimedRequest {
   batchId: string;
   line: number;
   attempts: number;
+  /** The batch's owner and the line's model: whose usage a success is, and at which price. */
+  userId: string;
+  model: string;
 }
 
-export function succeed(request: ClaimedRequest, outcome: Extract<AttemptOutcome, { kind: 'response' }>): RequestOutcomeRecord {
+export function succeed(request: ClaimedRequest, outcome: Extract<AttemptOutcome, { kind: 'response' }>, pricing?: Pricing): RequestOutcomeRecord {
   const usage = usageOf(outcome.body);
   return {
     kind: 'succeeded',
@@ -37,6 +41,9 @@ export function succeed(request: ClaimedRequest, outcome: Extract<AttemptOutcome
     requestId: outcome.requestId,
     inputTokens: usage.input,
     outputTokens: usage.output,
+    userId: request.userId,
+    model: request.model,
+    costNanos: pricing ? pricing.costNanos(request.model, usage.input, usage.output) : 0,
   };
 }
 
@@ -84,10 +91,10 @@ export function release(request: ClaimedRequest): RequestOutcomeRecord {
 }
 
 /** Maps the retry policy's decision on an attempt to the transition it implies. */
-export function settle(request: ClaimedRequest, outcome: AttemptOutcome, decision: Decision, now: number): RequestOutcomeRecord {
+export function settle(request: ClaimedRequest, outcome: AttemptOutcome, decision: Decision, now: number, pricing?: Pricing): RequestOutcomeRecord {
   switch (decision.action) {
     case 'succeed':
-      return succeed(request, outcome as Extract<AttemptOutcome, { kind: 'response' }>);
+      return succeed(request, outcome as Extract<AttemptOutcome, { kind: 'response' }>, pricing);
     case 'retry':
       return retryLater(request, decision.delayMs, decision.reason, now);
     case 'fail': {

@@ -32,6 +32,7 @@ import type { EngineReport } from '../upstreams/capacity/engine-probe.ts';
 import { readLines } from '../store/blobs/line-ranges.ts';
 import { fail, release, retryLater, settle, type ClaimedRequest } from './request-lifecycle.ts';
 import { ResultWriter, type WriterStall } from './result-writer.ts';
+import { Pricing } from '../usage/pricing.ts';
 import { bandOf, FairScheduler } from './scheduler.ts';
 import { decide, retryDelay, type RetryPolicyOptions } from './retry-policy.ts';
 import { retryCauseOf, UpstreamTally, type UpstreamTotals } from './upstream-tally.ts';
@@ -94,6 +95,7 @@ export class Runner {
   private readonly ceilings: GlobalCeilings | undefined;
   private readonly writer: ResultWriter;
   private readonly policy: RetryPolicyOptions;
+  private readonly pricing: Pricing;
   private readonly inFlight = new Set<Job>();
   private readonly executions = new Set<Promise<void>>();
   private readonly inputBlobKeys = new Map<string, string | null>();
@@ -147,6 +149,7 @@ export class Runner {
     this.scheduler = new FairScheduler(ctx.config.limits.priority);
     const { worker } = ctx.config;
     this.policy = { maxAttempts: worker.maxAttempts, baseDelayMs: worker.retryBaseDelayMs, maxDelayMs: worker.retryMaxDelayMs };
+    this.pricing = new Pricing(ctx.config.billing);
   }
 
   private get db(): Kysely<Database> {
@@ -334,7 +337,7 @@ export class Runner {
       const left = rows.filter((row) => !queued.has(row));
       if (err instanceof BlobNotFoundError) {
         // The input's bytes are gone from the blob store: no retry brings them back.
-        for (const row of left) this.record(fail(claimed(row), 'missing_input', `The content of the batch's input file ${batch.input_file_id} is no longer in the blob store.`));
+        for (const row of left) this.record(fail(claimed(row, batch), 'missing_input', `The content of the batch's input file ${batch.input_file_id} is no longer in the blob store.`));
         return;
       }
       this.ctx.log.warn({ err, batchId: batch.id, lines: left.length }, 'reading claimed lines failed; they are handed back to be retried');
@@ -342,7 +345,7 @@ export class Runner {
       const now = Date.now();
       for (const row of left) {
         const delayMs = retryDelay(row.attempts, null, this.policy);
-        this.record(retryLater(claimed(row), delayMs, `reading the input line failed: ${describeStoreFailure(err)}`, now));
+        this.record(retryLater(claimed(row, batch), delayMs, `reading the input line failed: ${describeStoreFailure(err)}`, now));
       }
     }
   }
@@ -354,7 +357,7 @@ export class Runner {
     for (const row of rows) {
       if (row.attempts > this.policy.maxAttempts) {
         queued.add(row);
-        this.record(fail(claimed(row), 'upstream_error', `Gave up after ${row.attempts - 1} attempts: the workers handling this request stopped before it finished.`));
+        this.record(fail(claimed(row, batch), 'upstream_error', `Gave up after ${row.attempts - 1} attempts: the workers handling this request stopped before it finished.`));
       } else runnable.push(row);
     }
     if (runnable.length === 0) return;
@@ -362,13 +365,13 @@ export class Runner {
     if (!blobKey) {
       for (const row of runnable) {
         queued.add(row);
-        this.record(fail(claimed(row), 'missing_input', `The batch's input file ${batch.input_file_id} was deleted.`));
+        this.record(fail(claimed(row, batch), 'missing_input', `The batch's input file ${batch.input_file_id} was deleted.`));
       }
       return;
     }
     const lines = await readLines(this.ctx.store.blobs, blobKey, runnable);
     for (const row of runnable) {
-      const request = claimed(row);
+      const request = claimed(row, batch);
       queued.add(row);
       const lane = this.lanes.forModel(row.model);
       if (!lane) {
@@ -492,7 +495,7 @@ export class Runner {
     if (decision.action === 'retry') job.lane.tally.countRetry(retryCauseOf(outcome));
     if (decision.action === 'succeed') job.lane.capacity.onSuccess(latencyMs, outcome.kind === 'response' ? outcome.body : undefined);
     else if (decision.action === 'retry' && decision.overload) job.lane.capacity.onOverload(outcome.kind === 'response' ? outcome.retryAfterMs : null);
-    return settle(job, outcome, decision, Date.now());
+    return settle(job, outcome, decision, Date.now(), this.pricing);
   }
 
   private async buildCall(job: Job): Promise<UpstreamCall> {
@@ -617,8 +620,8 @@ function parseLineBody(bytes: Buffer | undefined): Record<string, unknown> | und
   }
 }
 
-function claimed(row: RequestRow): ClaimedRequest {
-  return { batchId: row.batch_id, line: row.line, attempts: row.attempts };
+function claimed(row: RequestRow, batch: RunnableBatch): ClaimedRequest {
+  return { batchId: row.batch_id, line: row.line, attempts: row.attempts, userId: batch.user_id, model: row.model };
 }
 
 function delay(ms: number): Promise<void> {

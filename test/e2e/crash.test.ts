@@ -41,6 +41,7 @@ function serverConfig(upstreamUrl: string, worker: Json = {}): Json {
     upstreams: [{ name: 'loop', baseUrl: upstreamUrl, models: ['loop-*'], maxConcurrency: 4, initialConcurrency: 4 }],
     // A lapsed lease is what hands a killed server's requests to the next one: keep it short.
     worker: { leaseSeconds: 1, pollIntervalMs: 50, retryBaseDelayMs: 20, retryMaxDelayMs: 200, maxAttempts: 10, ...worker },
+    billing: { prices: [{ models: ['loop-*'], inputPerMillion: 3, outputPerMillion: 15 }] },
   };
 }
 
@@ -96,6 +97,11 @@ describe('crashes and stops of a spool serve process', () => {
     for (const line of results.output) assert.match(line.response.request_id, /^req_test_\d+$/);
     assert.ok(upstream.stats.requests >= LINES, 'every line reached the upstream at least once');
     assert.equal(batch.usage.input_tokens, results.output.reduce((sum, l) => sum + l.response.body.usage.prompt_tokens, 0));
+    // Cost counted in the transactions that record the lines: each line once, whatever the kills interrupted.
+    const nanos = results.output.reduce((sum, l) => sum + l.response.body.usage.prompt_tokens * 3000 + l.response.body.usage.completion_tokens * 15_000, 0);
+    assert.deepEqual(batch.cost, { amount: nanos / 1e9, currency: 'USD' });
+    const usage = (await (await fetch(`${child.openai}/usage`, { headers: { authorization: `Bearer ${HARNESS_API_KEY}` } })).json()) as Json;
+    assert.equal(usage.data.reduce((sum: number, row: Json) => sum + row.requests, 0), LINES, 'usage counts each line once');
     assert.ok(log.length >= 3);
     await child.kill();
   });

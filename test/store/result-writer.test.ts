@@ -32,7 +32,7 @@ describe('result writer', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  const succeeded = (line: number) => ({ kind: 'succeeded' as const, batchId: 'b', line, status: 200, body: '{}', requestId: null, inputTokens: 1, outputTokens: 1 });
+  const succeeded = (line: number) => ({ kind: 'succeeded' as const, batchId: 'b', line, status: 200, body: '{}', requestId: null, inputTokens: 1, outputTokens: 1, userId: 'u', model: 'm', costNanos: 0 });
 
   it('holds results for the linger, and commitNow() commits them at once', { timeout: 10_000 }, async () => {
     const writer = new ResultWriter(store.db, 'w', { lingerMs: 20_000 });
@@ -75,7 +75,7 @@ for (const backend of ['sqlite', 'postgres'] as const) {
       const writer = new ResultWriter(store.db, 'w', { lingerMs: 20_000, onRefused: (record) => refused.push(record.line) });
       const body = (line: number) => (line === 3 ? '{"text":"poison"}' : '{"text":"fine"}');
       const results = [1, 2, 3, 4, 5].map((line) =>
-        writer.write({ kind: 'succeeded', batchId: 'b', line, status: 200, body: body(line), requestId: null, inputTokens: 1, outputTokens: 1 }),
+        writer.write({ kind: 'succeeded', batchId: 'b', line, status: 200, body: body(line), requestId: null, inputTokens: 1, outputTokens: 1, userId: 'u', model: 'm', costNanos: 0 }),
       );
       writer.commitNow();
       assert.deepEqual(await Promise.all(results), [true, true, true, true, true], 'every line ended');

@@ -56,6 +56,7 @@ import {
 import type { ApiKeyRow, NewBatch, NewFile, NewRequest, RequestRow } from '../../src/store/sql/schema.ts';
 import { applyRequestOutcomes, claimRequests, type RequestOutcomeRecord } from '../../src/store/sql/request-claims.ts';
 import { getOrCreateSetting } from '../../src/store/sql/settings.ts';
+import { queryUsage } from '../../src/store/sql/usage.ts';
 import { pendingRequestRow } from '../helpers/request-rows.ts';
 
 /** A fixed clock: nothing here depends on how fast the machine is. */
@@ -889,6 +890,9 @@ function contract(h: DialectHarness): void {
         requestId: `r${line}`,
         inputTokens: BIG,
         outputTokens: line,
+        userId: batch.user_id,
+        model: 'model-x',
+        costNanos: line * 1000,
       });
       const records: RequestOutcomeRecord[] = [
         ok(1),
@@ -906,6 +910,11 @@ function contract(h: DialectHarness): void {
       assert.equal(stored?.request_failed, 1);
       assert.equal(stored?.input_tokens, 2 * BIG);
       assert.equal(stored?.output_tokens, 3);
+      assert.equal(stored?.cost_nanos, 3000, 'the cost of the lines that applied, once each');
+      const day = new Date(NOW).toISOString().slice(0, 10);
+      assert.deepEqual(await queryUsage(store.db, { userId: batch.user_id, from: day, to: day, groupByUser: false }), [
+        { day, model: 'model-x', currency: 'USD', requests: 2, input_tokens: 2 * BIG, output_tokens: 3, cost_nanos: 3000 },
+      ]);
       const rows = await pageBatchRequests(store.db, batch.id, 0, 10);
       assert.deepEqual(rows.map((r) => r.state), ['succeeded', 'succeeded', 'failed', 'pending', 'pending']);
       assert.equal(rows[0].response_body, JSON.stringify({ id: 'r1' }));

@@ -66,6 +66,9 @@ describe('sqlite query plans of the runner hot path', () => {
       requestId: null,
       inputTokens: 1,
       outputTokens: 1,
+      userId: 'u',
+      model: 'm',
+      costNanos: 0,
     }));
     assert.equal((await applyRequestOutcomes(db, 'w', records, Date.now())).length, 100);
 

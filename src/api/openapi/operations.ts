@@ -16,7 +16,7 @@ export interface OperationDoc {
   summary: string;
   description?: string;
   /** Grouping in the document; API routes also get their dialect's tag. */
-  tag: 'files' | 'batches' | 'inference' | 'webhooks' | 'operations';
+  tag: 'files' | 'batches' | 'inference' | 'webhooks' | 'usage' | 'operations';
   /** Unique per dialect; API routes get "together_" or "openai_" in front. */
   operationId: string;
   querystring?: Schema;
@@ -222,6 +222,29 @@ export const OPERATIONS: Record<string, OperationDoc> = {
     description: "Events sent from now on are signed with the new secret; other users' secrets are untouched. Admin keys may name another user with `user_id`.",
     querystring: webhookSecretQuery(),
     responses: { 200: json('The new secret.', 'WebhookSecret'), 403: error('`user_id` names another user and the key is not an admin key.') },
+  },
+
+  // ---------------------------------------------------------------- usage
+  'GET /usage': {
+    tag: 'usage',
+    operationId: 'getUsage',
+    summary: 'Tokens, requests and cost by day and model',
+    description:
+      "The key's user's recorded batch usage per UTC day and model, with its cost at the configured prices (billing.prices). Admin keys may name another user (`user_id`), every user (`user_id=*`) and group by user.",
+    querystring: {
+      type: 'object',
+      properties: {
+        start_date: { type: 'string', format: 'date', description: 'First day (UTC), YYYY-MM-DD; default 29 days before end_date.' },
+        end_date: { type: 'string', format: 'date', description: 'Last day (UTC), YYYY-MM-DD; default today. At most 400 days in all.' },
+        user_id: { type: 'string', description: 'Admin keys only: whose usage, or "*" for every user.' },
+        group_by: { enum: ['user'], description: 'Admin keys only: one row per user, day and model.' },
+      },
+    },
+    responses: {
+      200: json('Usage rows, oldest day first.', 'UsageList'),
+      400: error('A date is not YYYY-MM-DD, the range is reversed or too long, or group_by is not "user".'),
+      403: error('`user_id` or `group_by` asks for other users and the key is not an admin key.'),
+    },
   },
 
   // ---------------------------------------------------------------- real-time inference

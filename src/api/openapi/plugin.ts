@@ -35,6 +35,7 @@ export async function registerOpenApi(app: FastifyInstance, options: OpenApiOpti
         { name: 'batches', description: 'Batch jobs' },
         { name: 'inference', description: 'Real-time requests' },
         { name: 'webhooks', description: "Each user's webhook signing secret" },
+        { name: 'usage', description: 'Tokens, requests and cost by day and model' },
         { name: 'operations', description: 'Health, readiness, metrics, this document' },
       ],
       components: {

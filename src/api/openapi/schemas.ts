@@ -85,7 +85,15 @@ const togetherBatchJob = {
     completed_at: { anyOf: [{ type: 'string', format: 'date-time' }, { type: 'null' }] },
     webhook_url: { ...nullable('string'), description: 'Receives a signed POST when the batch reaches a final state.' },
     retry_of: { ...nullable('string'), description: 'The batch whose failed lines this one retries.' },
+    cost: { $ref: '#/components/schemas/BatchCost' },
   },
+};
+
+const batchCost = {
+  type: 'object',
+  required: ['amount', 'currency'],
+  description: "Spool extension: the cost so far, from the recorded lines' usage at the configured prices (billing.prices), less billing.batchDiscount.",
+  properties: { amount: { type: 'number', minimum: 0 }, currency: { type: 'string', examples: ['USD'] } },
 };
 
 const timestampOrNull = { ...nullable('integer'), description: 'Unix seconds.' };
@@ -126,6 +134,7 @@ const openaiBatch = {
     model: nullable('string'),
     webhook_url: { ...nullable('string'), description: 'Receives a signed POST when the batch reaches a final state (from `metadata.webhook_url`).' },
     retry_of: { ...nullable('string'), description: 'The batch whose failed lines this one retries.' },
+    cost: { $ref: '#/components/schemas/BatchCost' },
   },
 };
 
@@ -313,6 +322,7 @@ export const COMPONENT_SCHEMAS = {
     properties: { id: { type: 'string' }, object: { const: 'file' }, bytes: { type: 'integer' }, status: { const: 'processed' } },
   },
   TogetherBatchJob: togetherBatchJob,
+  BatchCost: batchCost,
   TogetherBatchCreated: {
     type: 'object',
     required: ['job', 'warning'],
@@ -329,6 +339,34 @@ export const COMPONENT_SCHEMAS = {
   EmbeddingRequest: inferenceRequest(['input'], 'OpenAI embeddings request.'),
   InferenceResponse: inferenceResponse,
   AdminStatus: adminStatus,
+  UsageList: {
+    type: 'object',
+    required: ['object', 'start_date', 'end_date', 'user_id', 'data'],
+    properties: {
+      object: { const: 'list' },
+      start_date: { type: 'string', format: 'date' },
+      end_date: { type: 'string', format: 'date' },
+      user_id: { type: 'string', description: 'Whose usage: the key\'s user, the user named, or "*" for every user.' },
+      data: {
+        type: 'array',
+        items: {
+          type: 'object',
+          required: ['object', 'date', 'model', 'requests', 'input_tokens', 'output_tokens', 'total_tokens', 'cost'],
+          properties: {
+            object: { const: 'usage' },
+            date: { type: 'string', format: 'date', description: 'UTC day the lines were recorded.' },
+            model: { type: 'string' },
+            user_id: { type: 'string', description: 'With group_by=user only.' },
+            requests: { type: 'integer', description: 'Batch lines that succeeded.' },
+            input_tokens: { type: 'integer' },
+            output_tokens: { type: 'integer' },
+            total_tokens: { type: 'integer' },
+            cost: { $ref: '#/components/schemas/BatchCost' },
+          },
+        },
+      },
+    },
+  },
   WebhookSecret: {
     type: 'object',
     required: ['object', 'user_id', 'secret', 'created_at'],

@@ -1,4 +1,5 @@
 // Internal rows as OpenAI's wire objects (CONTRACT.md: File object, Batch).
+import { presentCost } from './cost.ts';
 import type { BatchRow, BatchValidationError, FilePurpose, FileRow } from '../../store/sql/schema.ts';
 import { unixSeconds, unixSecondsOrNull } from './time.ts';
 
@@ -55,8 +56,9 @@ export function openaiBatch(batch: BatchRow) {
     },
     metadata: batch.metadata ? JSON.parse(batch.metadata) : null,
     model: batch.model_id,
-    // Spool's own fields (README "Webhooks", "Retrying failed lines"); SDKs pass unknown fields through.
+    // Spool's own fields (webhooks, retries, cost: docs/api.md); SDKs pass unknown fields through.
     webhook_url: batch.webhook_url,
     retry_of: batch.retry_of,
+    cost: presentCost(batch),
   };
 }

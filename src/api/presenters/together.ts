@@ -1,4 +1,5 @@
 // Internal rows as Together AI's wire objects (CONTRACT.md: File object, BatchJob).
+import { presentCost } from './cost.ts';
 import type { BatchRow, BatchStatus, BatchValidationError, FilePurpose, FileRow } from '../../store/sql/schema.ts';
 import { isoOrNull, unixSeconds } from './time.ts';
 
@@ -67,8 +68,9 @@ export function togetherBatch(batch: BatchRow) {
     error_file_id: batch.error_file_id,
     error: errors.length > 0 ? validationErrorSummary(errors) : null,
     completed_at: isoOrNull(batch.completed_at ?? batch.failed_at ?? batch.cancelled_at ?? batch.expired_at),
-    // Spool's own fields (README "Webhooks", "Retrying failed lines"); SDKs pass unknown fields through.
+    // Spool's own fields (webhooks, retries, cost: docs/api.md); SDKs pass unknown fields through.
     webhook_url: batch.webhook_url,
     retry_of: batch.retry_of,
+    cost: presentCost(batch),
   };
 }

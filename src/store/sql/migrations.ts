@@ -262,6 +262,35 @@ const workers: Migration = {
   },
 };
 
+// Cost and usage: each batch's cost so far (in billionths of its currency, summed from its recorded lines'
+// usage in the transactions that record them), and usage per user, day and model, kept apart from request rows
+// so it outlives their retention. One counter row per writing process (shard), so workers never queue on one row.
+const usage: Migration = {
+  async up(db: Kysely<any>) {
+    await db.schema.alterTable('batches').addColumn('cost_nanos', 'bigint', (c) => c.notNull().defaultTo(0)).execute();
+    await db.schema.alterTable('batches').addColumn('cost_currency', 'text', (c) => c.notNull().defaultTo('USD')).execute();
+    await db.schema
+      .createTable('usage_counters')
+      .addColumn('user_id', 'text', (c) => c.notNull())
+      .addColumn('day', 'text', (c) => c.notNull())
+      .addColumn('model', 'text', (c) => c.notNull())
+      .addColumn('shard', 'text', (c) => c.notNull())
+      .addColumn('currency', 'text', (c) => c.notNull())
+      .addColumn('requests', 'bigint', (c) => c.notNull().defaultTo(0))
+      .addColumn('input_tokens', 'bigint', (c) => c.notNull().defaultTo(0))
+      .addColumn('output_tokens', 'bigint', (c) => c.notNull().defaultTo(0))
+      .addColumn('cost_nanos', 'bigint', (c) => c.notNull().defaultTo(0))
+      .addPrimaryKeyConstraint('usage_counters_pk', ['user_id', 'day', 'model', 'shard', 'currency'])
+      .execute();
+    await db.schema.createIndex('usage_counters_day').on('usage_counters').columns(['day', 'user_id']).execute();
+  },
+  async down(db: Kysely<any>) {
+    await db.schema.dropTable('usage_counters').execute();
+    await db.schema.alterTable('batches').dropColumn('cost_currency').execute();
+    await db.schema.alterTable('batches').dropColumn('cost_nanos').execute();
+  },
+};
+
 export const migrations: Record<string, Migration> = {
   '0001_initial': initial,
   '0002_sweep_indexes': sweepIndexes,
@@ -270,6 +299,7 @@ export const migrations: Record<string, Migration> = {
   '0005_pending_claim_index': pendingClaimIndex,
   '0006_webhook_secrets': webhookSecrets,
   '0007_workers': workers,
+  '0008_usage': usage,
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -7,6 +7,7 @@
 import { PostgresAdapter, sql, type Kysely, type QueryCreator, type Transaction } from 'kysely';
 import type { SqlDialectName } from './database.ts';
 import type { Database, RequestRow } from './schema.ts';
+import { addUsage, UsageTally } from './usage.ts';
 
 export interface RunnableBatch {
   id: string;
@@ -180,6 +181,10 @@ export type RequestOutcomeRecord =
       requestId: string | null;
       inputTokens: number;
       outputTokens: number;
+      /** Whose usage this is, of which model, and what it cost (billionths of the batch's currency). */
+      userId: string;
+      model: string;
+      costNanos: number;
     }
   | {
       kind: 'failed';
@@ -208,18 +213,21 @@ export async function applyRequestOutcomes(
 ): Promise<RequestOutcomeRecord[]> {
   return db.transaction().execute(async (tx) => {
     const applied: RequestOutcomeRecord[] = [];
-    const counters = new Map<string, { completed: number; failed: number; input: number; output: number }>();
+    const counters = new Map<string, { completed: number; failed: number; input: number; output: number; cost: number }>();
+    const usage = new UsageTally(now);
     // The successes (nearly every record) go in a few multi-row statements; the rest one by one.
     const grouped = await applySucceededGrouped(tx, owner, records, now);
     for (const record of records) {
       if (grouped && record.kind === 'succeeded') {
         if (!grouped.has(`${record.line}\u0000${record.batchId}`)) continue;
         applied.push(record);
-        const counter = counters.get(record.batchId) ?? { completed: 0, failed: 0, input: 0, output: 0 };
+        const counter = counters.get(record.batchId) ?? { completed: 0, failed: 0, input: 0, output: 0, cost: 0 };
         counter.completed += 1;
         counter.input += record.inputTokens;
         counter.output += record.outputTokens;
+        counter.cost += record.costNanos;
         counters.set(record.batchId, counter);
+        usage.add(record);
         continue;
       }
       const base = tx
@@ -268,26 +276,33 @@ export async function applyRequestOutcomes(
       if (Number(result.numUpdatedRows) !== 1) continue;
       applied.push(record);
       if (record.kind !== 'succeeded' && record.kind !== 'failed') continue;
-      const counter = counters.get(record.batchId) ?? { completed: 0, failed: 0, input: 0, output: 0 };
+      const counter = counters.get(record.batchId) ?? { completed: 0, failed: 0, input: 0, output: 0, cost: 0 };
       if (record.kind === 'succeeded') {
         counter.completed += 1;
         counter.input += record.inputTokens;
         counter.output += record.outputTokens;
+        counter.cost += record.costNanos;
+        usage.add(record);
       } else counter.failed += 1;
       counters.set(record.batchId, counter);
     }
+    const batchCurrencies = new Map<string, string>();
     for (const [batchId, c] of counters) {
-      await tx
+      const updated = await tx
         .updateTable('batches')
         .set((eb) => ({
           request_completed: eb('request_completed', '+', c.completed),
           request_failed: eb('request_failed', '+', c.failed),
           input_tokens: eb('input_tokens', '+', c.input),
           output_tokens: eb('output_tokens', '+', c.output),
+          cost_nanos: eb('cost_nanos', '+', c.cost),
         }))
         .where('id', '=', batchId)
-        .execute();
+        .returning('cost_currency')
+        .executeTakeFirst();
+      if (updated) batchCurrencies.set(batchId, updated.cost_currency);
     }
+    await addUsage(tx, owner, usage.day, usage.rows(), batchCurrencies);
     return applied;
   });
 }

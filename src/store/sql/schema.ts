@@ -106,6 +106,9 @@ export interface BatchesTable {
   webhook_url: string | null;
   /** The batch whose failed lines this batch retries (POST /batches/{id}/retry). */
   retry_of: string | null;
+  /** Cost so far, in billionths of cost_currency: its recorded lines' usage at the prices when each was recorded. */
+  cost_nanos: Generated<number>;
+  cost_currency: Generated<string>;
 }
 
 /** Stored on batches so that background work can answer in the dialect a batch was created in. */
@@ -220,6 +223,20 @@ export interface Database {
   webhook_deliveries: WebhookDeliveriesTable;
   webhook_secrets: WebhookSecretsTable;
   workers: WorkersTable;
+  usage_counters: UsageCountersTable;
+}
+
+/** Recorded usage per user, UTC day ("2026-12-04") and model; one row per writing process (shard), summed when read. */
+export interface UsageCountersTable {
+  user_id: string;
+  day: string;
+  model: string;
+  shard: string;
+  currency: string;
+  requests: number;
+  input_tokens: number;
+  output_tokens: number;
+  cost_nanos: number;
 }
 
 export type ApiKeyRow = Selectable<ApiKeysTable>;

@@ -71,7 +71,7 @@ async function startOnStore(config: Config, store: Store, engine: Engine | undef
   const batches = new BatchService(store, {
     maxEnqueuedTokensPerModel: config.limits.maxEnqueuedTokensPerModel,
     defaultOutputExpiresAfterSeconds: config.limits.defaultOutputExpiresAfterSeconds,
-    currency: config.billing.currency,
+    billing: config.billing,
   });
   // One capacity per upstream for this process: the runner's lanes and the real-time routes drive it together.
   const capacities = new UpstreamCapacities();

@@ -187,6 +187,17 @@ const billingSchema = z
       .array(priceSchema)
       .default([])
       .describe('Prices per million tokens by model. A line costs its recorded usage at the price of its model when it is recorded; a model no price matches costs nothing.'),
+    monthlyBudget: z
+      .number()
+      .nonnegative()
+      .optional()
+      .describe(
+        'Spend cap per user and calendar month (UTC), in billing.currency. A batch whose estimated cost exceeds what is left is refused (429 at create, or failed at validation); running batches are never cut off. Unset: no cap.',
+      ),
+    userBudgets: z
+      .record(z.string().min(1), z.number().nonnegative())
+      .default({})
+      .describe('Monthly caps for named users (user id -> amount), over monthlyBudget.'),
   })
   .strict();
 

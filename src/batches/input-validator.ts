@@ -28,6 +28,9 @@ export interface ValidRequestLine {
   customId: string;
   model: string;
   estimatedTokens: number;
+  /** The two parts of estimatedTokens, which are priced apart: the prompt (bytes / 4) and the completion budget. */
+  promptTokens: number;
+  completionTokens: number;
 }
 
 export interface LineError {
@@ -45,6 +48,8 @@ export interface ValidationOutcome {
   /** Sum of estimatedTokens over the valid lines. */
   estimatedTokens: number;
   tokensByModel: Map<string, number>;
+  /** Estimated prompt and completion tokens per model, for the cost estimate. */
+  usageByModel: Map<string, { prompt: number; completion: number }>;
 }
 
 export const BATCH_ENDPOINTS = [
@@ -77,6 +82,7 @@ export async function validateInput(
   const maxErrors = Math.max(1, rules.maxErrors);
   const errors: LineError[] = [];
   const tokensByModel = new Map<string, number>();
+  const usageByModel = new Map<string, { prompt: number; completion: number }>();
   let estimatedTokens = 0;
   let requestCount = 0;
   let pending: ValidRequestLine[] = [];
@@ -97,6 +103,11 @@ export async function validateInput(
     }
     estimatedTokens += result.estimatedTokens;
     tokensByModel.set(result.model, (tokensByModel.get(result.model) ?? 0) + result.estimatedTokens);
+    const usage = usageByModel.get(result.model);
+    if (usage) {
+      usage.prompt += result.promptTokens;
+      usage.completion += result.completionTokens;
+    } else usageByModel.set(result.model, { prompt: result.promptTokens, completion: result.completionTokens });
     if (errors.length > 0) continue;
     pending.push(result);
     if (pending.length === chunkSize) {
@@ -107,7 +118,7 @@ export async function validateInput(
 
   if (errors.length === 0 && pending.length > 0) await onRequests(pending);
   if (requestCount === 0 && errors.length === 0) errors.push(emptyFile());
-  return { ok: errors.length === 0, errors, requestCount, estimatedTokens, tokensByModel };
+  return { ok: errors.length === 0, errors, requestCount, estimatedTokens, tokensByModel, usageByModel };
 }
 
 // JSON's own whitespace (RFC 8259: space, tab, CR, LF); any other byte, \v and
@@ -170,13 +181,16 @@ class LineChecker {
     }
     const model = this.checkBody(body, lineNo, errors);
     if (errors.length > 0 || customId === null || model === null) return errors;
+    const estimate = this.estimateTokens(body);
     return {
       line: lineNo,
       offset: scanned.offset,
       length: scanned.length,
       customId,
       model,
-      estimatedTokens: this.estimateTokens(body),
+      estimatedTokens: Math.max(1, estimate.prompt + estimate.completion),
+      promptTokens: estimate.prompt,
+      completionTokens: estimate.completion,
     };
   }
 
@@ -267,13 +281,13 @@ class LineChecker {
   }
 
   /**
-   * Prompt bytes / 4 (a rough tokens-per-byte ratio) plus the completion budget;
-   * at least 1, so every request (audio ones, which have neither) counts.
+   * Prompt bytes / 4 (a rough tokens-per-byte ratio), and the completion budget. Their sum, at least 1 (so
+   * every request, audio ones that have neither included, counts), is the line's estimated tokens.
    */
-  private estimateTokens(body: JsonObject): number {
-    const promptTokens = this.promptField === null ? 0 : Math.ceil(jsonByteLength(body[this.promptField]) / 4);
-    const completionTokens = this.countsCompletionTokens ? completionBudget(body, this.rules.defaultMaxTokensEstimate) : 0;
-    return Math.max(1, promptTokens + completionTokens);
+  private estimateTokens(body: JsonObject): { prompt: number; completion: number } {
+    const prompt = this.promptField === null ? 0 : Math.ceil(jsonByteLength(body[this.promptField]) / 4);
+    const completion = this.countsCompletionTokens ? completionBudget(body, this.rules.defaultMaxTokensEstimate) : 0;
+    return { prompt, completion };
   }
 }
 

@@ -3,6 +3,9 @@
 // process may run; this module only moves a batch into the state that asks
 // for that work, and every move is a conditional UPDATE so racing processes
 // agree on the outcome.
+import type { BillingConfig } from '../config.ts';
+import { budgetMessage, budgetStanding } from '../usage/budget.ts';
+import { Pricing } from '../usage/pricing.ts';
 import type { Kysely, Transaction } from 'kysely';
 import type { Principal } from '../auth/keys.ts';
 import { ApiError, badRequest, conflict, notFound } from '../errors.ts';
@@ -28,8 +31,8 @@ export interface BatchServiceOptions {
   defaultOutputExpiresAfterSeconds?: number;
   /** Per user and model. */
   maxEnqueuedTokensPerModel: number;
-  /** billing.currency: what the batch's cost is counted in. */
-  currency: string;
+  /** Prices, currency and monthly budgets. */
+  billing: BillingConfig;
 }
 
 // A file's size says little about its tokens; ~4 bytes per token is the usual
@@ -38,10 +41,14 @@ export interface BatchServiceOptions {
 const BYTES_PER_TOKEN = 4;
 
 export class BatchService {
+  private readonly pricing: Pricing;
+
   constructor(
     private readonly store: Store,
     private readonly options: BatchServiceOptions,
-  ) {}
+  ) {
+    this.pricing = new Pricing(options.billing);
+  }
 
   private get db() {
     return this.store.sql.db;
@@ -71,6 +78,7 @@ export class BatchService {
       throw badRequest(`'input_file_id' ${file.id} is a ${file.file_type} file: batch input must be JSONL.`, 'input_file_id', 'invalid_input_file');
     }
     if (args.modelId) await this.checkTokenBudget(userId, args.modelId, Math.ceil(file.bytes / BYTES_PER_TOKEN), db);
+    await this.checkSpendBudget(userId, args.modelId ? this.pricing.costNanos(args.modelId, Math.ceil(file.bytes / BYTES_PER_TOKEN), 0) : 0, db);
     const now = Date.now();
     const row: BatchRow = {
       id: newBatchId(),
@@ -108,7 +116,8 @@ export class BatchService {
       webhook_url: args.webhookUrl,
       retry_of: origin.retryOf ?? null,
       cost_nanos: 0,
-      cost_currency: this.options.currency,
+      cost_currency: this.options.billing.currency,
+      estimated_cost_nanos: 0,
     };
     await insertBatch(db, row);
     return row;
@@ -182,6 +191,23 @@ export class BatchService {
         { type: 'rate_limit_error', code: 'token_limit_exceeded', param: 'model_id', headers: { 'retry-after': '60' } },
       );
     }
+  }
+
+  /**
+   * The early check of a monthly budget: refused when nothing is left, or when the file's prompt alone (bytes / 4
+   * at the price of the batch's model_id, when it names one) costs more than is left. Validation makes the
+   * per-line estimate, completions included, and fails a batch over what is left.
+   */
+  async checkSpendBudget(userId: string, estimateNanos: number, db: Db = this.db): Promise<void> {
+    const standing = await budgetStanding(db, this.options.billing, userId, Date.now());
+    if (!standing || (standing.leftNanos > 0 && estimateNanos <= standing.leftNanos)) return;
+    const retryAfter = Math.max(1, Math.ceil((standing.resetsAt.getTime() - Date.now()) / 1000));
+    throw new ApiError(429, budgetMessage(userId, standing, estimateNanos > 0 ? estimateNanos : undefined), {
+      type: 'rate_limit_error',
+      code: 'budget_exceeded',
+      param: null,
+      headers: { 'retry-after': String(retryAfter), 'x-should-retry': 'false' },
+    });
   }
 
   /** The caller's batch; an admin's caller may read any user's. Another user's batch is a 404, like a missing one. */

@@ -4,6 +4,8 @@
 // batch with line-numbered errors. A crash at any point leaves the batch
 // VALIDATING with a lapsing lease; the next sweep deletes any half-written
 // rows and starts over, so the outcome is all rows or none.
+import { budgetMessage, budgetStanding } from '../usage/budget.ts';
+import { Pricing } from '../usage/pricing.ts';
 import type { Kysely } from 'kysely';
 import { claimBatchLease, findBatch, releaseBatchLease, renewBatchLease, updateLeasedBatch } from '../store/sql/batches.ts';
 import { classifyStoreError, describeStoreFailure } from '../store/errors.ts';
@@ -120,7 +122,17 @@ async function validateBatch(ctx: LifecycleContext, batch: BatchRow, lease: Batc
     await failValidation(ctx, batch, overBudget);
     return 'invalid';
   }
-  const counts = { request_total: outcome.requestCount, estimated_tokens: outcome.estimatedTokens };
+  // The monthly budget, against this batch's estimate (prompt bytes / 4 and each line's max_tokens, at the prices).
+  const pricing = new Pricing(ctx.config.billing);
+  let estimatedCost = 0;
+  for (const [model, usage] of outcome.usageByModel) estimatedCost += pricing.costNanos(model, usage.prompt, usage.completion);
+  const standing = await budgetStanding(db, ctx.config.billing, batch.user_id, Date.now(), batch.id);
+  if (standing && estimatedCost > standing.leftNanos) {
+    await deleteBatchRequests(db, batch.id);
+    await failValidation(ctx, batch, [{ code: 'budget_exceeded', message: budgetMessage(batch.user_id, standing, estimatedCost), line: null, param: null }]);
+    return 'invalid';
+  }
+  const counts = { request_total: outcome.requestCount, estimated_tokens: outcome.estimatedTokens, estimated_cost_nanos: estimatedCost };
   const started = await updateLeasedBatch(db, batch.id, ctx.workerId, ['validating'], {
     ...counts,
     status: 'in_progress',

@@ -158,3 +158,52 @@ for (const backend of [
     });
   });
 }
+
+describe('monthly budgets', () => {
+  it('a batch estimated over what is left fails validation saying how much is left and when it resets; with nothing left, create answers 429', async () => {
+    const h = await startHarness({
+      upstreams: [{ name: 'fast', kind: 'fast', models: ['fast-*'] }],
+      // A tenth of a cent a token, so a few lines make a visible cost; 0.5 USD a month each, dave nothing.
+      config: { billing: { prices: [{ models: ['fast-*'], inputPerMillion: 1000, outputPerMillion: 1000 }], monthlyBudget: 0.5, userBudgets: { dave: 0 } } },
+    });
+    const alice = { base: h.openai, key: await h.keyFor('alice') };
+    const resets = new Date(Date.UTC(new Date().getUTCFullYear(), new Date().getUTCMonth() + 1, 1)).toISOString().slice(0, 10);
+
+    // 10 lines x max_tokens 100: about 1.1 USD estimated, more than the 0.5 left.
+    const big = Array.from({ length: 10 }, (_, i) => chatLine(`big${i}`, 'fast-a', { max_tokens: 100 }));
+    const refused = await waitForStatus(alice, (await submitBatch(alice, big)).id, 'failed');
+    assert.equal(refused.errors.data[0].code, 'budget_exceeded');
+    assert.match(refused.errors.data[0].message, /this batch would cost about 1\.\d\d USD, and 0\.50 USD of 0\.50 USD is left/);
+    assert.match(refused.errors.data[0].message, new RegExp(`resets on ${resets} \\(UTC\\)`));
+
+    // 2 lines x max_tokens 10 fit, run, and what they cost is spent.
+    const small = [chatLine('s1', 'fast-a', { max_tokens: 10 }), chatLine('s2', 'fast-a', { max_tokens: 10 })];
+    const ran = await waitForStatus(alice, (await submitBatch(alice, small)).id, 'completed');
+    assert.ok(ran.cost.amount > 0 && ran.cost.amount < 0.5, JSON.stringify(ran.cost));
+    const again = await waitForStatus(alice, (await submitBatch(alice, big)).id, 'failed');
+    // As the server counts: in billionths.
+    const left = ((500_000_000 - Math.round(ran.cost.amount * 1e9)) / 1e9).toFixed(2);
+    assert.match(again.errors.data[0].message, new RegExp(`${left.replace('.', '\\.')} USD of 0\\.50 USD is left \\(${ran.cost.amount.toFixed(2).replace('.', '\\.')} USD spent this month`));
+
+    // Nothing left at all: refused at create, in the error envelope, not to be retried before the reset.
+    const dave = await h.keyFor('dave');
+    const file = await api(`${h.openai}/files`, dave, { method: 'POST', body: (() => {
+      const form = new FormData();
+      form.append('purpose', 'batch');
+      form.append('file', new Blob([`${JSON.stringify(chatLine('d', 'fast-a'))}\n`]), 'd.jsonl');
+      return form;
+    })() });
+    assert.equal(file.status, 200);
+    const created = await api(`${h.openai}/batches`, dave, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ input_file_id: file.json.id, endpoint: '/v1/chat/completions', completion_window: '24h' }),
+    });
+    assert.equal(created.status, 429);
+    assert.equal(created.json.error.code, 'budget_exceeded');
+    assert.equal(created.json.error.type, 'rate_limit_error');
+    assert.match(created.json.error.message, new RegExp(`0\\.00 USD of 0\\.00 USD is left .* resets on ${resets} \\(UTC\\)`));
+    assert.equal(created.headers.get('x-should-retry'), 'false');
+    await h.stop();
+  });
+});

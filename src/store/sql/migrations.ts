@@ -291,6 +291,17 @@ const usage: Migration = {
   },
 };
 
+// A batch's estimated cost (from validation's per-line estimate), so monthly budgets can count what running
+// batches have yet to spend.
+const estimatedCost: Migration = {
+  async up(db: Kysely<any>) {
+    await db.schema.alterTable('batches').addColumn('estimated_cost_nanos', 'bigint', (c) => c.notNull().defaultTo(0)).execute();
+  },
+  async down(db: Kysely<any>) {
+    await db.schema.alterTable('batches').dropColumn('estimated_cost_nanos').execute();
+  },
+};
+
 export const migrations: Record<string, Migration> = {
   '0001_initial': initial,
   '0002_sweep_indexes': sweepIndexes,
@@ -300,6 +311,7 @@ export const migrations: Record<string, Migration> = {
   '0006_webhook_secrets': webhookSecrets,
   '0007_workers': workers,
   '0008_usage': usage,
+  '0009_estimated_cost': estimatedCost,
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -109,6 +109,8 @@ export interface BatchesTable {
   /** Cost so far, in billionths of cost_currency: its recorded lines' usage at the prices when each was recorded. */
   cost_nanos: Generated<number>;
   cost_currency: Generated<string>;
+  /** Validation's estimate of the batch's cost (prompt bytes / 4 and max_tokens at the prices), billionths. */
+  estimated_cost_nanos: Generated<number>;
 }
 
 /** Stored on batches so that background work can answer in the dialect a batch was created in. */

@@ -140,3 +140,19 @@ export async function costSince(db: Kysely<Database>, userId: string, from: stri
     .execute();
   return new Map(rows.map((row) => [row.currency, Number(row.cost)]));
 }
+
+/**
+ * What a user's open batches may still spend: per batch, its estimated cost less what it has cost so far (never
+ * below 0), in `currency`; `exceptBatchId` leaves one batch out (the one being validated).
+ */
+export async function committedCost(db: Kysely<Database>, userId: string, currency: string, exceptBatchId?: string): Promise<number> {
+  let query = db
+    .selectFrom('batches')
+    .select(sql<number>`coalesce(sum(case when estimated_cost_nanos > cost_nanos then estimated_cost_nanos - cost_nanos else 0 end), 0)`.as('left'))
+    .where('user_id', '=', userId)
+    .where('cost_currency', '=', currency)
+    .where('status', 'in', ['in_progress', 'finalizing', 'cancelling']);
+  if (exceptBatchId !== undefined) query = query.where('id', '!=', exceptBatchId);
+  const row = await query.executeTakeFirst();
+  return Number(row?.left ?? 0);
+}

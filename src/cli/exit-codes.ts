@@ -1,5 +1,5 @@
 // Exit codes of the client commands (`spool run`, `spool files`, `spool batches`).
-// Scripts branch on these, so they are part of the CLI's interface: the README
+// Scripts branch on these, so they are part of the CLI's interface: docs/cli.md
 // lists them and changing one is a breaking change.
 export const ExitCode = {
   ok: 0,

@@ -28,7 +28,7 @@ import {
 const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const CLI_DEADLINE_MS = 60_000;
 
-// The documented exit codes (README "CLI").
+// The documented exit codes (docs/cli.md, "Exit codes").
 const EXIT = { ok: 0, usage: 1, batchNotCompleted: 2, unreachable: 3, auth: 4, notFound: 5, timedOut: 124, interrupted: 130 };
 
 interface CliResult {

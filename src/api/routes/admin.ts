@@ -1,6 +1,6 @@
 // GET /v1/admin/status: what the dashboard's operations panel shows. Admin
 // keys only; any other valid key gets a 403 envelope (the route's existence
-// is no secret: the README documents it, and a 404 would only make a key
+// is no secret: docs/api.md documents it, and a 404 would only make a key
 // without the right look like a wrong URL).
 import type { FastifyInstance } from 'fastify';
 import type { Kysely } from 'kysely';

@@ -13,6 +13,7 @@ import { newBatchId } from '../ids.ts';
 import type { Store } from '../store/index.ts';
 import { findBatch, findUserBatch, insertBatch, listBatches, transitionBatch } from '../store/sql/batches.ts';
 import { findUserFile, insertFile } from '../store/sql/files.ts';
+import { batchStats, type BatchStats } from '../store/sql/batch-stats.ts';
 import { countBatchRequestsInStates, enqueuedTokensForModel } from '../store/sql/requests.ts';
 import { TERMINAL_BATCH_STATUSES, type BatchRow, type Database, type WireDialect } from '../store/sql/schema.ts';
 import { parseWindow, type CreateBatchArgs } from './create-args.ts';
@@ -208,6 +209,19 @@ export class BatchService {
       param: null,
       headers: { 'retry-after': String(retryAfter), 'x-should-retry': 'false' },
     });
+  }
+
+  /**
+   * What the dashboard charts of a batch, in at most ~60 time buckets from its start (whole seconds, at least 1):
+   * lines finished per bucket, its upstream latency distribution and its errors by code. Empty once the batch's
+   * results are gone (retention).
+   */
+  async stats(caller: Principal, batchId: string): Promise<BatchStats & { batch: BatchRow; startAt: number; bucketMs: number }> {
+    const batch = await this.get(caller, batchId);
+    const startAt = batch.in_progress_at ?? batch.created_at;
+    const endAt = batch.completed_at ?? batch.cancelled_at ?? batch.expired_at ?? batch.failed_at ?? Date.now();
+    const bucketMs = Math.max(1000, Math.ceil((endAt - startAt) / 60 / 1000) * 1000);
+    return { batch, startAt, bucketMs, ...(await batchStats(this.db, batch.id, startAt, bucketMs)) };
   }
 
   /** The caller's batch; an admin's caller may read any user's. Another user's batch is a 404, like a missing one. */

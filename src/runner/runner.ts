@@ -495,7 +495,9 @@ export class Runner {
     if (decision.action === 'retry') job.lane.tally.countRetry(retryCauseOf(outcome));
     if (decision.action === 'succeed') job.lane.capacity.onSuccess(latencyMs, outcome.kind === 'response' ? outcome.body : undefined);
     else if (decision.action === 'retry' && decision.overload) job.lane.capacity.onOverload(outcome.kind === 'response' ? outcome.retryAfterMs : null);
-    return settle(job, outcome, decision, Date.now(), this.pricing);
+    const record = settle(job, outcome, decision, Date.now(), this.pricing);
+    if (record.kind === 'succeeded' || record.kind === 'failed') record.latencyMs = Math.round(latencyMs);
+    return record;
   }
 
   private async buildCall(job: Job): Promise<UpstreamCall> {

@@ -5,6 +5,7 @@
 // envelope. The page itself calls the public JSON API with the user's key.
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { dirname, extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
@@ -58,6 +59,22 @@ export function loadAssets(dir: string): Map<string, Asset> {
   return assets;
 }
 
+/**
+ * Third-party scripts the page loads, served from this origin out of node_modules (no CDN: the CSP allows
+ * 'self' only, and the dashboard must work offline). By file name under /dashboard/vendor/.
+ */
+export function loadVendorAssets(): Map<string, Asset> {
+  const require = createRequire(import.meta.url);
+  // chart.js exports no subpaths: find its dist/ from its main entry (dist/chart.cjs).
+  const chartDist = dirname(require.resolve('chart.js'));
+  const assets = new Map<string, Asset>();
+  for (const [name, path] of [['chart.umd.min.js', join(chartDist, 'chart.umd.min.js')]]) {
+    const body = readFileSync(path);
+    assets.set(name, { body, type: CONTENT_TYPES['.js'], etag: `"${createHash('sha256').update(body).digest('base64url').slice(0, 22)}"` });
+  }
+  return assets;
+}
+
 export interface DashboardOptions {
   /** Defaults to findStaticDir(). */
   staticDir?: string;
@@ -72,6 +89,9 @@ export async function dashboardRoutes(app: FastifyInstance, options: DashboardOp
   app.get('/', (request, reply) => sendAsset(request, reply, page));
   for (const [name, asset] of assets) {
     app.get(`${DASHBOARD_ASSET_PREFIX}${name}`, (request, reply) => sendAsset(request, reply, asset));
+  }
+  for (const [name, asset] of loadVendorAssets()) {
+    app.get(`${DASHBOARD_ASSET_PREFIX}vendor/${name}`, (request, reply) => sendAsset(request, reply, asset));
   }
 }
 

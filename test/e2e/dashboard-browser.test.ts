@@ -58,7 +58,11 @@ describe('dashboard in Chromium', { skip: SKIP }, () => {
 
   before(async () => {
     mkdirSync(ARTIFACTS, { recursive: true });
-    spool = await startTestSpool({ upstreamDelayMs: UPSTREAM_DELAY_MS });
+    spool = await startTestSpool({
+      upstreamDelayMs: UPSTREAM_DELAY_MS,
+      // Priced, so the usage page has costs to chart (a tenth of a cent a token).
+      config: { billing: { prices: [{ models: ['slow-*'], inputPerMillion: 1000, outputPerMillion: 1000 }] } },
+    });
     userKey = await spool.keyFor('alice');
     const { chromium } = await import('playwright-core');
     // --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
@@ -233,6 +237,51 @@ describe('dashboard in Chromium', { skip: SKIP }, () => {
     await model.waitFor();
     assert.match((await model.textContent()) ?? '', /invalid_model/);
     await shot(page, '07-operations');
+    await page.context().close();
+  });
+
+  it("a batch's charts (lines finished, throughput, latency, errors by code) and the usage page's, drawn from real data", async () => {
+    const lines = [...Array.from({ length: 12 }, (_, i) => chatLine(`chart-${i}`)), chatLine('chart-bad', { model: 'nobody-serves-this' })];
+    const fileId = await uploadBatchFile(spool, jsonl(lines), userKey);
+    const batch = await createBatch(spool, fileId, userKey);
+    const page = await newPage();
+    await page.goto(`${spool.url}/`);
+    await signIn(page, userKey);
+    await page.goto(`${spool.url}/#/batches/${batch.id}`);
+    await page.locator('#batch-summary .status').filter({ hasText: 'Completed' }).waitFor();
+    await page.locator('#batch-charts').waitFor({ state: 'visible' });
+    // What each chart holds, read from Chart.js itself: the page drew the server's numbers.
+    const chartData = (id: string) =>
+      page.evaluate<{ labels: string[]; data: number[][] }>(
+        `(() => { const c = Chart.getChart(document.getElementById('${id}')); return c ? { labels: c.data.labels, data: c.data.datasets.map((d) => d.data) } : null; })()`,
+      );
+    await page.waitForFunction(`Chart.getChart(document.getElementById('chart-finished'))?.data.datasets[0].data.at(-1) === 12`);
+    const finished = await chartData('chart-finished');
+    assert.equal(finished.data[0].at(-1), 12, 'succeeded, cumulative');
+    assert.equal(finished.data[1].at(-1), 1, 'failed, cumulative');
+    const throughput = await chartData('chart-throughput');
+    assert.ok(throughput.data[0].some((rate) => rate > 0), 'some lines per second');
+    const latency = await chartData('chart-latency');
+    assert.equal(latency.data[0].reduce((a, b) => a + b, 0), 12, 'every line that reached the upstream, once');
+    assert.ok(latency.labels.includes('≤ 250 ms'), latency.labels.join(', '));
+    const errors = await chartData('chart-errors');
+    assert.deepEqual(errors.labels, ['invalid_model']);
+    assert.deepEqual(errors.data[0], [1]);
+    await shot(page, '08-batch-charts');
+
+    await page.getByRole('link', { name: 'Usage' }).click();
+    await page.getByRole('heading', { name: 'Usage', level: 1 }).waitFor();
+    await page.locator('#usage-body tr').first().waitFor();
+    const usage = (await call(`${spool.url}/openai/v1/usage`, { key: userKey })).json as Json;
+    const cost = await chartData('chart-cost');
+    const tokens = await chartData('chart-tokens');
+    const sum = (rows: number[][]) => rows.flat().reduce((a, b) => a + b, 0);
+    assert.ok(usage.data.length > 0);
+    assert.equal(Math.round(sum(cost.data) * 1e9), Math.round(usage.data.reduce((t: number, r: Json) => t + r.cost.amount, 0) * 1e9), 'the cost chart adds up to GET /usage');
+    assert.equal(sum(tokens.data), usage.data.reduce((t: number, r: Json) => t + r.total_tokens, 0), 'the token chart too');
+    assert.ok(sum(cost.data) > 0, 'priced lines cost something');
+    assert.equal(await page.locator('#usage-everyone-label').isVisible(), false, 'only admins may see every user');
+    await shot(page, '09-usage');
     await page.context().close();
   });
 

@@ -99,6 +99,19 @@ for (const backend of [
         assert.equal(usage.json.user_id, 'alice');
       }
 
+      // The dashboard's statistics of the batch: every line finished once, each with the latency of its last attempt.
+      for (const base of [h.openai, h.together]) {
+        const stats = await api(`${base}/batches/${batch.id}/stats`, alice.key);
+        assert.equal(stats.status, 200);
+        assert.equal(stats.json.object, 'batch.stats');
+        assert.equal(stats.json.finished.reduce((t: number, b: Json) => t + b.succeeded, 0), lines.length);
+        assert.equal(stats.json.finished.reduce((t: number, b: Json) => t + b.failed, 0), 0);
+        assert.equal(stats.json.latency_ms.counts.reduce((t: number, n: number) => t + n, 0), lines.length);
+        assert.equal(stats.json.latency_ms.counts.length, stats.json.latency_ms.bounds.length + 1);
+        assert.deepEqual(stats.json.errors, []);
+      }
+      assert.equal((await api(`${h.openai}/batches/${batch.id}/stats`, bob.key)).status, 404, "another user's batch does not exist for bob");
+
       // Bob ran nothing: his usage is empty, and alice's is not his to see; an admin sees both, per user.
       await waitForStatus(bob, (await submitBatch(bob, [chatLine('x', 'fast-a')])).id, 'completed');
       const own = await api(`${h.openai}/usage`, bob.key);

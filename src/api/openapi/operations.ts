@@ -224,6 +224,14 @@ export const OPERATIONS: Record<string, OperationDoc> = {
     responses: { 200: json('The new secret.', 'WebhookSecret'), 403: error('`user_id` names another user and the key is not an admin key.') },
   },
 
+  'GET /batches/:id/stats': {
+    tag: 'batches',
+    operationId: 'getBatchStats',
+    summary: "A batch's progress over time, latency distribution and errors by code",
+    description: 'A Spool extension, drawn by the dashboard. Empty once the batch\'s output and error files are gone.',
+    responses: { 200: json('The statistics.', 'BatchStats'), 404: NOT_FOUND },
+  },
+
   // ---------------------------------------------------------------- usage
   'GET /usage': {
     tag: 'usage',

@@ -339,6 +339,32 @@ export const COMPONENT_SCHEMAS = {
   EmbeddingRequest: inferenceRequest(['input'], 'OpenAI embeddings request.'),
   InferenceResponse: inferenceResponse,
   AdminStatus: adminStatus,
+  BatchStats: {
+    type: 'object',
+    required: ['object', 'id', 'started_at', 'bucket_seconds', 'finished', 'latency_ms', 'errors'],
+    properties: {
+      object: { const: 'batch.stats' },
+      id: { type: 'string' },
+      started_at: { type: 'integer', description: 'Unix seconds: when the batch started running (or was created).' },
+      bucket_seconds: { type: 'number', description: 'Width of each time bucket.' },
+      finished: {
+        type: 'array',
+        description: 'Lines finished per time bucket since started_at (buckets with none are left out).',
+        items: {
+          type: 'object',
+          required: ['offset_seconds', 'succeeded', 'failed'],
+          properties: { offset_seconds: { type: 'number' }, succeeded: { type: 'integer' }, failed: { type: 'integer' } },
+        },
+      },
+      latency_ms: {
+        type: 'object',
+        required: ['bounds', 'counts'],
+        description: 'Histogram of the last attempt of each line: counts[i] lines took at most bounds[i] ms (and more than bounds[i-1]); the last count is above every bound.',
+        properties: { bounds: { type: 'array', items: { type: 'integer' } }, counts: { type: 'array', items: { type: 'integer' } } },
+      },
+      errors: { type: 'array', items: { type: 'object', required: ['code', 'count'], properties: { code: { type: 'string' }, count: { type: 'integer' } } } },
+    },
+  },
   UsageList: {
     type: 'object',
     required: ['object', 'start_date', 'end_date', 'user_id', 'data'],

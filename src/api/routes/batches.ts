@@ -3,6 +3,8 @@ import type { FastifyInstance } from 'fastify';
 import { parseCreateBatchArgs } from '../../batches/create-args.ts';
 import type { BatchService } from '../../batches/service.ts';
 import { presentBatch } from '../presenters/index.ts';
+import { unixSeconds } from '../presenters/time.ts';
+import { LATENCY_BOUNDS_MS } from '../../store/sql/batch-stats.ts';
 import { asFields, optionalString, queryInteger } from '../request-fields.ts';
 
 export interface BatchesRoutesOptions {
@@ -32,6 +34,20 @@ export async function batchesRoutes(app: FastifyInstance, options: BatchesRoutes
   app.get<{ Params: { id: string } }>('/batches/:id', async (request) =>
     presentBatch(request.dialect, await batches.get(request.principal, request.params.id)),
   );
+
+  // A Spool extension for the dashboard's charts (both prefixes).
+  app.get<{ Params: { id: string } }>('/batches/:id/stats', async (request) => {
+    const stats = await batches.stats(request.principal, request.params.id);
+    return {
+      object: 'batch.stats',
+      id: stats.batch.id,
+      started_at: unixSeconds(stats.startAt),
+      bucket_seconds: stats.bucketMs / 1000,
+      finished: stats.finished.map((entry) => ({ offset_seconds: (entry.bucket * stats.bucketMs) / 1000, succeeded: entry.succeeded, failed: entry.failed })),
+      latency_ms: { bounds: LATENCY_BOUNDS_MS, counts: stats.latency },
+      errors: stats.errors,
+    };
+  });
 
   // Admin keys may add ?user_id=NAME (that user's batches) or ?user_id=* (everyone's); without it, anyone lists their own.
   app.get('/batches', async (request) => {

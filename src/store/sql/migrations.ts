@@ -302,6 +302,16 @@ const estimatedCost: Migration = {
   },
 };
 
+// How long each line's last attempt took upstream (ms), for the dashboard's latency distribution.
+const requestLatency: Migration = {
+  async up(db: Kysely<any>) {
+    await db.schema.alterTable('requests').addColumn('latency_ms', 'integer').execute();
+  },
+  async down(db: Kysely<any>) {
+    await db.schema.alterTable('requests').dropColumn('latency_ms').execute();
+  },
+};
+
 export const migrations: Record<string, Migration> = {
   '0001_initial': initial,
   '0002_sweep_indexes': sweepIndexes,
@@ -312,6 +322,7 @@ export const migrations: Record<string, Migration> = {
   '0007_workers': workers,
   '0008_usage': usage,
   '0009_estimated_cost': estimatedCost,
+  '0010_request_latency': requestLatency,
 };
 
 export const migrationProvider: MigrationProvider = {

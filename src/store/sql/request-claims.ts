@@ -185,6 +185,8 @@ export type RequestOutcomeRecord =
       userId: string;
       model: string;
       costNanos: number;
+      /** The last attempt's upstream exchange, ms. */
+      latencyMs?: number;
     }
   | {
       kind: 'failed';
@@ -195,6 +197,7 @@ export type RequestOutcomeRecord =
       status: number | null;
       body: string | null;
       requestId: string | null;
+      latencyMs?: number;
     }
   | { kind: 'retry'; batchId: string; line: number; notBefore: number; message: string }
   /** Handed back unsent (shutdown): the claim does not count as an attempt. */
@@ -248,6 +251,7 @@ export async function applyRequestOutcomes(
             request_id: record.requestId,
             input_tokens: record.inputTokens,
             output_tokens: record.outputTokens,
+            latency_ms: record.latencyMs ?? null,
             error_code: null,
             error_message: null,
             finished_at: now,
@@ -260,6 +264,7 @@ export async function applyRequestOutcomes(
             response_status: record.status,
             response_body: record.body,
             request_id: record.requestId,
+            latency_ms: record.latencyMs ?? null,
             error_code: record.code,
             error_message: record.message,
             finished_at: now,
@@ -307,7 +312,7 @@ export async function applyRequestOutcomes(
   });
 }
 
-// Rows per multi-row UPDATE: 7 bound values each, far inside SQLite's 32766 and PostgreSQL's 65535.
+// Rows per multi-row UPDATE: 8 bound values each, far inside SQLite's 32766 and PostgreSQL's 65535.
 const OUTCOME_CHUNK = 500;
 
 /**
@@ -340,12 +345,12 @@ type Succeeded = Extract<RequestOutcomeRecord, { kind: 'succeeded' }>;
 // index on running rows by lease_owner: with it, SQLite walked every line this worker holds for each VALUES
 // row (256-row groups with 400 lines held: 105 µs a row, against 20 µs by primary key).
 async function updateSucceededSqlite(tx: Transaction<Database>, owner: string, chunk: Succeeded[], now: number): Promise<{ batch_id: string; line: number }[]> {
-  const values = sql.join(chunk.map((r) => sql`(${r.batchId}, ${r.line}, ${r.status}, ${r.body}, ${r.requestId}, ${r.inputTokens}, ${r.outputTokens})`));
+  const values = sql.join(chunk.map((r) => sql`(${r.batchId}, ${r.line}, ${r.status}, ${r.body}, ${r.requestId}, ${r.inputTokens}, ${r.outputTokens}, ${r.latencyMs ?? null})`));
   const result = await sql<{ batch_id: string; line: number }>`
     update requests set
       state = 'succeeded', lease_owner = null, lease_expires_at = null,
       response_status = v.column3, response_body = v.column4, request_id = v.column5,
-      input_tokens = v.column6, output_tokens = v.column7,
+      input_tokens = v.column6, output_tokens = v.column7, latency_ms = v.column8,
       error_code = null, error_message = null, finished_at = ${now}
     from (values ${values}) as v
     where requests.batch_id = v.column1 and requests.line = v.column2 and +requests.lease_owner = ${owner} and +requests.state = 'running'
@@ -360,16 +365,17 @@ async function updateSucceededSqlite(tx: Transaction<Database>, owner: string, c
 async function updateSucceededPostgres(tx: Transaction<Database>, owner: string, chunk: Succeeded[], now: number): Promise<{ batch_id: string; line: number }[]> {
   const values = sql.join(
     chunk.map(
-      (r) => sql`(${r.batchId}::text, ${r.line}::integer, ${r.status}::integer, ${r.body}::text, ${r.requestId}::text, ${r.inputTokens}::bigint, ${r.outputTokens}::bigint)`,
+      (r) =>
+        sql`(${r.batchId}::text, ${r.line}::integer, ${r.status}::integer, ${r.body}::text, ${r.requestId}::text, ${r.inputTokens}::bigint, ${r.outputTokens}::bigint, ${r.latencyMs ?? null}::integer)`,
     ),
   );
   const result = await sql<{ batch_id: string; line: number }>`
     update requests set
       state = 'succeeded', lease_owner = null, lease_expires_at = null,
       response_status = v.status, response_body = v.body, request_id = v.request_id,
-      input_tokens = v.input_tokens, output_tokens = v.output_tokens,
+      input_tokens = v.input_tokens, output_tokens = v.output_tokens, latency_ms = v.latency_ms,
       error_code = null, error_message = null, finished_at = ${now}
-    from (values ${values}) as v (batch_id, line, status, body, request_id, input_tokens, output_tokens)
+    from (values ${values}) as v (batch_id, line, status, body, request_id, input_tokens, output_tokens, latency_ms)
     where requests.batch_id = v.batch_id and requests.line = v.line and requests.lease_owner = ${owner} and requests.state = 'running'
     returning requests.batch_id, requests.line`.execute(tx);
   return result.rows.map((row) => ({ batch_id: row.batch_id, line: Number(row.line) }));

@@ -192,6 +192,8 @@ export interface RequestsTable {
   lease_owner: string | null;
   lease_expires_at: number | null;
   response_status: number | null;
+  /** How long the last attempt's exchange with the upstream took, ms; null for lines that never reached one. */
+  latency_ms: Generated<number | null>;
   /** JSON text of the upstream response body (success) or error body. */
   response_body: string | null;
   error_code: string | null;

@@ -87,6 +87,10 @@ export const api = {
   adminStatus: (options = {}) => request('/v1/admin/status', options),
   listBatches: (after) => request(`${API}/batches?limit=100${after ? `&after=${enc(after)}` : ''}`),
   getBatch: (id) => request(`${API}/batches/${enc(id)}`),
+  /** Finished lines over time, latency distribution and errors by code (a Spool extension). */
+  batchStats: (id) => request(`${API}/batches/${enc(id)}/stats`),
+  /** Usage by day and model; `everyone` (admins): every user's, one row per user. */
+  usage: ({ everyone = false } = {}) => request(`${API}/usage${everyone ? '?user_id=*&group_by=user' : ''}`),
   cancelBatch: (id) => request(`${API}/batches/${enc(id)}/cancel`, { method: 'POST' }),
   createBatch: (inputFileId, endpoint) =>
     request(`${API}/batches`, { method: 'POST', json: { input_file_id: inputFileId, endpoint, completion_window: '24h' } }),

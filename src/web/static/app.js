@@ -1,5 +1,5 @@
 // The dashboard's entry: sign-in, the hash router (#/batches, #/batches/ID,
-// #/new, #/files, #/operations) and sign-out. Views are plain sections of
+// #/new, #/files, #/usage, #/operations) and sign-out. Views are plain sections of
 // index.html; each has a controller that fills it and polls while shown.
 import { api, onUnauthorized, session } from './api.js';
 import { byId } from './dom.js';
@@ -8,6 +8,7 @@ import { createBatchesView } from './batches-view.js';
 import { createFilesView } from './files-view.js';
 import { createNewBatchView } from './new-batch-view.js';
 import { createOperationsView } from './operations-view.js';
+import { createUsageView } from './usage-view.js';
 import { RateTracker } from './rates.js';
 
 const tracker = new RateTracker();
@@ -20,6 +21,7 @@ const views = {
   batch: { section: 'batch-view', nav: 'batches', controller: createBatchView({ tracker }) },
   new: { section: 'new-view', nav: 'new', controller: createNewBatchView({ navigate }) },
   files: { section: 'files-view', nav: 'files', controller: createFilesView() },
+  usage: { section: 'usage-view', nav: 'usage', controller: createUsageView({ isAdmin: () => isAdmin }) },
   operations: { section: 'operations-view', nav: 'operations', controller: createOperationsView(), adminOnly: true },
 };
 

@@ -7,11 +7,14 @@ import { formatBytes, formatCount, formatDuration, formatPercent, formatRate, fo
 import { Poller } from './poller.js';
 import { throughputOf } from './rates.js';
 import { setProgress, statusBadge } from './batches-view.js';
+import { chartsAvailable, drawChart, FAILED, SUCCEEDED } from './charts.js';
 
 const POLL_MS = 1500;
 // The error file may be as large as the batch: the preview reads only its head.
 const PREVIEW_BYTES = 64 * 1024;
 const PREVIEW_LINES = 20;
+// The charts' data is aggregated over the whole batch on the server: fetched less often than the counts.
+const STATS_EVERY_MS = 5000;
 
 const TIMELINE = [
   ['created_at', 'Created'],
@@ -35,6 +38,8 @@ export function createBatchView({ tracker }) {
   let lastStatus = null;
   let previewedErrorFile = null;
   let renderedFiles = '';
+  let statsAt = 0;
+  let statsFinal = false;
   const fileInfo = new Map();
   const loadingFiles = new Set();
   const poller = new Poller(refresh);
@@ -59,6 +64,7 @@ export function createBatchView({ tracker }) {
       if (id !== batchId) return null;
       render(batch);
       byId('batch-error').textContent = '';
+      void refreshCharts(batch);
       return isTerminal(batch) ? null : POLL_MS;
     } catch (err) {
       if (id === batchId) byId('batch-error').textContent = `Could not load batch ${id}: ${err.message}`;
@@ -87,6 +93,79 @@ export function createBatchView({ tracker }) {
       previewedErrorFile = batch.error_file_id;
       void previewErrorFile(batch.error_file_id);
     }
+  }
+
+  async function refreshCharts(batch) {
+    const section = byId('batch-charts');
+    if (!chartsAvailable() || batch.status === 'validating' || (batch.status === 'failed' && !batch.in_progress_at)) {
+      section.hidden = true;
+      return;
+    }
+    const terminal = isTerminal(batch);
+    if (statsFinal || (!terminal && Date.now() - statsAt < STATS_EVERY_MS)) return;
+    statsAt = Date.now();
+    const id = batch.id;
+    let stats;
+    try {
+      stats = await api.batchStats(id);
+    } catch (err) {
+      if (id === batchId) byId('batch-charts-note').textContent = `Could not load the charts: ${err.message}`;
+      return;
+    }
+    if (id !== batchId) return;
+    statsFinal = terminal;
+    section.hidden = false;
+    renderCharts(stats);
+  }
+
+  function renderCharts(stats) {
+    const total = stats.finished.reduce((sum, b) => sum + b.succeeded + b.failed, 0);
+    byId('batch-charts-note').textContent =
+      total === 0 ? 'No line has finished yet.' : `In ${stats.bucket_seconds}-second steps from the start of the run.`;
+    // Every bucket from the first to the last, so quiet stretches show as such.
+    const last = stats.finished.length ? stats.finished[stats.finished.length - 1].offset_seconds : 0;
+    const steps = Math.round(last / stats.bucket_seconds) + 1;
+    const byOffset = new Map(stats.finished.map((b) => [Math.round(b.offset_seconds / stats.bucket_seconds), b]));
+    const labels = [];
+    const succeeded = [];
+    const failed = [];
+    const rate = [];
+    let sumOk = 0;
+    let sumFailed = 0;
+    for (let i = 0; i < steps; i++) {
+      const b = byOffset.get(i) ?? { succeeded: 0, failed: 0 };
+      sumOk += b.succeeded;
+      sumFailed += b.failed;
+      labels.push(formatDuration((i + 1) * stats.bucket_seconds));
+      succeeded.push(sumOk);
+      failed.push(sumFailed);
+      rate.push((b.succeeded + b.failed) / stats.bucket_seconds);
+    }
+    drawChart(byId('chart-finished'), {
+      type: 'line',
+      labels,
+      datasets: [
+        { label: 'succeeded', data: succeeded, color: SUCCEEDED },
+        { label: 'failed', data: failed, color: FAILED },
+      ],
+      xTitle: 'since start',
+    });
+    byId('chart-finished-text').textContent = `${formatCount(sumOk)} lines succeeded and ${formatCount(sumFailed)} failed so far.`;
+    drawChart(byId('chart-throughput'), { type: 'bar', labels, datasets: [{ label: 'lines/s', data: rate }], xTitle: 'since start' });
+    const peak = rate.length ? Math.max(...rate) : 0;
+    byId('chart-throughput-text').textContent = `Peak ${formatRate(peak)}.`;
+    const bounds = stats.latency_ms.bounds;
+    const latencyLabels = stats.latency_ms.counts.map((_, i) => (i < bounds.length ? `≤ ${latencyLabel(bounds[i])}` : `> ${latencyLabel(bounds[bounds.length - 1])}`));
+    drawChart(byId('chart-latency'), { type: 'bar', labels: latencyLabels, datasets: [{ label: 'lines', data: stats.latency_ms.counts }], yTitle: 'lines' });
+    byId('chart-latency-text').textContent = latencyLabels.map((label, i) => `${label}: ${stats.latency_ms.counts[i]}`).join(', ');
+    const errors = stats.errors.length ? stats.errors : [{ code: 'none', count: 0 }];
+    drawChart(byId('chart-errors'), {
+      type: 'bar',
+      horizontal: true,
+      labels: errors.map((e) => e.code),
+      datasets: [{ label: 'lines', data: errors.map((e) => e.count), color: FAILED }],
+    });
+    byId('chart-errors-text').textContent = stats.errors.length ? stats.errors.map((e) => `${e.code}: ${e.count}`).join(', ') : 'No errors.';
   }
 
   // The live region speaks at each tenth and at status changes, not on every poll.
@@ -231,6 +310,10 @@ export function createBatchView({ tracker }) {
         for (const el of ['batch-error', 'batch-action-status', 'batch-live']) byId(el).textContent = '';
         byId('batch-validation').hidden = true;
         byId('batch-error-file').hidden = true;
+        byId('batch-charts').hidden = true;
+        byId('batch-charts-note').textContent = '';
+        statsAt = 0;
+        statsFinal = false;
         statusSlot.replaceChildren();
         counts.textContent = 'Loading…';
         speed.textContent = '';
@@ -266,4 +349,8 @@ function errorLineRow(text) {
     h('td', { class: 'num', text: line.response?.status_code ?? '—' }),
     h('td', { text: error.message ?? '' }),
   );
+}
+
+function latencyLabel(ms) {
+  return ms >= 1000 ? `${ms / 1000} s` : `${ms} ms`;
 }

@@ -70,17 +70,8 @@ export class WorkerLiveness {
   /** Registers this process and takes over the work of processes already dead (before any loop claims work). */
   async start(): Promise<this> {
     await this.keepLock();
-    const now = Date.now();
     OWN_IDS.add(this.ctx.workerId);
-    await registerWorker(this.ctx.store.sql.db, {
-      id: this.ctx.workerId,
-      host: HOST_KEY,
-      pid: process.pid,
-      role: this.options.role,
-      started_at: now,
-      heartbeat_at: now,
-      lock_key: this.lock?.key ?? null,
-    });
+    await this.register(Date.now());
     await this.reapDead();
     this.timer = setInterval(() => void this.tick(), this.heartbeatMs);
     this.timer.unref();
@@ -118,15 +109,7 @@ export class WorkerLiveness {
       const now = Date.now();
       if (!(await beatWorker(db, this.ctx.workerId, now, this.lock?.key ?? null))) {
         this.ctx.log.warn({ worker: this.ctx.workerId }, 'another process took this one for dead and handed back its work; registering again');
-        await registerWorker(db, {
-          id: this.ctx.workerId,
-          host: HOST_KEY,
-          pid: process.pid,
-          role: this.options.role,
-          started_at: now,
-          heartbeat_at: now,
-          lock_key: this.lock?.key ?? null,
-        });
+        await this.register(now);
       }
       await this.reapDead();
     } catch (err) {
@@ -134,6 +117,18 @@ export class WorkerLiveness {
       // what it is to them.
       this.ctx.log.warn({ err }, 'liveness heartbeat failed');
     }
+  }
+
+  private register(now: number): Promise<void> {
+    return registerWorker(this.ctx.store.sql.db, {
+      id: this.ctx.workerId,
+      host: HOST_KEY,
+      pid: process.pid,
+      role: this.options.role,
+      started_at: now,
+      heartbeat_at: now,
+      lock_key: this.lock?.key ?? null,
+    });
   }
 
   /** PostgreSQL: holds a liveness session, taking a new one (under a new key) when the last one ended. */

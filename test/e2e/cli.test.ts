@@ -6,9 +6,9 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { freePort } from '../helpers/ports.ts';
 import { after, before, describe, it } from 'node:test';
 import {
   callJson,
@@ -90,14 +90,6 @@ function parseJson(result: CliResult): any {
   } catch {
     assert.fail(`stdout is not JSON: ${result.stdout}\nstderr: ${result.stderr}`);
   }
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 function echoJsonl(count: number, prefix = 'echo'): string {

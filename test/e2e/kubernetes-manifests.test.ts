@@ -8,8 +8,8 @@
 // ones); grace periods cover Spool's own stop; selectors match.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
+import { freePort } from '../helpers/ports.ts';
 import { after, describe, it } from 'node:test';
 import { parseAllDocuments } from 'yaml';
 import { CONFIG_ENV_ALIASES, configEnvBindings, loadConfig } from '../../src/config.ts';
@@ -77,14 +77,6 @@ function containerPort(deployment: Json, port: string | number): number {
   const found = (container.ports as Json[]).find((p) => p.name === port);
   assert.ok(found, `${deployment.metadata.name}: port "${port}" is a container port`);
   return found.containerPort;
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 describe('Kubernetes manifests (deploy/kubernetes)', () => {

@@ -1,6 +1,7 @@
-// A pending request row as validation stores it, for store-level tests that
-// need lines to claim without uploading and validating a batch first.
-import type { NewRequest } from '../../src/store/sql/schema.ts';
+// Rows as validation stores them (a batch, its pending request lines), for
+// store-level tests that need them without uploading and validating a file.
+import { newBatchId } from '../../src/ids.ts';
+import type { NewBatch, NewRequest } from '../../src/store/sql/schema.ts';
 
 export function pendingRequestRow(batchId: string, line: number, overrides: Partial<NewRequest> = {}): NewRequest {
   return {
@@ -16,6 +17,29 @@ export function pendingRequestRow(batchId: string, line: number, overrides: Part
     not_before: 0,
     input_tokens: 0,
     output_tokens: 0,
+    ...overrides,
+  };
+}
+
+/** An in-progress batch row of user-a, created at `now`, due a day later. */
+export function batchRowAt(now: number, overrides: Partial<NewBatch> = {}): NewBatch {
+  return {
+    id: newBatchId(),
+    user_id: 'user-a',
+    input_file_id: 'file-input',
+    endpoint: '/v1/chat/completions',
+    completion_window: '24h',
+    status: 'in_progress',
+    priority: 0,
+    file_size_bytes: 0,
+    created_at: now,
+    deadline_at: now + 86_400_000,
+    request_total: 0,
+    request_completed: 0,
+    request_failed: 0,
+    input_tokens: 0,
+    output_tokens: 0,
+    estimated_tokens: 0,
     ...overrides,
   };
 }

@@ -10,40 +10,20 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import pg from 'pg';
 import { loadConfig } from '../../src/config.ts';
-import { newBatchId } from '../../src/ids.ts';
 import { WorkerLiveness } from '../../src/runtime/liveness.ts';
 import { openStore, type Store } from '../../src/store/index.ts';
 import type { NewBatch } from '../../src/store/sql/schema.ts';
 import { ensureUpstreamSlots, acquireUpstreamSlots } from '../../src/store/sql/upstream-slots.ts';
 import { listWorkers, registerWorker } from '../../src/store/sql/workers.ts';
 import { cleanupAll, createPostgresDatabase, lifecycleContext, makeTempDir, pollUntil, SKIP_POSTGRES } from '../helpers/runner-harness.ts';
-import { pendingRequestRow } from '../helpers/request-rows.ts';
+import { batchRowAt, pendingRequestRow } from '../helpers/request-rows.ts';
 
 after(cleanupAll);
 
 const ELSEWHERE = 'another-host pid:[1]';
 
 function batchRow(overrides: Partial<NewBatch> = {}): NewBatch {
-  const now = Date.now();
-  return {
-    id: newBatchId(),
-    user_id: 'u',
-    input_file_id: 'f',
-    endpoint: '/v1/chat/completions',
-    completion_window: '24h',
-    status: 'in_progress',
-    priority: 0,
-    file_size_bytes: 0,
-    created_at: now,
-    deadline_at: now + 86_400_000,
-    request_total: 4,
-    request_completed: 0,
-    request_failed: 0,
-    input_tokens: 0,
-    output_tokens: 0,
-    estimated_tokens: 0,
-    ...overrides,
-  };
+  return batchRowAt(Date.now(), { user_id: 'u', input_file_id: 'f', request_total: 4, ...overrides });
 }
 
 /** A process elsewhere that holds lines 1-2 of `batchId`, the batch lease, a webhook delivery and `slots` of 4 slots, for 10 minutes. */

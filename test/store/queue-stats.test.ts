@@ -3,12 +3,12 @@
 // outcomes count only rows finished inside the window, with their retries.
 // PostgreSQL in a fresh database (test/helpers/runner-harness.ts): SPOOL_TEST_POSTGRES_URL
 // or the local server on 127.0.0.1:5432; SPOOL_TEST_SKIP_POSTGRES=1 skips that half.
+import { batchRowAt } from '../helpers/request-rows.ts';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { newBatchId } from '../../src/ids.ts';
 import { insertBatch } from '../../src/store/sql/batches.ts';
 import { openSqlStore, type SqlStore } from '../../src/store/sql/database.ts';
 import { queueDepthByModel, recentOutcomesByModel } from '../../src/store/sql/queue-stats.ts';
@@ -20,25 +20,7 @@ const NOW = 1_700_000_000_000;
 const WINDOW = 300_000;
 
 function batchRow(status: BatchStatus, overrides: Partial<NewBatch> = {}): NewBatch {
-  return {
-    id: newBatchId(),
-    user_id: 'user-a',
-    input_file_id: 'file-input',
-    endpoint: '/v1/chat/completions',
-    completion_window: '24h',
-    status,
-    priority: 0,
-    file_size_bytes: 0,
-    created_at: NOW - 3_600_000,
-    deadline_at: NOW + 86_400_000,
-    request_total: 0,
-    request_completed: 0,
-    request_failed: 0,
-    input_tokens: 0,
-    output_tokens: 0,
-    estimated_tokens: 0,
-    ...overrides,
-  };
+  return batchRowAt(NOW - 3_600_000, { status, deadline_at: NOW + 86_400_000, ...overrides });
 }
 
 let nextLine = 1;

@@ -12,7 +12,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
-import { newBatchId, newFileId, newKeyId } from '../../src/ids.ts';
+import { newFileId, newKeyId } from '../../src/ids.ts';
 import {
   claimBatchLease,
   findBatch,
@@ -57,7 +57,7 @@ import type { ApiKeyRow, NewBatch, NewFile, NewRequest, RequestRow } from '../..
 import { applyRequestOutcomes, claimRequests, type RequestOutcomeRecord } from '../../src/store/sql/request-claims.ts';
 import { getOrCreateSetting } from '../../src/store/sql/settings.ts';
 import { queryUsage } from '../../src/store/sql/usage.ts';
-import { pendingRequestRow } from '../helpers/request-rows.ts';
+import { batchRowAt, pendingRequestRow } from '../helpers/request-rows.ts';
 
 /** A fixed clock: nothing here depends on how fast the machine is. */
 const NOW = 1_700_000_000_000;
@@ -218,25 +218,7 @@ function fileRow(overrides: Partial<NewFile> = {}): NewFile {
 }
 
 function batchRow(overrides: Partial<NewBatch> = {}): NewBatch {
-  return {
-    id: newBatchId(),
-    user_id: 'user-a',
-    input_file_id: 'file-input',
-    endpoint: '/v1/chat/completions',
-    completion_window: '24h',
-    status: 'in_progress',
-    priority: 0,
-    file_size_bytes: 0,
-    created_at: NOW,
-    deadline_at: NOW + 86_400_000,
-    request_total: 0,
-    request_completed: 0,
-    request_failed: 0,
-    input_tokens: 0,
-    output_tokens: 0,
-    estimated_tokens: 0,
-    ...overrides,
-  };
+  return batchRowAt(NOW, overrides);
 }
 
 function requestRow(batchId: string, line: number, overrides: Partial<NewRequest> = {}): NewRequest {

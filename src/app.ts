@@ -4,6 +4,8 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { buildServer } from './api/server.ts';
+import { presentBatch } from './api/presenters/index.ts';
+import type { BatchRow } from './store/sql/schema.ts';
 import { startOpsServer } from './api/ops-server.ts';
 import { AdminStatusBuilder } from './api/admin-status.ts';
 import { createApiKey, hasAnyActiveKey, KeyVerifier } from './auth/keys.ts';
@@ -102,7 +104,7 @@ async function startOnStore(config: Config, store: Store, engine: Engine | undef
     runnerStats: () => runner?.stats(),
   });
   const initialKey = await ensureSomeKey(config, store);
-  const ctx: LifecycleContext = { store, config, workerId: newWorkerId(), log: server.log, metrics: metrics?.lifecycle };
+  const ctx: LifecycleContext = { store, config, workerId: newWorkerId(), presentBatch: presentBatchInItsDialect, log: server.log, metrics: metrics?.lifecycle };
   let sweeper: LifecycleSweeper | undefined;
   server.addHook('onResponse', async (request, reply) => {
     if (request.method !== 'POST' || reply.statusCode >= 300) return;
@@ -166,6 +168,9 @@ async function startOnStore(config: Config, store: Store, engine: Engine | undef
     },
   };
 }
+
+/** What a batch's webhook events carry: the batch object in the dialect it was created in. */
+const presentBatchInItsDialect = (batch: BatchRow): unknown => presentBatch(batch.dialect, batch);
 
 /** After another process's work was handed back: claim it now, and finalize batches it may have been holding up. */
 function wakeLoops(ctx: LifecycleContext): void {
@@ -233,7 +238,7 @@ async function startWorkerOnStore(config: Config, store: Store, engine: Engine |
         logger: loggerOptions(config),
       })
     : undefined;
-  const ctx: LifecycleContext = { store, config, workerId: newWorkerId(), log, metrics: metrics?.lifecycle };
+  const ctx: LifecycleContext = { store, config, workerId: newWorkerId(), presentBatch: presentBatchInItsDialect, log, metrics: metrics?.lifecycle };
   const liveness = await new WorkerLiveness(ctx, { role: 'worker', onReaped: () => wakeLoops(ctx) }).start().catch(async (err: unknown) => {
     if (ops) await closeServer(ops.server);
     throw err;

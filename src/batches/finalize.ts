@@ -83,7 +83,7 @@ export async function finalizeBatch(ctx: LifecycleContext, batch: BatchRow, stat
     await insertFile(tx, outputFile);
     await insertFile(tx, errorFile);
     // Same transaction as the state change: the terminal state and its webhook event commit together.
-    await enqueueBatchEvent(tx, ctx.config.webhooks, batch.id, now);
+    await enqueueBatchEvent(tx, ctx.config.webhooks, ctx.presentBatch, batch.id, now);
     return true;
   });
   if (done) ctx.metrics?.finalized(status, (performance.now() - startedAt) / 1000);

@@ -114,7 +114,7 @@ export const expireOverdue: Step = async (ctx, batch, lease) => {
     // One transaction with the webhook event, so the terminal state and its event commit together.
     const expired = await db.transaction().execute(async (tx) => {
       const moved = await updateLeasedBatch(tx, batch.id, ctx.workerId, ['validating'], { status: 'expired', expired_at: now });
-      if (moved) await enqueueBatchEvent(tx, ctx.config.webhooks, batch.id, now);
+      if (moved) await enqueueBatchEvent(tx, ctx.config.webhooks, ctx.presentBatch, batch.id, now);
       return moved;
     });
     if (expired) ctx.log.info({ batchId: batch.id }, 'batch expired before validation finished');

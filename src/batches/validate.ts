@@ -200,7 +200,7 @@ async function failValidation(ctx: LifecycleContext, batch: BatchRow, errors: Ba
     const failed = await updateLeasedBatch(tx, batch.id, ctx.workerId, ['validating'], { ...released, status: 'failed', failed_at: now });
     // A cancel that arrived while we read wins: the user asked for it to stop.
     const cancelled = !failed && (await updateLeasedBatch(tx, batch.id, ctx.workerId, ['cancelling'], { ...released, status: 'cancelled', cancelled_at: now }));
-    if (failed || cancelled) await enqueueBatchEvent(tx, ctx.config.webhooks, batch.id, now);
+    if (failed || cancelled) await enqueueBatchEvent(tx, ctx.config.webhooks, ctx.presentBatch, batch.id, now);
   });
   const current = await findBatch(db, batch.id);
   ctx.log.info({ batchId: batch.id, status: current?.status, errors: errors.length }, 'batch failed validation');

@@ -2,12 +2,18 @@
 // read, and the identity this process uses for leases.
 import type { Config } from '../config.ts';
 import type { Store } from '../store/index.ts';
+import type { BatchRow } from '../store/sql/schema.ts';
 
 export interface LifecycleContext {
   store: Store;
   config: Config;
   /** Lease owner id of this process. */
   workerId: string;
+  /**
+   * The batch object in the dialect the batch was created in, as the API shows it: what its webhook events carry.
+   * Given by the API layer (app.ts), which alone knows the dialects.
+   */
+  presentBatch: (batch: BatchRow) => unknown;
   /** Called when a batch becomes runnable, so a worker in this process starts on it without waiting for its poll. */
   onRunnable?: () => void;
   /** Called when a worker in this process holds no more lines of some batch, which may then be ready to finalize. */

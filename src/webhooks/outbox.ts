@@ -3,8 +3,6 @@
 // failure, expiry before validation), so the state change and its event commit
 // together or not at all: a crash can delay an event but never lose it.
 import type { Kysely, Transaction } from 'kysely';
-import { presentBatch } from '../api/presenters/index.ts';
-import { unixSeconds } from '../api/presenters/time.ts';
 import type { WebhooksConfig } from '../config.ts';
 import { newWebhookDeliveryId, newWebhookEventId } from '../ids.ts';
 import { findBatch } from '../store/sql/batches.ts';
@@ -17,10 +15,16 @@ export function webhookTargets(batch: Pick<BatchRow, 'webhook_url' | 'user_id'>,
   return [...new Set(targets.filter((url): url is string => typeof url === 'string' && url !== ''))];
 }
 
+/**
+ * The batch object an event carries, in the dialect the batch was created in, exactly as the API shows it. The
+ * API layer supplies it (app.ts), so this layer below it never imports its presenters.
+ */
+export type PresentBatch = (batch: BatchRow) => unknown;
+
 /** The event body: `{id, object, type, created_at, data}` with data the batch object in the dialect it was created in. */
-export function webhookPayload(eventId: string, batch: BatchRow, now: number): string {
+export function webhookPayload(eventId: string, batch: BatchRow, now: number, present: PresentBatch): string {
   const type = `batch.${batch.status}` as WebhookEventType;
-  return JSON.stringify({ id: eventId, object: 'event', type, created_at: unixSeconds(now), data: presentBatch(batch.dialect, batch) });
+  return JSON.stringify({ id: eventId, object: 'event', type, created_at: Math.floor(now / 1000), data: present(batch) });
 }
 
 /**
@@ -31,6 +35,7 @@ export function webhookPayload(eventId: string, batch: BatchRow, now: number): s
 export async function enqueueBatchEvent(
   db: Kysely<Database> | Transaction<Database>,
   config: Pick<WebhooksConfig, 'users'>,
+  present: PresentBatch,
   batchId: string,
   now = Date.now(),
 ): Promise<number> {
@@ -39,7 +44,7 @@ export async function enqueueBatchEvent(
   const targets = webhookTargets(batch, config);
   if (targets.length === 0) return 0;
   const eventId = newWebhookEventId();
-  const payload = webhookPayload(eventId, batch, now);
+  const payload = webhookPayload(eventId, batch, now, present);
   await insertWebhookDeliveries(
     db,
     targets.map((url) => ({

@@ -4,6 +4,7 @@
 // helpers, result-file checks and a bounded poller. Independent of
 // test/helpers/spool.ts on purpose. Everything started here is registered and
 // torn down by `cleanupAll()` (call it from `after`), so `node --test` exits.
+import { presentBatch } from '../../src/api/presenters/index.ts';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -180,7 +181,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
 /** A lifecycle context on `store`, as another process would have: for running sweeps by hand. */
 export function lifecycleContext(store: Store, config: Config, workerId = newWorkerId()): LifecycleContext {
   const quiet = () => undefined;
-  return { store, config, workerId, log: { info: quiet, warn: quiet, error: quiet } };
+  return { store, config, workerId, presentBatch: (batch) => presentBatch(batch.dialect, batch), log: { info: quiet, warn: quiet, error: quiet } };
 }
 
 // ---------------------------------------------------------------- raw HTTP

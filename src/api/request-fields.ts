@@ -29,3 +29,12 @@ export function queryOrder(fields: Fields): 'asc' | 'desc' {
   if (raw !== 'asc' && raw !== 'desc') throw badRequest(`'order' must be "asc" or "desc".`, 'order');
   return raw;
 }
+
+/** A query switch: true/false (also 1/0), absent as undefined. */
+export function optionalBoolean(fields: Fields, name: string): boolean | undefined {
+  const raw = optionalString(fields, name);
+  if (raw === undefined) return undefined;
+  if (raw === 'true' || raw === '1') return true;
+  if (raw === 'false' || raw === '0') return false;
+  throw badRequest(`'${name}' must be true or false (got "${raw}").`, name);
+}

@@ -8,17 +8,14 @@ import { newFileId } from '../ids.ts';
 import { blobKeyForBatchOutput } from '../store/index.ts';
 import { updateLeasedBatch } from '../store/sql/batches.ts';
 import { insertFile } from '../store/sql/files.ts';
-import { batchRequestTotals, pageBatchRequests } from '../store/sql/requests.ts';
-import type { BatchRow, BatchStatus, FileRow, RequestRow, RequestState } from '../store/sql/schema.ts';
+import { batchRequestTotals } from '../store/sql/requests.ts';
+import type { BatchRow, BatchStatus, FileRow, RequestState } from '../store/sql/schema.ts';
 import { enqueueBatchEvent } from '../webhooks/outbox.ts';
 import type { LifecycleContext } from '../runtime/context.ts';
 import type { BatchLeaseKeeper } from './lease-keeper.ts';
-import { errorLine, outputLine } from './result-lines.ts';
+import { recordedResultLines } from './result-lines.ts';
 
 export type FinalStatus = Extract<BatchStatus, 'completed' | 'expired' | 'cancelled'>;
-
-// Rows per page when streaming results out; bounds memory whatever the batch size.
-const PAGE_SIZE = 500;
 
 // Completion and expiry pass through FINALIZING, so a cancel that arrives meanwhile is refused rather than lost.
 const FINALIZED_FROM: Record<FinalStatus, readonly BatchStatus[]> = {
@@ -90,14 +87,6 @@ export async function finalizeBatch(ctx: LifecycleContext, batch: BatchRow, stat
   return done;
 }
 
-async function* resultLines(ctx: LifecycleContext, batch: BatchRow, state: RequestState, lease: BatchLeaseKeeper): AsyncGenerator<Uint8Array> {
-  const format = state === 'succeeded' ? outputLine : errorLine;
-  let afterLine = 0;
-  for (;;) {
-    lease.check();
-    const page: RequestRow[] = await pageBatchRequests(ctx.store.sql.db, batch.id, afterLine, PAGE_SIZE, [state]);
-    if (page.length === 0) return;
-    yield Buffer.from(page.map((row) => format(batch.id, row)).join(''));
-    afterLine = page[page.length - 1].line;
-  }
+function resultLines(ctx: LifecycleContext, batch: BatchRow, state: RequestState, lease: BatchLeaseKeeper): AsyncGenerator<Uint8Array> {
+  return recordedResultLines(ctx.store.sql.db, batch.id, state, () => lease.check());
 }

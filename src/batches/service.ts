@@ -3,6 +3,7 @@
 // process may run; this module only moves a batch into the state that asks
 // for that work, and every move is a conditional UPDATE so racing processes
 // agree on the outcome.
+import { Readable } from 'node:stream';
 import type { BillingConfig } from '../config.ts';
 import { budgetMessage, budgetStanding } from '../usage/budget.ts';
 import { Pricing } from '../usage/pricing.ts';
@@ -12,7 +13,8 @@ import { ApiError, badRequest, conflict, notFound } from '../errors.ts';
 import { newBatchId } from '../ids.ts';
 import type { Store } from '../store/index.ts';
 import { findBatch, findUserBatch, insertBatch, listBatches, transitionBatch } from '../store/sql/batches.ts';
-import { findUserFile, insertFile } from '../store/sql/files.ts';
+import { findFile, findUserFile, insertFile } from '../store/sql/files.ts';
+import { recordedResultLines } from './result-lines.ts';
 import { batchStats, type BatchStats } from '../store/sql/batch-stats.ts';
 import { countBatchRequestsInStates, enqueuedTokensForModel } from '../store/sql/requests.ts';
 import { TERMINAL_BATCH_STATUSES, type BatchRow, type Database, type WireDialect } from '../store/sql/schema.ts';
@@ -222,6 +224,29 @@ export class BatchService {
     const endAt = batch.completed_at ?? batch.cancelled_at ?? batch.expired_at ?? batch.failed_at ?? Date.now();
     const bucketMs = Math.max(1000, Math.ceil((endAt - startAt) / 60 / 1000) * 1000);
     return { batch, startAt, bucketMs, ...(await batchStats(this.db, batch.id, startAt, bucketMs)) };
+  }
+
+  /**
+   * The batch's results so far: while it runs, the output (or error) lines recorded until now, in line order,
+   * read from the database a page at a time; once it has ended, its output (or error) file itself. `complete`
+   * says which. A finished batch whose files are gone (retention) has nothing left to give: 410.
+   */
+  async resultsSoFar(caller: Principal, batchId: string, which: 'output' | 'errors'): Promise<{ batch: BatchRow; complete: boolean; stream: AsyncIterable<Uint8Array> }> {
+    const batch = await this.get(caller, batchId);
+    if (!TERMINAL_BATCH_STATUSES.includes(batch.status)) {
+      return { batch, complete: false, stream: recordedResultLines(this.db, batch.id, which === 'output' ? 'succeeded' : 'failed') };
+    }
+    const fileId = which === 'output' ? batch.output_file_id : batch.error_file_id;
+    // Failed validation (or expired before it finished): no line ever ran, so there is nothing, and never will be.
+    if (fileId === null) return { batch, complete: true, stream: Readable.from([]) };
+    const file = await findFile(this.db, fileId);
+    if (!file?.blob_key || (file.expires_at !== null && file.expires_at <= Date.now())) {
+      throw new ApiError(410, `The results of batch ${batch.id} are gone: its ${which === 'output' ? 'output' : 'error'} file ${fileId} expired or was deleted.`, {
+        type: 'invalid_request_error',
+        code: 'results_expired',
+      });
+    }
+    return { batch, complete: true, stream: await this.store.blobs.read(file.blob_key) };
   }
 
   /** The caller's batch; an admin's caller may read any user's. Another user's batch is a 404, like a missing one. */

@@ -169,6 +169,17 @@ export class SpoolClient {
     return (await readJson(response, this.apiBase)) as WireFile;
   }
 
+  /** Opens a batch's results so far (GET /batches/{id}/results): the lines recorded until now, or once it ended its file. */
+  async openResults(id: string, errors: boolean, signal?: AbortSignal): Promise<{ body: ReadableStream<Uint8Array>; complete: boolean; status: string }> {
+    const response = await this.send('GET', `/batches/${encodeURIComponent(id)}/results${errors ? '?errors=true' : ''}`, { signal });
+    if (!response.body) throw new CliError(`the server sent no results for batch ${id}`, ExitCode.unreachable);
+    return {
+      body: response.body as ReadableStream<Uint8Array>,
+      complete: response.headers.get('x-spool-results-complete') === 'true',
+      status: response.headers.get('x-spool-batch-status') ?? 'unknown',
+    };
+  }
+
   /** Opens a file's content for streaming; the caller consumes `body` (a web ReadableStream). */
   async openContent(id: string, signal?: AbortSignal): Promise<{ body: ReadableStream<Uint8Array>; length: number | undefined }> {
     const response = await this.send('GET', `/files/${encodeURIComponent(id)}/content`, { signal, headers: { accept: 'application/octet-stream' } });

@@ -224,6 +224,26 @@ export const OPERATIONS: Record<string, OperationDoc> = {
     responses: { 200: json('The new secret.', 'WebhookSecret'), 403: error('`user_id` names another user and the key is not an admin key.') },
   },
 
+  'GET /batches/:id/results': {
+    tag: 'batches',
+    operationId: 'getBatchResults',
+    summary: 'The output (or error) lines so far',
+    description:
+      'A Spool extension. While the batch runs: the output lines recorded until now, in line order (`errors=true`: the error lines), each once; once it has ended: its output (error) file, byte for byte. `x-spool-results-complete` says which; `x-spool-batch-status` is the batch status when the stream began.',
+    querystring: { type: 'object', properties: { errors: { type: 'boolean', default: false, description: 'The error lines instead of the output lines.' } } },
+    responses: {
+      200: {
+        description: 'JSONL, in the output (error) file format.',
+        headers: {
+          'x-spool-results-complete': { schema: { enum: ['true', 'false'] }, description: 'true: the batch has ended and this is its whole file.' },
+          'x-spool-batch-status': { schema: { type: 'string' }, description: 'Internal status: validating, in_progress, finalizing, cancelling, completed, failed, expired, cancelled.' },
+        },
+        content: { 'application/jsonl': { schema: { type: 'string' } } },
+      },
+      404: NOT_FOUND,
+      410: error("The batch has ended and its output and error files expired or were deleted (code results_expired)."),
+    },
+  },
   'GET /batches/:id/stats': {
     tag: 'batches',
     operationId: 'getBatchStats',

@@ -1,11 +1,12 @@
 // /batches: create, retrieve, list, cancel and retry in both dialects.
+import { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { parseCreateBatchArgs } from '../../batches/create-args.ts';
 import type { BatchService } from '../../batches/service.ts';
 import { presentBatch } from '../presenters/index.ts';
 import { unixSeconds } from '../presenters/time.ts';
 import { LATENCY_BOUNDS_MS } from '../../store/sql/batch-stats.ts';
-import { asFields, optionalString, queryInteger } from '../request-fields.ts';
+import { asFields, optionalBoolean, optionalString, queryInteger } from '../request-fields.ts';
 
 export interface BatchesRoutesOptions {
   batches: BatchService;
@@ -34,6 +35,19 @@ export async function batchesRoutes(app: FastifyInstance, options: BatchesRoutes
   app.get<{ Params: { id: string } }>('/batches/:id', async (request) =>
     presentBatch(request.dialect, await batches.get(request.principal, request.params.id)),
   );
+
+  // Results so far (a Spool extension, both prefixes): the output lines recorded until now (?errors=true: the error
+  // lines), streamed; once the batch has ended, its output (error) file. The headers say which.
+  app.get<{ Params: { id: string }; Querystring: Record<string, unknown> }>('/batches/:id/results', async (request, reply) => {
+    const errors = optionalBoolean(asFields(request.query), 'errors') ?? false;
+    const results = await batches.resultsSoFar(request.principal, request.params.id, errors ? 'errors' : 'output');
+    return reply
+      .type('application/jsonl')
+      .header('x-spool-batch-status', results.batch.status)
+      .header('x-spool-results-complete', String(results.complete))
+      .header('cache-control', 'no-store')
+      .send(Readable.from(results.stream));
+  });
 
   // A Spool extension for the dashboard's charts (both prefixes).
   app.get<{ Params: { id: string } }>('/batches/:id/stats', async (request) => {

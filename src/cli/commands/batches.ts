@@ -1,4 +1,4 @@
-// `spool batches list|get|create|cancel|retry|wait|download`.
+// `spool batches list|get|create|cancel|retry|wait|download|results`.
 import { basename } from 'node:path';
 import type { Command } from 'commander';
 import { batchFields, batchRow, BATCH_TABLE_HEAD } from '../batch-view.ts';
@@ -6,6 +6,7 @@ import { ExitCode } from '../exit-codes.ts';
 import { note, printFields, printJson, printTable } from '../output.ts';
 import { action, clientFrom, positiveInteger, positiveNumber, remoteCommand, type RemoteFlags } from './common.ts';
 import { checkTargets, exitCodeFor, saveResults, summaryLines } from './results.ts';
+import { registerResultsSoFarCommand } from './results-so-far.ts';
 import { onInterrupt, watchBatch } from './watch.ts';
 
 const DEFAULT_LIST_LIMIT = 20;
@@ -108,4 +109,6 @@ export function registerBatchesCommands(program: Command): void {
         process.exitCode = batch.status === 'failed' ? ExitCode.batchNotCompleted : ExitCode.ok;
       }),
     );
+
+  registerResultsSoFarCommand(batches);
 }

@@ -285,6 +285,26 @@ describe('dashboard in Chromium', { skip: SKIP }, () => {
     await page.context().close();
   });
 
+  it('a running batch shows its results so far, each line once, and hides them once the output file exists', async () => {
+    const lines = Array.from({ length: 30 }, (_, i) => chatLine(`sofar-${i}`));
+    const fileId = await uploadBatchFile(spool, jsonl(lines), userKey);
+    const batch = await createBatch(spool, fileId, userKey);
+    const page = await newPage();
+    await page.goto(`${spool.url}/`);
+    await signIn(page, userKey);
+    await page.goto(`${spool.url}/#/batches/${batch.id}`);
+    await page.locator('#batch-results').waitFor({ state: 'visible' });
+    await page.locator('#batch-results-body tr').first().waitFor();
+    const ids = await page.evaluate<string[]>("Array.from(document.querySelectorAll('#batch-results-body tr')).map((row) => row.dataset.customId)");
+    assert.ok(ids.length > 0 && ids.length < lines.length, `some lines, not all (${ids.length})`);
+    assert.equal(new Set(ids).size, ids.length, 'each line once');
+    for (const id of ids) assert.match(id, /^sofar-\d+$/);
+    await shot(page, '10-results-so-far');
+    await page.locator('#batch-summary .status').filter({ hasText: 'Completed' }).waitFor({ timeout: 60_000 });
+    await page.locator('#batch-results').waitFor({ state: 'hidden' });
+    await page.context().close();
+  });
+
   it('raised no uncaught error in the page', () => {
     assert.deepEqual(pageErrors, []);
   });

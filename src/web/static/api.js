@@ -87,6 +87,32 @@ export const api = {
   adminStatus: (options = {}) => request('/v1/admin/status', options),
   listBatches: (after) => request(`${API}/batches?limit=100${after ? `&after=${enc(after)}` : ''}`),
   getBatch: (id) => request(`${API}/batches/${enc(id)}`),
+  /**
+   * The first `bytes` bytes of a batch's results so far (a Spool extension), read from the stream and then
+   * cut: the whole of it may be as large as the batch. `complete`: the batch has ended (it is the output file).
+   */
+  resultsHead: async (id, bytes) => {
+    const response = await request(`${API}/batches/${enc(id)}/results`, { as: 'response' });
+    const reader = response.body.getReader();
+    const chunks = [];
+    let size = 0;
+    let truncated = false;
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      size += value.length;
+      if (size >= bytes) {
+        truncated = true;
+        await reader.cancel();
+        break;
+      }
+    }
+    const text = new TextDecoder().decode(await new Blob(chunks).arrayBuffer());
+    return { text, truncated, complete: response.headers.get('x-spool-results-complete') === 'true' };
+  },
+  /** The whole of a batch's results so far, as a Blob to save. */
+  resultsSoFar: (id) => request(`${API}/batches/${enc(id)}/results`, { as: 'blob' }),
   /** Finished lines over time, latency distribution and errors by code (a Spool extension). */
   batchStats: (id) => request(`${API}/batches/${enc(id)}/stats`),
   /** Usage by day and model; `everyone` (admins): every user's, one row per user. */

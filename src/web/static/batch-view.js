@@ -39,6 +39,7 @@ export function createBatchView({ tracker }) {
   let previewedErrorFile = null;
   let renderedFiles = '';
   let statsAt = 0;
+  let resultsAt = 0;
   let statsFinal = false;
   const fileInfo = new Map();
   const loadingFiles = new Set();
@@ -65,6 +66,7 @@ export function createBatchView({ tracker }) {
       render(batch);
       byId('batch-error').textContent = '';
       void refreshCharts(batch);
+      void refreshResultsSoFar(batch);
       return isTerminal(batch) ? null : POLL_MS;
     } catch (err) {
       if (id === batchId) byId('batch-error').textContent = `Could not load batch ${id}: ${err.message}`;
@@ -94,6 +96,53 @@ export function createBatchView({ tracker }) {
       void previewErrorFile(batch.error_file_id);
     }
   }
+
+  // While the batch runs, the head of its results so far (once it has ended, its output file has the download button).
+  async function refreshResultsSoFar(batch) {
+    const section = byId('batch-results');
+    if (isTerminal(batch) || batch.status === 'validating') {
+      section.hidden = true;
+      return;
+    }
+    if (Date.now() - resultsAt < STATS_EVERY_MS) return;
+    resultsAt = Date.now();
+    const id = batch.id;
+    let head;
+    try {
+      head = await api.resultsHead(id, PREVIEW_BYTES);
+    } catch (err) {
+      if (id === batchId) byId('batch-results-note').textContent = `Could not read the results so far: ${err.message}`;
+      return;
+    }
+    if (id !== batchId) return;
+    const lines = head.text.split('\n');
+    if (head.truncated) lines.pop();
+    const entries = lines.filter((line) => line.trim() !== '');
+    section.hidden = false;
+    const shown = entries.slice(0, PREVIEW_LINES);
+    byId('batch-results-note').textContent =
+      entries.length === 0
+        ? 'No line has been recorded yet.'
+        : `The first ${shown.length} lines recorded so far (in line order); the batch is still running.`;
+    replaceChildren(byId('batch-results-body'), shown.map(resultLineRow));
+  }
+
+  byId('batch-results-save').addEventListener('click', async () => {
+    const status = byId('batch-action-status');
+    const id = batchId;
+    try {
+      const blob = await api.resultsSoFar(id);
+      const url = URL.createObjectURL(blob);
+      const link = h('a', { href: url, download: `${id}.results-so-far.jsonl`, hidden: true });
+      document.body.append(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 60_000);
+      status.textContent = `Downloaded the results so far of batch ${id}.`;
+    } catch (err) {
+      status.textContent = `Download failed: ${err.message}`;
+    }
+  });
 
   async function refreshCharts(batch) {
     const section = byId('batch-charts');
@@ -141,12 +190,13 @@ export function createBatchView({ tracker }) {
       failed.push(sumFailed);
       rate.push((b.succeeded + b.failed) / stats.bucket_seconds);
     }
+    // Cumulative, from nothing at the start: a line from 0, visible even while there is one step.
     drawChart(byId('chart-finished'), {
       type: 'line',
-      labels,
+      labels: ['0s', ...labels],
       datasets: [
-        { label: 'succeeded', data: succeeded, color: SUCCEEDED },
-        { label: 'failed', data: failed, color: FAILED },
+        { label: 'succeeded', data: [0, ...succeeded], color: SUCCEEDED },
+        { label: 'failed', data: [0, ...failed], color: FAILED },
       ],
       xTitle: 'since start',
     });
@@ -311,6 +361,9 @@ export function createBatchView({ tracker }) {
         byId('batch-validation').hidden = true;
         byId('batch-error-file').hidden = true;
         byId('batch-charts').hidden = true;
+        byId('batch-results').hidden = true;
+        byId('batch-results-body').replaceChildren();
+        resultsAt = 0;
         byId('batch-charts-note').textContent = '';
         statsAt = 0;
         statsFinal = false;
@@ -331,6 +384,24 @@ export function createBatchView({ tracker }) {
       fileInfo.clear();
     },
   };
+}
+
+function resultLineRow(text) {
+  let line;
+  try {
+    line = JSON.parse(text);
+  } catch {
+    return h('tr', {}, h('td', { colspan: 3, text }));
+  }
+  const body = line.response?.body;
+  const message = body?.choices?.[0]?.message?.content ?? body?.choices?.[0]?.text ?? JSON.stringify(body ?? null);
+  return h(
+    'tr',
+    { dataset: { customId: String(line.custom_id) } },
+    h('td', {}, h('code', { text: String(line.custom_id) })),
+    h('td', { class: 'num', text: line.response?.status_code ?? '—' }),
+    h('td', { class: 'truncate', text: String(message).slice(0, 200) }),
+  );
 }
 
 function errorLineRow(text) {

@@ -82,6 +82,15 @@ describe('dashboard in Chromium', { skip: SKIP }, () => {
     return page;
   }
 
+  /** A signed-in page on one batch. */
+  async function batchPage(key: string, batchId: string): Promise<Page> {
+    const page = await newPage();
+    await page.goto(`${spool.url}/`);
+    await signIn(page, key);
+    await page.goto(`${spool.url}/#/batches/${batchId}`);
+    return page;
+  }
+
   const shot = (page: Page, name: string) => page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true, animations: 'disabled' });
 
   async function signIn(page: Page, key: string): Promise<void> {
@@ -201,10 +210,7 @@ describe('dashboard in Chromium', { skip: SKIP }, () => {
   it('cancels a running batch from its page', async () => {
     const fileId = await uploadBatchFile(spool, jsonl(Array.from({ length: 40 }, (_, i) => chatLine(`c-${i}`))), userKey);
     const batch = await createBatch(spool, fileId, userKey);
-    const page = await newPage();
-    await page.goto(`${spool.url}/`);
-    await signIn(page, userKey);
-    await page.goto(`${spool.url}/#/batches/${batch.id}`);
+    const page = await batchPage(userKey, batch.id);
     await page.locator('#batch-summary .status').filter({ hasText: 'In progress' }).waitFor();
     page.once('dialog', (dialog) => void dialog.accept());
     await page.getByRole('button', { name: 'Cancel batch' }).click();
@@ -244,10 +250,7 @@ describe('dashboard in Chromium', { skip: SKIP }, () => {
     const lines = [...Array.from({ length: 12 }, (_, i) => chatLine(`chart-${i}`)), chatLine('chart-bad', { model: 'nobody-serves-this' })];
     const fileId = await uploadBatchFile(spool, jsonl(lines), userKey);
     const batch = await createBatch(spool, fileId, userKey);
-    const page = await newPage();
-    await page.goto(`${spool.url}/`);
-    await signIn(page, userKey);
-    await page.goto(`${spool.url}/#/batches/${batch.id}`);
+    const page = await batchPage(userKey, batch.id);
     await page.locator('#batch-summary .status').filter({ hasText: 'Completed' }).waitFor();
     await page.locator('#batch-charts').waitFor({ state: 'visible' });
     // What each chart holds, read from Chart.js itself: the page drew the server's numbers.
@@ -289,10 +292,7 @@ describe('dashboard in Chromium', { skip: SKIP }, () => {
     const lines = Array.from({ length: 30 }, (_, i) => chatLine(`sofar-${i}`));
     const fileId = await uploadBatchFile(spool, jsonl(lines), userKey);
     const batch = await createBatch(spool, fileId, userKey);
-    const page = await newPage();
-    await page.goto(`${spool.url}/`);
-    await signIn(page, userKey);
-    await page.goto(`${spool.url}/#/batches/${batch.id}`);
+    const page = await batchPage(userKey, batch.id);
     await page.locator('#batch-results').waitFor({ state: 'visible' });
     await page.locator('#batch-results-body tr').first().waitFor();
     const ids = await page.evaluate<string[]>("Array.from(document.querySelectorAll('#batch-results-body tr')).map((row) => row.dataset.customId)");
@@ -300,6 +300,12 @@ describe('dashboard in Chromium', { skip: SKIP }, () => {
     assert.equal(new Set(ids).size, ids.length, 'each line once');
     for (const id of ids) assert.match(id, /^sofar-\d+$/);
     await shot(page, '10-results-so-far');
+    const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Download results so far' }).click()]);
+    const saved = parseJsonl(readFileSync((await download.path())!, 'utf8'));
+    const savedIds = saved.map((line) => line.custom_id as string);
+    assert.ok(savedIds.length >= ids.length && savedIds.length <= lines.length, `the lines so far (${savedIds.length})`);
+    assert.equal(new Set(savedIds).size, savedIds.length, 'each line once in the download too');
+    assert.equal(download.suggestedFilename(), `${batch.id}.results-so-far.jsonl`);
     await page.locator('#batch-summary .status').filter({ hasText: 'Completed' }).waitFor({ timeout: 60_000 });
     await page.locator('#batch-results').waitFor({ state: 'hidden' });
     await page.context().close();

@@ -2,7 +2,7 @@
 // its error file, downloads of its files, and cancel while it runs.
 import { api } from './api.js';
 import { byId, h, replaceChildren } from './dom.js';
-import { downloadButton } from './download.js';
+import { downloadButton, saveBlob } from './download.js';
 import { formatBytes, formatCount, formatDuration, formatPercent, formatRate, formatTime, isTerminal, progressOf, statusLabel } from './format.js';
 import { Poller } from './poller.js';
 import { throughputOf } from './rates.js';
@@ -131,13 +131,7 @@ export function createBatchView({ tracker }) {
     const status = byId('batch-action-status');
     const id = batchId;
     try {
-      const blob = await api.resultsSoFar(id);
-      const url = URL.createObjectURL(blob);
-      const link = h('a', { href: url, download: `${id}.results-so-far.jsonl`, hidden: true });
-      document.body.append(link);
-      link.click();
-      link.remove();
-      setTimeout(() => URL.revokeObjectURL(url), 60_000);
+      saveBlob(await api.resultsSoFar(id), `${id}.results-so-far.jsonl`);
       status.textContent = `Downloaded the results so far of batch ${id}.`;
     } catch (err) {
       status.textContent = `Download failed: ${err.message}`;

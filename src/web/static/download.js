@@ -3,11 +3,15 @@
 import { api } from './api.js';
 
 export async function saveFile(fileId, filename) {
-  const blob = await api.fileContent(fileId);
+  saveBlob(await api.fileContent(fileId), filename || `${fileId}.jsonl`);
+}
+
+/** Hands `blob` to the browser as a download named `filename`. */
+export function saveBlob(blob, filename) {
   const url = URL.createObjectURL(blob);
   const link = document.createElement('a');
   link.href = url;
-  link.download = filename || `${fileId}.jsonl`;
+  link.download = filename;
   link.hidden = true;
   document.body.append(link);
   link.click();

@@ -8,6 +8,7 @@
 // Every run gets a fresh database, dropped afterwards.
 import { readdirSync, readFileSync } from 'node:fs';
 import { sql } from 'kysely';
+import pg from 'pg';
 import { openSqlStore } from '../src/store/sql/database.ts';
 import { claimRequests } from '../src/store/sql/request-claims.ts';
 import { insertRequests } from '../src/store/sql/requests.ts';
@@ -41,6 +42,20 @@ export async function benchScale(ctx: BenchContext): Promise<Row[]> {
             `scale: ${workers} worker(s): ${run.done}/${lines} in ${fmt(run.ms)} ms = ${fmt(run.rps)} req/s; ` +
               `worker CPU ${fmt(run.workerCpuS, 2)} s, API CPU ${fmt(run.apiCpuS, 2)} s, upstream CPU ${fmt(run.upstreamCpuS, 2)} s, PostgreSQL CPU ${fmt(run.postgresCpuS, 2)} s`,
           );
+          if (workers === 1) {
+            const total = [...run.rowWrites.values()].reduce((sum, n) => sum + n, 0);
+            const byTable = [...run.rowWrites.entries()].filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1]);
+            ctx.log(`scale: PostgreSQL row writes, 1 worker: ${byTable.map(([table, n]) => `${table} ${fmt(n)}`).join(', ')}`);
+            rows.push({
+              metric: `PostgreSQL row writes per request (inserts + updates + deletes, pg_stat_user_tables; 1 worker, ${fmt(lines)} lines, validation through finalization)`,
+              spool: `${fmt(total / lines, 2)} (${byTable.slice(0, 3).map(([table, n]) => `${table} ${fmt(n / lines, 2)}`).join(', ')})`,
+              reference: '',
+              ratio: '',
+              // The data plane v2 target (chunks and result segments, no row per line).
+              target: '<= 0.1',
+              pass: total / lines <= 0.1,
+            });
+          }
           rows.push({
             metric: `scale-out end to end, ${workers} worker process${workers > 1 ? 'es' : ''} on PostgreSQL (${fmt(lines)} lines, zero-latency upstream, global ceiling ${CEILING})`,
             spool: `${fmt(run.rps)} req/s`,
@@ -87,6 +102,8 @@ interface BatchRun {
   apiCpuS: number;
   upstreamCpuS: number;
   postgresCpuS: number;
+  /** Rows written per table during the batch, validation through finalization (and the heartbeats meanwhile). */
+  rowWrites: Map<string, number>;
 }
 
 async function runBatch(
@@ -94,6 +111,8 @@ async function runBatch(
   args: { databaseUrl: string; simUrl: string; simPid: number; inputPath: string; workers: number },
 ): Promise<BatchRun> {
   const upstreams = [{ name: 'sim', baseUrl: args.simUrl, models: ['*'], maxConcurrency: CEILING, initialConcurrency: 8 }];
+  let run!: BatchRun;
+  let writesAtStart = new Map<string, number>();
   const api = await SpoolChild.start(ctx, { label: 'scale-api', config: { databaseUrl: args.databaseUrl, upstreams, worker: { enabled: false } } });
   const workers: SpoolChild[] = [];
   try {
@@ -111,12 +130,15 @@ async function runBatch(
       postgres: postgresCpuSeconds(),
     });
     const before = cpu();
+    // Start-up's own writes (migrations, the upload's row) reach the counters up to a second late: let them land.
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    const writesBefore = await rowWrites(args.databaseUrl);
     const batch = await api.createBatch(fileId);
     await api.waitFor(batch.id, ['completed'], 300_000, 100);
     const after = cpu();
     const times = await batchTimes(args.databaseUrl, batch.id);
     const ms = times.completed_at - times.in_progress_at;
-    return {
+    run = {
       done: times.request_completed,
       ms,
       rps: times.request_completed / (ms / 1000),
@@ -124,10 +146,29 @@ async function runBatch(
       apiCpuS: after.api - before.api,
       upstreamCpuS: after.upstream - before.upstream,
       postgresCpuS: after.postgres - before.postgres,
+      rowWrites: new Map(),
     };
+    writesAtStart = writesBefore;
   } finally {
     for (const worker of workers) await worker.stop();
     await api.stop();
+  }
+  // Read once every process has exited: a backend reports its table counters when it ends (or every second or so
+  // while it works), so only then are all of a run's writes counted.
+  const writesAfter = await rowWrites(args.databaseUrl);
+  for (const [table, n] of writesAfter) run.rowWrites.set(table, n - (writesAtStart.get(table) ?? 0));
+  return run;
+}
+
+/** Rows inserted, updated and deleted so far per table of the database (pg_stat_user_tables). */
+async function rowWrites(databaseUrl: string): Promise<Map<string, number>> {
+  const client = new pg.Client({ connectionString: databaseUrl });
+  await client.connect();
+  try {
+    const result = await client.query('SELECT relname, n_tup_ins + n_tup_upd + n_tup_del AS writes FROM pg_stat_user_tables');
+    return new Map(result.rows.map((row: { relname: string; writes: string }) => [row.relname, Number(row.writes)]));
+  } finally {
+    await client.end();
   }
 }
 

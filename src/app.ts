@@ -23,6 +23,7 @@ import { Runner } from './runner/runner.ts';
 import type { Engine } from './upstreams/engine/index.ts';
 import { RealtimeGateway } from './upstreams/realtime.ts';
 import { UpstreamCapacities } from './upstreams/capacity/upstream-capacity.ts';
+import { ModelDiscovery } from './upstreams/model-discovery.ts';
 import { getUploadSigningSecret } from './store/sql/settings.ts';
 import { startWebhookDispatcher } from './webhooks/deliver.ts';
 import { closeServer } from './api/close-server.ts';
@@ -77,7 +78,11 @@ async function startOnStore(config: Config, store: Store, engine: Engine | undef
   });
   // One capacity per upstream for this process: the runner's lanes and the real-time routes drive it together.
   const capacities = new UpstreamCapacities();
-  const gateway = new RealtimeGateway({ upstreams: config.upstreams, engine, capacities });
+  // Likewise one list of what `models: "auto"` upstreams serve; asked once the server (and its log) exists,
+  // before anything routes.
+  const discoveryLog = { warn: (obj: object, msg?: string) => server.log.warn(obj, msg) };
+  const discovery = new ModelDiscovery(config.upstreams, discoveryLog);
+  const gateway = new RealtimeGateway({ upstreams: config.upstreams, engine, capacities, discovery });
   let runner: Runner | undefined;
   // Like the admin status, metrics read the runner (and log through the server) per scrape, after both exist.
   const metrics = config.metrics.enabled
@@ -99,10 +104,11 @@ async function startOnStore(config: Config, store: Store, engine: Engine | undef
     logger: loggerOptions(config),
     inference: { gateway, timeoutMs: config.worker.requestTimeoutMs },
     // The runner starts once the server listens; the status reads it per request (none until then).
-    admin: { status: new AdminStatusBuilder(config.upstreams, engine?.models), runnerStats: () => runner?.stats() },
+    admin: { status: new AdminStatusBuilder(config.upstreams, engine?.models, discovery), runnerStats: () => runner?.stats() },
     metrics: metrics && { registry: metrics, auth: metricsAuthFor(config) },
     runnerStats: () => runner?.stats(),
   });
+  await discovery.start();
   const initialKey = await ensureSomeKey(config, store);
   const ctx: LifecycleContext = { store, config, workerId: newWorkerId(), presentBatch: presentBatchInItsDialect, log: server.log, metrics: metrics?.lifecycle };
   let sweeper: LifecycleSweeper | undefined;
@@ -118,6 +124,7 @@ async function startOnStore(config: Config, store: Store, engine: Engine | undef
   try {
     await server.listen({ host: config.host, port: config.port });
   } catch (err) {
+    discovery.stop();
     await Promise.all([closeServer(server), gateway.close()]);
     throw err;
   }
@@ -127,10 +134,11 @@ async function startOnStore(config: Config, store: Store, engine: Engine | undef
   try {
     liveness = await new WorkerLiveness(ctx, { role: 'serve', onReaped: () => wakeLoops(ctx) }).start();
   } catch (err) {
+    discovery.stop();
     await Promise.all([closeServer(server), gateway.close()]);
     throw err;
   }
-  runner = config.worker.enabled ? new Runner(ctx, { engine, capacities }).start() : undefined;
+  runner = config.worker.enabled ? new Runner(ctx, { engine, capacities, discovery }).start() : undefined;
   ctx.onRunnable = () => runner?.poke();
   const lifecycle = new LifecycleSweeper(ctx).start();
   sweeper = lifecycle;
@@ -141,6 +149,7 @@ async function startOnStore(config: Config, store: Store, engine: Engine | undef
   } catch (err) {
     await Promise.all([closeServer(server), gateway.close(), runner?.stop(), lifecycle.stop()]);
     await liveness.stop();
+    discovery.stop();
     throw err;
   }
   const address = server.server.address();
@@ -163,6 +172,7 @@ async function startOnStore(config: Config, store: Store, engine: Engine | undef
       await lifecycle.stop();
       await webhooks.stop();
       await liveness.stop();
+      discovery.stop();
       await store.close();
       await engine?.close();
     },
@@ -243,7 +253,8 @@ async function startWorkerOnStore(config: Config, store: Store, engine: Engine |
     if (ops) await closeServer(ops.server);
     throw err;
   });
-  const started = new Runner(ctx, { engine }).start();
+  const discovery = await new ModelDiscovery(config.upstreams, log).start();
+  const started = new Runner(ctx, { engine, discovery }).start();
   runner = started;
   ctx.onRunnable = () => started.poke();
   const sweeper = new LifecycleSweeper(ctx).start();
@@ -254,6 +265,7 @@ async function startWorkerOnStore(config: Config, store: Store, engine: Engine |
   } catch (err) {
     await Promise.all([ops && closeServer(ops.server), started.stop(), sweeper.stop()]);
     await liveness.stop();
+    discovery.stop();
     throw err;
   }
   let closed = false;
@@ -269,6 +281,7 @@ async function startWorkerOnStore(config: Config, store: Store, engine: Engine |
       await sweeper.stop();
       await webhooks.stop();
       await liveness.stop();
+      discovery.stop();
       await store.close();
       await engine?.close();
     },

@@ -18,7 +18,19 @@ const upstreamSchema = z
       .describe('Names the upstream in metrics, logs, the admin status and its global ceiling; unique.'),
     baseUrl: z.string().url().describe('OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1'),
     apiKey: z.string().optional().describe('Sent as "Authorization: Bearer" on every request to this upstream.'),
-    models: z.array(z.string().min(1)).min(1).default(['*']).describe('Exact model names or globs ("*", "llama-*"). First matching upstream wins.'),
+    models: z
+      .union([z.literal('auto'), z.array(z.string().min(1)).min(1)])
+      .default(['*'])
+      .describe(
+        'Exact model names or globs ("*", "llama-*"); first matching upstream wins. "auto": the models the server lists at /v1/models, asked at start and every modelsRefreshSeconds.',
+      ),
+    modelsRefreshSeconds: z
+      .number()
+      .positive()
+      .optional()
+      .describe(
+        'With models "auto": how often to ask the server which models it serves; default 300. Also asked at once (at most every 5 s) when a line names a model nobody serves.',
+      ),
     maxConcurrency: z.number().int().positive().default(64).describe('Hard ceiling on concurrent requests; adaptive concurrency never exceeds it.'),
     initialConcurrency: z.number().int().positive().optional().describe(
       'Where adaptive concurrency starts. Unset: the engine\'s own slots where it reports them (llama.cpp ' +

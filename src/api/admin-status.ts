@@ -7,6 +7,7 @@ import type { UpstreamConfig } from '../config.ts';
 import type { RunnerStats } from '../runner/runner.ts';
 import type { StorePart, WriteProblem } from '../store/health.ts';
 import type { ModelOutcomes, ModelQueueDepth } from '../store/sql/queue-stats.ts';
+import type { ModelDiscovery } from '../upstreams/model-discovery.ts';
 import { ModelRouter } from '../upstreams/router.ts';
 
 export interface AdminStatusInputs {
@@ -92,9 +93,10 @@ export class AdminStatusBuilder {
   constructor(
     private readonly upstreams: readonly UpstreamConfig[],
     engineModels: readonly string[] = [],
+    discovery?: ModelDiscovery,
   ) {
     // The runner's own routing rules, so a model is reported under the lane that really serves it.
-    this.router = new ModelRouter([...upstreams], { engineModels: [...engineModels] });
+    this.router = new ModelRouter([...upstreams], { engineModels: [...engineModels], discovery });
   }
 
   laneOf(model: string): { name: string; kind: UpstreamStatus['kind'] } | null {

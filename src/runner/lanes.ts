@@ -4,6 +4,7 @@
 // that upstream.
 import type { Config } from '../config.ts';
 import { createEchoUpstreamClient, createHttpUpstreamClient, type EngineBinding, type UpstreamClient } from '../upstreams/http-client.ts';
+import type { ModelDiscovery } from '../upstreams/model-discovery.ts';
 import { ModelRouter } from '../upstreams/router.ts';
 import { AdaptiveLimiter } from '../upstreams/capacity/adaptive-limiter.ts';
 import { UpstreamCapacities, type UpstreamCapacity } from '../upstreams/capacity/upstream-capacity.ts';
@@ -52,8 +53,20 @@ export class Lanes<Job> {
     private readonly sharedCeilings = false,
     /** This process's capacity per upstream, shared with the real-time routes. */
     private readonly capacities?: UpstreamCapacities,
+    /** What `models: "auto"` upstreams serve. */
+    private readonly discovery?: ModelDiscovery,
   ) {
-    this.router = new ModelRouter(config.upstreams, { engineModels: engine?.models });
+    this.router = new ModelRouter(config.upstreams, { engineModels: engine?.models, discovery });
+  }
+
+  /** Whether some upstream's models are discovered (so a model nobody serves now may be served after asking again). */
+  get discovers(): boolean {
+    return this.discovery?.active ?? false;
+  }
+
+  /** Asks `models: "auto"` upstreams again (at most every few seconds); resolves when they answered. */
+  refreshModels(): Promise<void> {
+    return this.discovery?.refreshOnMiss() ?? Promise.resolve();
   }
 
   /** The lane that serves `model`, or undefined when no upstream does. */

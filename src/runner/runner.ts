@@ -26,6 +26,7 @@ import { AudioSourceError, loadAudio, MAX_AUDIO_BYTES } from '../upstreams/audio
 import type { AudioPayload, UpstreamCall } from '../upstreams/http-client.ts';
 import { GlobalCeilings } from './global-ceilings.ts';
 import { Lanes, type EngineBinding, type Lane } from './lanes.ts';
+import type { ModelDiscovery } from '../upstreams/model-discovery.ts';
 import type { UpstreamCapacities } from '../upstreams/capacity/upstream-capacity.ts';
 import type { LimitChange, LimitReason } from '../upstreams/capacity/adaptive-limiter.ts';
 import type { EngineReport } from '../upstreams/capacity/engine-probe.ts';
@@ -52,6 +53,8 @@ export interface RunnerOptions {
   capacities?: UpstreamCapacities;
   /** How long stop() lets requests in flight finish before handing them back. Default: worker.shutdownGraceSeconds. */
   shutdownGraceMs?: number;
+  /** What `models: "auto"` upstreams serve, shared with the real-time routes. */
+  discovery?: ModelDiscovery;
 }
 
 export interface RunnerStats {
@@ -120,7 +123,7 @@ export class Runner {
     private readonly options: RunnerOptions = {},
   ) {
     const sharedCeilings = ctx.config.worker.globalCeilings ?? ctx.store.sql.dialect === 'postgres';
-    this.lanes = new Lanes<Job>(ctx.config, options.engine, sharedCeilings, options.capacities);
+    this.lanes = new Lanes<Job>(ctx.config, options.engine, sharedCeilings, options.capacities, options.discovery);
     this.ceilings = sharedCeilings
       ? new GlobalCeilings({
           db: this.db,
@@ -370,6 +373,8 @@ export class Runner {
       return;
     }
     const lines = await readLines(this.ctx.store.blobs, blobKey, runnable);
+    // A model nobody serves may have just appeared on a `models: "auto"` upstream: ask before failing its lines.
+    if (this.lanes.discovers && runnable.some((row) => !this.lanes.forModel(row.model))) await this.lanes.refreshModels();
     for (const row of runnable) {
       const request = claimed(row, batch);
       queued.add(row);

@@ -12,6 +12,7 @@
 // clients for configured upstreams are owned here, made on first use.
 import type { UpstreamConfig } from '../config.ts';
 import { createEchoUpstreamClient, createHttpUpstreamClient, type UpstreamCall, type UpstreamClient, type UpstreamOutcome } from './http-client.ts';
+import type { ModelDiscovery } from './model-discovery.ts';
 import { ModelRouter, type Route } from './router.ts';
 import { UpstreamCapacities } from './capacity/upstream-capacity.ts';
 
@@ -26,6 +27,8 @@ export interface RealtimeGatewayOptions {
   engine?: RealtimeEngine;
   /** This process's capacity per upstream, shared with the batch runner; the gateway makes its own when left out. */
   capacities?: UpstreamCapacities;
+  /** What `models: "auto"` upstreams serve (shared with the batch runner). */
+  discovery?: ModelDiscovery;
 }
 
 /** How long close() lets requests in flight finish before ending them, as the runner does for batch lines. */
@@ -40,12 +43,15 @@ export class RealtimeGateway {
   private closing: Promise<void> | undefined;
 
   constructor(private readonly options: RealtimeGatewayOptions) {
-    this.router = new ModelRouter(options.upstreams, { engineModels: options.engine?.models });
+    this.router = new ModelRouter(options.upstreams, { engineModels: options.engine?.models, discovery: options.discovery });
     this.capacities = options.capacities ?? new UpstreamCapacities();
   }
 
-  /** Who serves `model`, or null when nobody does. */
-  route(model: string): Route | null {
+  /** Who serves `model`, or null when nobody does (after asking `models: "auto"` upstreams again, when there are any). */
+  async route(model: string): Promise<Route | null> {
+    const route = this.router.route(model);
+    if (route || !this.options.discovery?.active) return route;
+    await this.options.discovery.refreshOnMiss();
     return this.router.route(model);
   }
 

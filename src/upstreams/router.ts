@@ -4,6 +4,7 @@
 // of times, while glob matching over every upstream's list would be repeated
 // work for the same answer.
 import type { UpstreamConfig } from '../config.ts';
+import type { ModelDiscovery } from './model-discovery.ts';
 
 export type Route = { kind: 'upstream'; upstream: UpstreamConfig } | { kind: 'echo' } | { kind: 'engine' };
 
@@ -12,6 +13,8 @@ export interface ModelRouterOptions {
   engineModels?: string[];
   /** Most model names whose route is remembered; default 1024. */
   cacheSize?: number;
+  /** What `models: "auto"` upstreams serve; without it such an upstream serves nothing. */
+  discovery?: ModelDiscovery;
 }
 
 const DEFAULT_CACHE_SIZE = 1024;
@@ -30,11 +33,18 @@ export class ModelRouter {
   // Map keeps insertion order, which makes it a cheap LRU: a hit is re-inserted
   // at the end, and eviction drops the first (least recently used) key.
   private readonly cache = new Map<string, Route | null>();
+  private readonly discovery: ModelDiscovery | undefined;
+  private seenVersion = 0;
 
   constructor(upstreams: UpstreamConfig[], options: ModelRouterOptions = {}) {
-    // Patterns are compiled once here, not per lookup.
+    const discovery = options.discovery;
+    this.discovery = discovery;
+    // Patterns are compiled once here, not per lookup; an "auto" upstream matches what it last listed.
     this.upstreams = upstreams.map((upstream) => ({
-      matches: anyOf(upstream.models.map(compilePattern)),
+      matches:
+        upstream.models === 'auto'
+          ? (model: string) => discovery?.modelsOf(upstream.name)?.has(model) ?? false
+          : anyOf(upstream.models.map(compilePattern)),
       route: { kind: 'upstream', upstream },
     }));
     this.engineModels = new Set(options.engineModels ?? []);
@@ -45,6 +55,11 @@ export class ModelRouter {
 
   /** Who serves `model`, or null when nobody does (the caller fails the line with invalid_model). */
   route(model: string): Route | null {
+    // A discovered list changed: every remembered answer may be stale (a miss may now match).
+    if (this.discovery && this.discovery.version !== this.seenVersion) {
+      this.seenVersion = this.discovery.version;
+      this.cache.clear();
+    }
     const cached = this.cache.get(model);
     if (cached !== undefined) {
       this.cache.delete(model);

@@ -23,6 +23,8 @@ export interface UpstreamOptions {
   rateLimitEvery?: number;
   /** When set, every request must carry `Authorization: Bearer <apiKey>`, else 401. */
   apiKey?: string;
+  /** What GET /v1/models lists, asked each time (so a test can add a model); those asks are not counted in stats. */
+  listModels?: () => string[];
 }
 
 export interface MultipartRecord {
@@ -130,6 +132,12 @@ export async function startUpstream(options: UpstreamOptions = {}): Promise<Test
     // OpenAI requests the tests look at.
     if (req.method === 'GET' && ENGINE_ENDPOINTS.has((req.url ?? '/').split('?')[0])) {
       return void send(res, 404, errorEnvelope('Not found.', 'invalid_request_error', 'not_found'));
+    }
+    if (options.listModels && req.method === 'GET' && (req.url ?? '/').split('?')[0] === '/v1/models') {
+      if (options.apiKey !== undefined && req.headers.authorization !== `Bearer ${options.apiKey}`) {
+        return void send(res, 401, errorEnvelope('Incorrect API key provided.', 'invalid_request_error', 'invalid_api_key'));
+      }
+      return void send(res, 200, modelList(options.listModels()));
     }
     stats.requests += 1;
     const requestNumber = stats.requests;
@@ -289,10 +297,10 @@ function errorEnvelope(message: string, type: string, code: string | null) {
   return { error: { message, type, param: null, code } };
 }
 
-function modelList() {
+function modelList(ids = ['echo', 'bad']) {
   return {
     object: 'list',
-    data: ['echo', 'bad'].map((id) => ({ id, object: 'model', created: 1_700_000_000, owned_by: 'spool-test' })),
+    data: ids.map((id) => ({ id, object: 'model', created: 1_700_000_000, owned_by: 'spool-test' })),
   };
 }
 

@@ -32,10 +32,10 @@ describe('RealtimeGateway', () => {
   it('routes to upstreams and echo, and knows no other model', async () => {
     const gw = gateway();
     try {
-      assert.equal(gw.route('nobody'), null);
-      assert.equal(gw.route('echo')?.kind, 'echo');
-      assert.equal(gw.route('engine-model'), null, 'no engine, so its names are unknown');
-      const route = gw.route('fast-1');
+      assert.equal(await gw.route('nobody'), null);
+      assert.equal((await gw.route('echo'))?.kind, 'echo');
+      assert.equal(await gw.route('engine-model'), null, 'no engine, so its names are unknown');
+      const route = await gw.route('fast-1');
       assert.ok(route?.kind === 'upstream' && route.upstream.name === 'fast');
       const outcome = await gw.send(route, { endpoint: '/v1/completions', body: { model: 'fast-1', prompt: 'hi', max_tokens: 2 }, timeoutMs: 5_000 });
       assert.equal(outcome.kind, 'response');
@@ -47,7 +47,7 @@ describe('RealtimeGateway', () => {
 
   it('close() ends what is still in flight after its grace period, and refuses new requests', async () => {
     const gw = gateway();
-    const route = gw.route('hang-1')!;
+    const route = (await gw.route('hang-1'))!;
     const pending = gw.send(route, { endpoint: '/v1/completions', body: { model: 'hang-1', prompt: 'x' }, timeoutMs: 60_000 });
     while (hanging.stats.inFlight === 0) await new Promise((resolve) => setTimeout(resolve, 5));
     let settled = false;
@@ -61,7 +61,7 @@ describe('RealtimeGateway', () => {
     const outcome = await pending;
     assert.equal(outcome.kind, 'network_error');
     assert.ok(gw.closed);
-    const refused = await gw.send(gw.route('echo')!, { endpoint: '/v1/embeddings', body: { model: 'echo', input: 'x' }, timeoutMs: 1_000 });
+    const refused = await gw.send((await gw.route('echo'))!, { endpoint: '/v1/embeddings', body: { model: 'echo', input: 'x' }, timeoutMs: 1_000 });
     assert.deepEqual(refused, { kind: 'network_error', message: 'the server is shutting down' });
   });
 });

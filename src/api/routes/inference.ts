@@ -39,7 +39,7 @@ async function infer(endpoint: string, request: FastifyRequest, reply: FastifyRe
   const fields = body as Record<string, unknown>;
   const model = fields.model;
   if (typeof model !== 'string' || model.trim() === '') throw badRequest('model is required: the name of a model this server serves.', 'model');
-  const route = gateway.route(model);
+  const route = await gateway.route(model);
   if (!route) {
     throw new ApiError(404, `The model \`${model}\` does not exist on this server. Serve it with --model, route it to an upstream in the config, or use model "echo".`, {
       type: 'invalid_request_error',

@@ -45,6 +45,8 @@ export interface UpstreamStatus {
   limit_changed_at: number | null;
   /** What the engine reports about itself (llama.cpp, vLLM, SGLang); null when it cannot be asked or said nothing. */
   engine: { kind: string; slots: number | null; running: number | null; waiting: number | null; kv_cache_usage: number | null } | null;
+  /** Reachability (HTTP upstreams): down after a few connection failures in a row, with why and since when (unix s). */
+  health: { up: boolean; down_since: number | null; reason: string | null; ejections: number } | null;
   pending: number;
   running: number;
   recent: OutcomeCounts;
@@ -123,6 +125,7 @@ export class AdminStatusBuilder {
           limit_reason: null,
           limit_changed_at: null,
           engine: null,
+          health: null,
           pending: 0,
           running: 0,
           recent: outcomeCounts(0, 0, 0),
@@ -193,6 +196,9 @@ function applyLane(status: UpstreamStatus, lane: Lane, now: number): void {
   status.paused_until = lane.pausedUntil > now ? lane.pausedUntil : null;
   status.limit_reason = lane.lastChange.reason;
   status.limit_changed_at = lane.lastChange.at;
+  status.health = lane.health
+    ? { up: lane.health.up, down_since: lane.health.downSince === null ? null : Math.floor(lane.health.downSince / 1000), reason: lane.health.reason, ejections: lane.health.ejections }
+    : null;
   const engine = lane.engine;
   status.engine = engine
     ? { kind: engine.engine, slots: engine.slots ?? null, running: engine.running ?? null, waiting: engine.waiting ?? null, kv_cache_usage: engine.kvCacheUsage ?? null }

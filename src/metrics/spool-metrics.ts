@@ -115,6 +115,16 @@ export function createSpoolMetrics(options: SpoolMetricsOptions): SpoolMetrics {
       },
     });
   laneGauge('spool_upstream_in_flight', 'Requests this process has sent to the upstream and not yet had answered.', (lane) => lane.inFlight);
+  new Gauge({
+    name: 'spool_upstream_up',
+    help: 'Whether the upstream can be reached (0 after a few connection failures in a row, until a probe gets an answer); its lines wait meanwhile.',
+    labelNames: ['upstream'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const lane of snapshot.runner?.lanes ?? []) if (lane.health) this.set({ upstream: lane.name }, lane.health.up ? 1 : 0);
+    },
+  });
   laneGauge('spool_upstream_queued', 'Claimed request lines waiting in this process for a concurrency slot or rate budget of the upstream.', (lane) => lane.queued);
   laneGauge(
     'spool_upstream_concurrency_limit',

@@ -9,6 +9,8 @@ import { ModelRouter } from '../upstreams/router.ts';
 import { AdaptiveLimiter } from '../upstreams/capacity/adaptive-limiter.ts';
 import { UpstreamCapacities, type UpstreamCapacity } from '../upstreams/capacity/upstream-capacity.ts';
 import type { EngineReport } from '../upstreams/capacity/engine-probe.ts';
+import type { UpstreamHealth } from '../upstreams/capacity/upstream-health.ts';
+import type { UpstreamOutcome } from '../upstreams/http-client.ts';
 import { RateLimiter } from './rate-limiter.ts';
 import { UpstreamTally } from './upstream-tally.ts';
 
@@ -19,6 +21,10 @@ export interface LaneCapacity {
   onOverload(retryAfterMs: number | null): void;
   /** What the engine last reported about itself, where Spool can ask it. */
   engine?(): EngineReport | null;
+  /** Whether the upstream can be reached at all; its lines wait while it cannot. */
+  health?: UpstreamHealth;
+  /** Every attempt's outcome, for `health`. */
+  noteReachability?(outcome: UpstreamOutcome): void;
 }
 
 export interface Lane<Job> {
@@ -45,6 +51,7 @@ const ECHO_CONCURRENCY = 256;
 export class Lanes<Job> {
   private readonly router: ModelRouter;
   private readonly lanes = new Map<string, Lane<Job>>();
+  private readonly unsubscribe: Array<() => void> = [];
 
   constructor(
     private readonly config: Config,
@@ -55,6 +62,8 @@ export class Lanes<Job> {
     private readonly capacities?: UpstreamCapacities,
     /** What `models: "auto"` upstreams serve. */
     private readonly discovery?: ModelDiscovery,
+    /** Called when an unreachable upstream answers again, so the lines waiting for it are sent. */
+    private readonly onUpstreamUp?: () => void,
   ) {
     this.router = new ModelRouter(config.upstreams, { engineModels: engine?.models, discovery });
   }
@@ -87,6 +96,7 @@ export class Lanes<Job> {
   }
 
   async close(): Promise<void> {
+    for (const stop of this.unsubscribe.splice(0)) stop();
     await Promise.all(this.all().map((lane) => lane.client.close()));
   }
 
@@ -99,6 +109,7 @@ export class Lanes<Job> {
     const upstream = route.upstream;
     const capacity = this.capacities?.for(upstream) ?? new UpstreamCapacities().for(upstream);
     if (this.sharedCeilings) capacity.limiter.setCap(0);
+    if (capacity.health && this.onUpstreamUp) this.unsubscribe.push(capacity.health.onUp(this.onUpstreamUp));
     return {
       name: upstream.name,
       client: createHttpUpstreamClient({ name: upstream.name, baseUrl: upstream.baseUrl, apiKey: upstream.apiKey, maxConnections: upstream.maxConcurrency }),

@@ -30,6 +30,7 @@ import type { ModelDiscovery } from '../upstreams/model-discovery.ts';
 import type { UpstreamCapacities } from '../upstreams/capacity/upstream-capacity.ts';
 import type { LimitChange, LimitReason } from '../upstreams/capacity/adaptive-limiter.ts';
 import type { EngineReport } from '../upstreams/capacity/engine-probe.ts';
+import type { HealthStatus } from '../upstreams/capacity/upstream-health.ts';
 import { readLines } from '../store/blobs/line-ranges.ts';
 import { fail, release, retryLater, settle, type ClaimedRequest } from './request-lifecycle.ts';
 import { ResultWriter, type WriterStall } from './result-writer.ts';
@@ -78,6 +79,8 @@ export interface RunnerStats {
     lastChange: LimitChange;
     changes: Partial<Record<LimitReason, number>>;
     engine: EngineReport | null;
+    /** Whether the upstream can be reached (HTTP upstreams); null for the emulator and the embedded engine. */
+    health: HealthStatus | null;
   }[];
   /** Lines this process failed before any upstream was tried: no upstream serves the model, input gone, attempts used up. */
   unrouted: UpstreamTotals;
@@ -123,7 +126,7 @@ export class Runner {
     private readonly options: RunnerOptions = {},
   ) {
     const sharedCeilings = ctx.config.worker.globalCeilings ?? ctx.store.sql.dialect === 'postgres';
-    this.lanes = new Lanes<Job>(ctx.config, options.engine, sharedCeilings, options.capacities, options.discovery);
+    this.lanes = new Lanes<Job>(ctx.config, options.engine, sharedCeilings, options.capacities, options.discovery, () => this.pump());
     this.ceilings = sharedCeilings
       ? new GlobalCeilings({
           db: this.db,
@@ -192,6 +195,7 @@ export class Runner {
       lastChange: lane.limiter.lastChange,
       changes: Object.fromEntries(lane.limiter.changeCounts()),
       engine: lane.capacity.engine?.() ?? null,
+      health: lane.capacity.health?.status() ?? null,
     }));
     return {
       ...this.counters,
@@ -422,6 +426,9 @@ export class Runner {
     let wakeAt = Infinity;
     let wantSlots = false;
     for (const lane of this.lanes.all()) {
+      // An upstream nobody can reach: its lines wait (their leases renewed, their deadline still applying) until
+      // it answers again, which calls pump().
+      if (lane.capacity.health?.down) continue;
       // Work waiting on a shared ceiling's slots, not on the lane's own limit: ask for more now, not at the next tick.
       if (lane.sharedCeiling && lane.queue.length > 0 && lane.limiter.inFlight >= lane.limiter.cap && lane.limiter.cap < lane.limiter.limit) wantSlots = true;
       while (lane.queue.length > 0) {
@@ -458,7 +465,7 @@ export class Runner {
   private async execute(job: Job): Promise<void> {
     const { lane } = job;
     this.inFlight.add(job);
-    let record: RequestOutcomeRecord;
+    let record: RequestOutcomeRecord | 'wait';
     try {
       record = await this.attempt(job);
     } catch (err) {
@@ -469,6 +476,13 @@ export class Runner {
       lane.limiter.release();
       this.inFlight.delete(job);
     }
+    if (record === 'wait') {
+      // The upstream went unreachable under this attempt: the line waits at the head of its lane, this attempt
+      // not held against it beyond the claim's.
+      lane.queue.unshift(job);
+      this.pump();
+      return;
+    }
     this.pump();
     this.record(record, lane.tally);
     // Nothing else in flight or waiting here: no result is coming to share the commit, so do not linger for one.
@@ -476,7 +490,7 @@ export class Runner {
     this.wakeClaimLoop?.();
   }
 
-  private async attempt(job: Job): Promise<RequestOutcomeRecord> {
+  private async attempt(job: Job): Promise<RequestOutcomeRecord | 'wait'> {
     let call: UpstreamCall;
     try {
       call = await this.buildCall(job);
@@ -492,6 +506,8 @@ export class Runner {
     const latencyMs = performance.now() - sentAt;
     job.lane.tally.observeLatency(latencyMs / 1000);
     if (job.abortReason) return this.abortedRecord(job);
+    job.lane.capacity.noteReachability?.(outcome);
+    if (outcome.kind === 'network_error' && job.lane.capacity.health?.down) return 'wait';
     let decision = decide(outcome, job.attempts, this.policy);
     // A retry that could only run after the deadline is a final failure now, with the upstream's last answer.
     if (decision.action === 'retry' && Date.now() + decision.delayMs >= job.batch.deadline_at) {

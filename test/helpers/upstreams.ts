@@ -25,6 +25,8 @@ export interface UpstreamOptions {
   apiKey?: string;
   /** What GET /v1/models lists, asked each time (so a test can add a model); those asks are not counted in stats. */
   listModels?: () => string[];
+  /** Listen on this loopback port (to come back where a stopped one was); default any free port. */
+  port?: number;
 }
 
 export interface MultipartRecord {
@@ -266,7 +268,7 @@ export async function startUpstream(options: UpstreamOptions = {}): Promise<Test
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
+    server.listen(options.port ?? 0, '127.0.0.1', () => {
       server.off('error', reject);
       resolve();
     });

@@ -273,6 +273,17 @@ const adminStatus = {
           paused_until: nullable('integer'),
           limit_reason: nullable('string'),
           limit_changed_at: nullable('integer'),
+          health: {
+            anyOf: [
+              {
+                type: 'object',
+                required: ['up', 'down_since', 'reason', 'ejections'],
+                properties: { up: { type: 'boolean' }, down_since: nullable('integer'), reason: nullable('string'), ejections: { type: 'integer' } },
+              },
+              { type: 'null' },
+            ],
+            description: 'Reachability: down after a few connection failures in a row (lines wait), up again once a probe gets any answer.',
+          },
           engine: {
             anyOf: [
               {

@@ -6,6 +6,7 @@
 //                        Retry-After pauses, an outside cap) and the count
 //   knee-finder.ts       where the limit goes on throughput and latency
 //   engine-probe.ts      what the engine reports about its slots and queue
+import { UpstreamHealth } from './upstream-health.ts';
 import type { UpstreamConfig } from '../../config.ts';
 import type { UpstreamOutcome } from '../http-client.ts';
 import { AdaptiveLimiter, type LimitChange } from './adaptive-limiter.ts';
@@ -28,6 +29,8 @@ export interface CapacityStatus {
 
 export class UpstreamCapacity {
   readonly limiter: AdaptiveLimiter;
+  /** Whether it can be reached at all (upstream-health.ts); absent for upstreams built without an address. */
+  readonly health: UpstreamHealth | undefined;
   private readonly knee: KneeFinder;
   private readonly probe: EngineProbe | undefined;
   private lastReportAt = 0;
@@ -39,6 +42,7 @@ export class UpstreamCapacity {
     this.limiter = new AdaptiveLimiter({ initial: options.initialConcurrency ?? DEFAULT_START_CONCURRENCY, max: options.maxConcurrency, now: options.now });
     this.knee = new KneeFinder({ limiter: this.limiter, configuredStart: options.initialConcurrency !== undefined, now: options.now });
     this.probe = options.engine && new EngineProbe({ ...options.engine, now: options.now });
+    this.health = options.engine && new UpstreamHealth({ name, ...options.engine });
     // The first read starts now, so the engine's slots are known by the first requests or soon after.
     this.pollEngine();
   }
@@ -59,8 +63,15 @@ export class UpstreamCapacity {
 
   /** For callers without a retry policy of their own (real-time requests): success, overload, or neither. */
   observe(outcome: UpstreamOutcome, latencyMs: number): void {
+    this.noteReachability(outcome);
     if (outcome.kind === 'response' && outcome.status >= 200 && outcome.status < 300) this.onSuccess(latencyMs, outcome.body);
     else if (isOverload(outcome)) this.onOverload(outcome.kind === 'response' ? outcome.retryAfterMs : null);
+  }
+
+  /** Every attempt's outcome: an HTTP answer says the upstream is reachable, a failed connection counts against it. */
+  noteReachability(outcome: UpstreamOutcome): void {
+    if (outcome.kind === 'response') this.health?.onAnswer();
+    else if (outcome.kind === 'network_error') this.health?.onNoAnswer(outcome.message);
   }
 
   engine(): EngineReport | null {

@@ -43,6 +43,9 @@ describe('an upstream that goes away and comes back', () => {
     const status = () => api(`${h.url}/v1/admin/status`, h.apiKey).then((answer) => answer.json.upstreams.find((u: Json) => u.name === 'vllm'));
     const down = await pollUntil(status, (entry) => entry?.health?.up === false, { what: 'the upstream taken out' });
     assert.match(down.health.reason, /ECONNREFUSED|ECONNRESET|other side closed|socket/i);
+    const ready = await api(`${h.url}/readyz`, null);
+    assert.equal(ready.status, 200, 'still ready: the lines wait, everything else works');
+    assert.deepEqual(ready.json.upstreams, { vllm: 'unreachable' });
     const metrics = await api(`${h.url}/metrics`, h.apiKey);
     assert.match(metrics.text, /spool_upstream_up\{upstream="vllm"\} 0/);
     // Down for well over the retry budget; nothing fails meanwhile.
@@ -59,6 +62,7 @@ describe('an upstream that goes away and comes back', () => {
       results,
     );
     assert.equal(results.errors.length, 0, `no error line: ${JSON.stringify(results.errors[0])}`);
+    assert.deepEqual((await api(`${h.url}/readyz`, null)).json.upstreams, { vllm: 'ok' });
     const back = await status();
     assert.equal(back.health.up, true);
     assert.ok(back.health.ejections >= 1);

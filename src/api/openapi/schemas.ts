@@ -96,6 +96,13 @@ const batchCost = {
   properties: { amount: { type: 'number', minimum: 0 }, currency: { type: 'string', examples: ['USD'] } },
 };
 
+const upstreamReachability = {
+  type: 'object',
+  additionalProperties: { enum: ['ok', 'unreachable'] },
+  description:
+    'The upstreams this process has sent to: "unreachable" after a few connection failures in a row, until a probe gets an answer. Informational: their lines wait, and readiness does not depend on them.',
+};
+
 const timestampOrNull = { ...nullable('integer'), description: 'Unix seconds.' };
 
 const openaiBatch = {
@@ -421,6 +428,7 @@ export const COMPONENT_SCHEMAS = {
     properties: {
       status: { const: 'ready' },
       checks: { type: 'object', properties: { database: { const: 'ok' }, blob_store: { const: 'ok' }, results: { const: 'ok' } } },
+      upstreams: upstreamReachability,
     },
   },
   NotReady: {
@@ -436,6 +444,7 @@ export const COMPONENT_SCHEMAS = {
           '`results` (processes that run batches): RESULTS_STALLED while results cannot be recorded.',
         properties: { database: { type: 'string' }, blob_store: { type: 'string' }, results: { type: 'string' } },
       },
+      upstreams: upstreamReachability,
     },
   },
 } as const;

@@ -44,14 +44,20 @@ export async function opsRoutes(app: FastifyInstance, options: OpsRoutesOptions)
     const stall = options.runnerStats?.()?.resultsStalled;
     if (stall) checks.results = { error: Object.assign(new Error(`results unrecorded since ${new Date(stall.since).toISOString()}: ${stall.reason}`), { code: 'RESULTS_STALLED' }) };
     const failed = Object.entries(checks).filter(([, check]) => check.error !== undefined);
-    if (failed.length === 0) return { status: 'ready', checks: Object.fromEntries(Object.keys(checks).map((name) => [name, 'ok'])) };
+    // The upstreams this process has sent to, and whether each answers. Informational: while one is unreachable its
+    // lines wait, and the process is still ready for everything else.
+    const reachability = Object.fromEntries(
+      (options.runnerStats?.()?.lanes ?? []).filter((lane) => lane.health).map((lane) => [lane.name, lane.health!.up ? 'ok' : 'unreachable']),
+    );
+    const upstreams = Object.keys(reachability).length > 0 ? { upstreams: reachability } : {};
+    if (failed.length === 0) return { status: 'ready', checks: Object.fromEntries(Object.keys(checks).map((name) => [name, 'ok'])), ...upstreams };
     // The full reason (paths, endpoints) goes to the log; the unauthenticated answer names the part and an error code.
     for (const [name, check] of failed) request.log.warn({ err: check.error, check: name }, 'readiness check failed');
     const summary = Object.fromEntries(Object.entries(checks).map(([name, check]) => [name, check.error === undefined ? 'ok' : errorCode(check.error)]));
     const names = failed.map(([name]) => name.replace('_', ' ')).join(' and ');
     throw new ApiError(503, `Not ready: the ${names} ${failed.length > 1 ? 'are' : 'is'} not usable (${failed.map(([name]) => `${name}: ${summary[name]}`).join(', ')}).`, {
       code: 'not_ready',
-      extra: { status: 'unavailable', checks: summary },
+      extra: { status: 'unavailable', checks: summary, ...upstreams },
     });
   });
 

@@ -103,7 +103,8 @@ export function createSpoolMetrics(options: SpoolMetricsOptions): SpoolMetrics {
     },
   });
 
-  const laneGauge = (name: string, help: string, pick: (lane: RunnerStats['lanes'][number]) => number) =>
+  // One series per lane; a lane for which `pick` has no value (no engine report, no health) has none.
+  const laneGauge = (name: string, help: string, pick: (lane: RunnerStats['lanes'][number]) => number | undefined) =>
     new Gauge({
       name,
       help,
@@ -111,20 +112,18 @@ export function createSpoolMetrics(options: SpoolMetricsOptions): SpoolMetrics {
       registers,
       collect() {
         this.reset();
-        for (const lane of snapshot.runner?.lanes ?? []) this.set({ upstream: lane.name }, pick(lane));
+        for (const lane of snapshot.runner?.lanes ?? []) {
+          const value = pick(lane);
+          if (value !== undefined) this.set({ upstream: lane.name }, value);
+        }
       },
     });
   laneGauge('spool_upstream_in_flight', 'Requests this process has sent to the upstream and not yet had answered.', (lane) => lane.inFlight);
-  new Gauge({
-    name: 'spool_upstream_up',
-    help: 'Whether the upstream can be reached (0 after a few connection failures in a row, until a probe gets an answer); its lines wait meanwhile.',
-    labelNames: ['upstream'] as const,
-    registers,
-    collect() {
-      this.reset();
-      for (const lane of snapshot.runner?.lanes ?? []) if (lane.health) this.set({ upstream: lane.name }, lane.health.up ? 1 : 0);
-    },
-  });
+  laneGauge(
+    'spool_upstream_up',
+    'Whether the upstream can be reached (0 after a few connection failures in a row, until a probe gets an answer); its lines wait meanwhile.',
+    (lane) => (lane.health ? Number(lane.health.up) : undefined),
+  );
   laneGauge('spool_upstream_queued', 'Claimed request lines waiting in this process for a concurrency slot or rate budget of the upstream.', (lane) => lane.queued);
   laneGauge(
     'spool_upstream_concurrency_limit',
@@ -154,19 +153,7 @@ export function createSpoolMetrics(options: SpoolMetricsOptions): SpoolMetrics {
     },
   });
   const engineGauge = (name: string, help: string, pick: (engine: EngineReport) => number | undefined) =>
-    new Gauge({
-      name,
-      help,
-      labelNames: ['upstream'] as const,
-      registers,
-      collect() {
-        this.reset();
-        for (const lane of snapshot.runner?.lanes ?? []) {
-          const value = lane.engine ? pick(lane.engine) : undefined;
-          if (value !== undefined) this.set({ upstream: lane.name }, value);
-        }
-      },
-    });
+    laneGauge(name, help, (lane) => (lane.engine ? pick(lane.engine) : undefined));
   engineGauge('spool_upstream_engine_slots', 'Requests the engine says it runs at once (llama.cpp total_slots); absent when it does not say.', (e) => e.slots);
   engineGauge('spool_upstream_engine_running', 'Requests the engine says it is running (all its clients).', (e) => e.running);
   engineGauge('spool_upstream_engine_waiting', "Requests the engine says wait in its own queue (llama.cpp deferred, vLLM waiting, SGLang queued).", (e) => e.waiting);

@@ -6,10 +6,13 @@
 // routers drop their cached answers when `version` moves. A server that does
 // not answer keeps the list it gave last (logged), never an empty one.
 import type { UpstreamConfig } from '../config.ts';
+import { getFromUpstream } from './upstream-get.ts';
 
 const DEFAULT_REFRESH_MS = 300_000;
 const MISS_REFRESH_MIN_MS = 5_000;
 const ASK_TIMEOUT_MS = 10_000;
+// A model list is a few KB; thousands of models fit in this.
+const MAX_LIST_BYTES = 4 * 1024 * 1024;
 
 interface Entry {
   upstream: UpstreamConfig;
@@ -81,12 +84,10 @@ export class ModelDiscovery {
     const { upstream } = entry;
     const url = `${upstream.baseUrl.replace(/\/+$/, '')}/models`;
     try {
-      const response = await fetch(url, {
-        headers: upstream.apiKey ? { authorization: `Bearer ${upstream.apiKey}` } : {},
-        signal: AbortSignal.timeout(ASK_TIMEOUT_MS),
-      });
-      if (!response.ok) throw new Error(`HTTP ${response.status}`);
-      const body = (await response.json()) as { data?: Array<{ id?: unknown }> };
+      const { status, text } = await getFromUpstream(url, { apiKey: upstream.apiKey, timeoutMs: ASK_TIMEOUT_MS, maxBytes: MAX_LIST_BYTES });
+      if (status !== 200) throw new Error(`HTTP ${status}`);
+      if (text === undefined) throw new Error(`the list is over ${MAX_LIST_BYTES} bytes`);
+      const body = JSON.parse(text) as { data?: Array<{ id?: unknown }> };
       if (!Array.isArray(body.data)) throw new Error('the answer has no "data" list');
       const models = new Set(body.data.map((item) => item?.id).filter((id): id is string => typeof id === 'string' && id !== ''));
       if (!sameSet(models, entry.models)) {

@@ -10,7 +10,7 @@
 // Cheap: at most one GET of /metrics (or /slots) per `intervalMs`, and only
 // while someone asks (the knee finder asks while requests run); /props once
 // every ten minutes. Each answer is bounded in size and time.
-import { request } from 'undici';
+import { getFromUpstream } from '../upstream-get.ts';
 
 export interface EngineReport {
   engine: 'llama.cpp' | 'vllm' | 'sglang';
@@ -98,29 +98,12 @@ export class EngineProbe {
   private async getText(endpoint: Endpoint): Promise<string | undefined> {
     if ((this.unavailableUntil.get(endpoint) ?? 0) > this.now()) return undefined;
     try {
-      const response = await request(`${this.origin}${endpoint}`, {
-        method: 'GET',
-        headers: this.options.apiKey ? { authorization: `Bearer ${this.options.apiKey}` } : {},
-        headersTimeout: TIMEOUT_MS,
-        bodyTimeout: TIMEOUT_MS,
-      });
-      if (response.statusCode !== 200) {
-        await response.body.dump();
+      const { status, text } = await getFromUpstream(`${this.origin}${endpoint}`, { apiKey: this.options.apiKey, timeoutMs: TIMEOUT_MS, maxBytes: MAX_BODY_BYTES });
+      if (status !== 200 || text === undefined) {
         this.unavailableUntil.set(endpoint, this.now() + UNAVAILABLE_FOR_MS);
         return undefined;
       }
-      let size = 0;
-      const chunks: Buffer[] = [];
-      for await (const chunk of response.body) {
-        size += (chunk as Buffer).length;
-        if (size > MAX_BODY_BYTES) {
-          response.body.destroy();
-          this.unavailableUntil.set(endpoint, this.now() + UNAVAILABLE_FOR_MS);
-          return undefined;
-        }
-        chunks.push(chunk as Buffer);
-      }
-      return Buffer.concat(chunks).toString('utf8');
+      return text;
     } catch {
       this.unavailableUntil.set(endpoint, this.now() + UNAVAILABLE_FOR_MS);
       return undefined;

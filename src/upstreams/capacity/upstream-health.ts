@@ -8,6 +8,8 @@
 //   up ──N connection failures in a row──► down ──a probe gets any HTTP answer──► up
 //   (any HTTP answer resets the count)       (lines wait; their deadline still applies)
 
+import { getFromUpstream } from '../upstream-get.ts';
+
 const FAILURES_TO_EJECT = 3;
 const PROBE_MIN_MS = 500;
 const PROBE_MAX_MS = 30_000;
@@ -88,10 +90,8 @@ export class UpstreamHealth {
   private async probe(): Promise<void> {
     if (!this.down) return;
     try {
-      await fetch(`${this.options.baseUrl.replace(/\/+$/, '')}/models`, {
-        headers: this.options.apiKey ? { authorization: `Bearer ${this.options.apiKey}` } : {},
-        signal: AbortSignal.timeout(PROBE_TIMEOUT_MS),
-      });
+      // Any status will do, and none of the body is needed.
+      await getFromUpstream(`${this.options.baseUrl.replace(/\/+$/, '')}/models`, { apiKey: this.options.apiKey, timeoutMs: PROBE_TIMEOUT_MS, maxBytes: 0 });
       this.onAnswer();
     } catch {
       if (this.down) this.scheduleProbe();

@@ -9,6 +9,22 @@ import { allowEntryError } from './net/address-policy.ts';
 
 const MB = 1024 * 1024;
 
+const replicaSchema = z
+  .object({
+    name: z
+      .string()
+      .min(1)
+      .regex(/^[A-Za-z0-9._-]+$/, 'letters, digits, ".", "_" or "-" only')
+      .optional()
+      .describe('Names the replica in metrics and the admin status; default the entry\'s name and its position ("vllm-2"). Unique.'),
+    baseUrl: z.string().url().describe('OpenAI-compatible base URL of this replica.'),
+    apiKey: z.string().optional().describe('This replica\'s key; default the entry\'s apiKey.'),
+    weight: z.number().positive().optional().describe('This replica\'s share among replicas with equal spare capacity; default the entry\'s weight.'),
+    maxConcurrency: z.number().int().positive().optional().describe('This replica\'s ceiling; default the entry\'s maxConcurrency.'),
+    initialConcurrency: z.number().int().positive().optional().describe('Where this replica\'s adaptive limit starts; default the entry\'s.'),
+  })
+  .strict();
+
 const upstreamSchema = z
   .object({
     name: z
@@ -16,7 +32,42 @@ const upstreamSchema = z
       .min(1)
       .regex(/^[A-Za-z0-9._-]+$/, 'letters, digits, ".", "_" or "-" only')
       .describe('Names the upstream in metrics, logs, the admin status and its global ceiling; unique.'),
-    baseUrl: z.string().url().describe('OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1'),
+    baseUrl: z
+      .string()
+      .url()
+      .optional()
+      .describe('OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1. Give this or replicas, not both.'),
+    replicas: z
+      .array(replicaSchema)
+      .min(1)
+      .optional()
+      .describe(
+        'Several servers of the same models, as one pool: each line goes to the replica with the most spare ' +
+        'capacity (or by prefix affinity), a replica that fails is taken out and its lines go to the others. ' +
+        'Each replica has its own adaptive limit and ceiling; unset fields come from this entry.',
+      ),
+    weight: z.number().positive().default(1).describe('Share of the pool\'s traffic among replicas with equal spare capacity; also the replica\'s share of the affinity ring.'),
+    affinity: z
+      .enum(['prefix', 'none'])
+      .optional()
+      .describe(
+        '"prefix": lines whose requests share a prefix (system prompt and leading messages, or the leading text ' +
+        'of a prompt) go to the same replica while it has room, so its KV cache is reused. Default: "prefix" for ' +
+        'a pool of more than one replica.',
+      ),
+    healthPath: z
+      .string()
+      .regex(/^\/[^\s]*$/, 'a path starting with "/"')
+      .default('/models')
+      .describe('What a probe of a replica taken out GETs, relative to its base URL; any answer below 500 puts it back.'),
+    sendPriority: z
+      .boolean()
+      .default(false)
+      .describe(
+        'Send each batch line\'s priority to the engine as the request\'s "priority" field, negated (vLLM ' +
+        'started with --scheduling-policy priority serves lower values first), so batch work can yield to ' +
+        'interactive traffic on a shared server.',
+      ),
     apiKey: z.string().optional().describe('Sent as "Authorization: Bearer" on every request to this upstream.'),
     models: z
       .union([z.literal('auto'), z.array(z.string().min(1)).min(1)])
@@ -49,7 +100,8 @@ const upstreamSchema = z
       .optional()
       .describe('A quota: tokens (prompt estimate + max_tokens) per minute to this upstream, as a token bucket.'),
   })
-  .strict();
+  .strict()
+  .refine((upstream) => (upstream.baseUrl === undefined) !== (upstream.replicas === undefined), 'give baseUrl (one server) or replicas (a pool), not both and not neither');
 
 export type UpstreamConfig = z.infer<typeof upstreamSchema>;
 
@@ -359,7 +411,22 @@ export const configSchema = z
     upstreams: z
       .array(upstreamSchema)
       .default([])
-      .describe('OpenAI-compatible servers, in order: a line goes to the first whose models match its model.'),
+      .superRefine((upstreams, ctx) => {
+        // Entry and replica names key metrics, the admin status and shared ceilings: two alike would share them.
+        const seen = new Set<string>();
+        upstreams.forEach((upstream, index) => {
+          const names = upstream.replicas && upstream.replicas.length > 1 ? upstream.replicas.map((replica, i) => replica.name ?? `${upstream.name}-${i + 1}`) : [upstream.replicas?.[0]?.name ?? upstream.name];
+          for (const name of new Set(names)) {
+            if (seen.has(name)) ctx.addIssue({ code: 'custom', path: [index, 'name'], message: `the name "${name}" is used twice; upstream and replica names must be unique` });
+            seen.add(name);
+          }
+          if (names.length !== new Set(names).size) ctx.addIssue({ code: 'custom', path: [index, 'replicas'], message: 'two replicas have the same name' });
+        });
+      })
+      .describe(
+        'OpenAI-compatible servers. A model\'s pool is every entry that lists its exact name (or, with models ' +
+        '"auto", lists it at /v1/models); when none does, the first entry whose glob matches serves it.',
+      ),
     engine: z
       .object({
         gpu: z.union([z.literal('auto'), z.literal(false)]).default('auto').describe('"auto": a GPU when node-llama-cpp finds one; false: CPU only.'),

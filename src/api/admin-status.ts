@@ -9,6 +9,7 @@ import type { StorePart, WriteProblem } from '../store/health.ts';
 import type { ModelOutcomes, ModelQueueDepth } from '../store/sql/queue-stats.ts';
 import type { ModelDiscovery } from '../upstreams/model-discovery.ts';
 import { ModelRouter } from '../upstreams/router.ts';
+import { replicasOf, type UpstreamReplica } from '../upstreams/replicas.ts';
 
 export interface AdminStatusInputs {
   now: number;
@@ -29,8 +30,13 @@ export interface OutcomeCounts {
 }
 
 export interface UpstreamStatus {
+  /** The replica's name (a single-server entry's replica has the entry's name). */
   name: string;
   kind: 'upstream' | 'echo' | 'engine';
+  /** The configured entry it is a replica of; null for the built-in lanes. */
+  pool: string | null;
+  /** Requests this process placed here by prefix affinity: on their home replica, or spilled from a full one. */
+  affinity: { home: number; spilled: number; hit_rate: number | null } | null;
   /** Configured ceiling (maxConcurrency); null for the built-in lanes, whose ceiling is fixed. */
   max_concurrency: number | null;
   /** Current adaptive limit of this process's lane; null until the lane has served a request here. */
@@ -45,7 +51,7 @@ export interface UpstreamStatus {
   limit_changed_at: number | null;
   /** What the engine reports about itself (llama.cpp, vLLM, SGLang); null when it cannot be asked or said nothing. */
   engine: { kind: string; slots: number | null; running: number | null; waiting: number | null; kv_cache_usage: number | null } | null;
-  /** Reachability (HTTP upstreams): down after a few connection failures in a row, with why and since when (unix s). */
+  /** Reachability (HTTP upstreams): down (ejected) after a few failures in a row, with why and since when (unix s). */
   health: { up: boolean; down_since: number | null; reason: string | null; ejections: number } | null;
   pending: number;
   running: number;
@@ -54,8 +60,10 @@ export interface UpstreamStatus {
 
 export interface ModelStatus {
   model: string;
-  /** The upstream (lane) the model routes to; null when nobody serves it (its lines fail with invalid_model). */
+  /** The upstream the model routes to (its replica, or its pool's entries joined by ","); null when nobody serves it (its lines fail with invalid_model). */
   upstream: string | null;
+  /** The replicas that serve it; empty when nobody does. */
+  replicas: string[];
   pending: number;
   running: number;
   recent: OutcomeCounts;
@@ -92,19 +100,25 @@ const storageState = (problem: WriteProblem | undefined): 'ok' | { problem: stri
 export class AdminStatusBuilder {
   private readonly router: ModelRouter;
 
+  private readonly replicas: readonly UpstreamReplica[];
+
   constructor(
-    private readonly upstreams: readonly UpstreamConfig[],
+    upstreams: readonly UpstreamConfig[],
     engineModels: readonly string[] = [],
     discovery?: ModelDiscovery,
   ) {
-    // The runner's own routing rules, so a model is reported under the lane that really serves it.
+    // The runner's own routing rules, so a model is reported under the lanes that really serve it.
     this.router = new ModelRouter([...upstreams], { engineModels: [...engineModels], discovery });
+    this.replicas = replicasOf(upstreams);
   }
 
-  laneOf(model: string): { name: string; kind: UpstreamStatus['kind'] } | null {
+  laneOf(model: string): { name: string; kind: UpstreamStatus['kind']; replicas: string[] } | null {
     const route = this.router.route(model);
     if (!route) return null;
-    return route.kind === 'upstream' ? { name: route.upstream.name, kind: 'upstream' } : { name: route.kind, kind: route.kind };
+    if (route.kind !== 'upstream') return { name: route.kind, kind: route.kind, replicas: [route.kind] };
+    const replicas = route.pool.replicas;
+    const name = replicas.length === 1 ? replicas[0].name : [...new Set(replicas.map((replica) => replica.entry))].join(',');
+    return { name, kind: 'upstream', replicas: replicas.map((replica) => replica.name) };
   }
 
   build(inputs: AdminStatusInputs): AdminStatus {
@@ -113,10 +127,12 @@ export class AdminStatusBuilder {
     const entry = (name: string, kind: UpstreamStatus['kind']): UpstreamStatus => {
       let status = upstreams.get(name);
       if (!status) {
-        const configured = kind === 'upstream' ? this.upstreams.find((u) => u.name === name) : undefined;
+        const configured = kind === 'upstream' ? this.replicas.find((u) => u.name === name) : undefined;
         status = {
           name,
           kind,
+          pool: configured?.entry ?? null,
+          affinity: null,
           max_concurrency: configured?.maxConcurrency ?? null,
           concurrency_limit: null,
           in_flight: 0,
@@ -135,10 +151,11 @@ export class AdminStatusBuilder {
       return status;
     };
     // Configured upstreams first and always, so an idle one still shows its ceiling.
-    for (const upstream of this.upstreams) entry(upstream.name, 'upstream');
-    for (const lane of inputs.runner?.lanes ?? []) applyLane(entry(lane.name, kindOfLane(lane.name, this.upstreams)), lane, inputs.now);
+    for (const upstream of this.replicas) entry(upstream.name, 'upstream');
+    for (const lane of inputs.runner?.lanes ?? []) applyLane(entry(lane.name, kindOfLane(lane.name, this.replicas)), lane, inputs.now);
     for (const model of models) {
-      if (!model.upstream) continue;
+      // A pool's replicas share its queue: its lines are counted under the model, not under one replica.
+      if (!model.upstream || model.replicas.length !== 1) continue;
       const status = entry(model.upstream, this.laneOf(model.model)!.kind);
       status.pending += model.pending;
       status.running += model.running;
@@ -178,7 +195,8 @@ export class AdminStatusBuilder {
     const entry = (model: string): ModelStatus => {
       let status = byModel.get(model);
       if (!status) {
-        status = { model, upstream: this.laneOf(model)?.name ?? null, pending: 0, running: 0, recent: outcomeCounts(0, 0, 0) };
+        const lane = this.laneOf(model);
+        status = { model, upstream: lane?.name ?? null, replicas: lane?.replicas ?? [], pending: 0, running: 0, recent: outcomeCounts(0, 0, 0) };
         byModel.set(model, status);
       }
       return status;
@@ -191,6 +209,8 @@ export class AdminStatusBuilder {
 
 function applyLane(status: UpstreamStatus, lane: Lane, now: number): void {
   status.concurrency_limit = lane.limit;
+  const placed = lane.affinity.home + lane.affinity.spilled;
+  status.affinity = placed > 0 ? { ...lane.affinity, hit_rate: lane.affinity.home / placed } : null;
   status.in_flight = lane.inFlight;
   status.queued = lane.queued;
   status.paused_until = lane.pausedUntil > now ? lane.pausedUntil : null;
@@ -205,8 +225,8 @@ function applyLane(status: UpstreamStatus, lane: Lane, now: number): void {
     : null;
 }
 
-// Lane names are the upstream's name, or "echo" / "engine" for the built-in ones (runner/lanes.ts).
-function kindOfLane(name: string, upstreams: readonly UpstreamConfig[]): UpstreamStatus['kind'] {
+// Lane names are the replica's name, or "echo" / "engine" for the built-in ones (runner/lanes.ts).
+function kindOfLane(name: string, upstreams: readonly UpstreamReplica[]): UpstreamStatus['kind'] {
   if (upstreams.some((u) => u.name === name)) return 'upstream';
   return name === 'engine' ? 'engine' : name === 'echo' ? 'echo' : 'upstream';
 }

@@ -7,12 +7,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startSpool } from '../app.ts';
 import { loadConfig } from '../config.ts';
+import { upstreamsFromUrls } from '../upstreams/replicas.ts';
 
 export interface EmbeddedOptions {
   /** Keep the database and files here; without it a temporary directory is used and removed afterwards. */
   dataDir?: string;
   config?: string;
-  upstream?: string;
+  /** Every model goes to this server; several: a pool of replicas. */
+  upstream?: string[];
   model?: string[];
   modelName?: string[];
 }
@@ -46,7 +48,7 @@ export async function startEmbeddedSpool(options: EmbeddedOptions): Promise<Embe
         // The server logs to stdout, which `spool run -o -` may be using for results; the batch's
         // error file carries every per-request failure anyway.
         log: { level: 'silent' },
-        upstreams: options.upstream ? [{ name: 'default', baseUrl: options.upstream, models: ['*'] }] : undefined,
+        upstreams: upstreamsFromUrls(options.upstream ?? []),
         engine: options.model?.length ? { models: engineModels(options.model, options.modelName ?? []) } : undefined,
       },
     });

@@ -5,6 +5,7 @@ import { startSpool, startWorker } from '../app.ts';
 import { loggerOptions } from '../runtime/log-options.ts';
 import { createApiKey } from '../auth/keys.ts';
 import { ConfigError, loadConfig, type Config } from '../config.ts';
+import { upstreamsFromUrls } from '../upstreams/replicas.ts';
 import { openStore } from '../store/index.ts';
 import { listApiKeys, revokeApiKey } from '../store/sql/keys.ts';
 import { registerClientCommands } from './commands/index.ts';
@@ -38,7 +39,7 @@ interface ServeFlags extends CommonFlags {
   whisperModelName?: string;
   host?: string;
   port?: number;
-  upstream?: string;
+  upstream?: string[];
   worker?: boolean;
 }
 
@@ -49,8 +50,8 @@ function configFrom(flags: ServeFlags): Config {
       host: flags.host,
       port: flags.port,
       dataDir: flags.dataDir,
-      // --upstream URL: the one-line setup, every model goes to that server.
-      upstreams: flags.upstream ? [{ name: 'default', baseUrl: flags.upstream, models: ['*'] }] : undefined,
+      // --upstream URL: the one-line setup, every model goes to that server; given again, a pool of replicas.
+      upstreams: upstreamsFromUrls(flags.upstream ?? []),
       worker: flags.worker === false ? { enabled: false } : undefined,
       engine: {
         models: flags.model && flags.model.length > 0 ? engineModelsFrom(flags.model, flags.modelName ?? []) : undefined,
@@ -73,7 +74,7 @@ program
   .option('--port <port>', 'port to listen on, 0 for any free one (SPOOL_PORT; default 8080)', portNumber)
   .option('--data-dir <dir>', 'where the database and file blobs live (SPOOL_DATA_DIR; default ./data)')
   .option('--config <file>', 'a spool.config.json or .yaml file (SPOOL_CONFIG)')
-  .option('--upstream <url>', 'send every model to this OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 (replaces configured upstreams)')
+  .option('--upstream <url>', 'send every model to this OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 (replaces configured upstreams; repeat for a pool of replicas)', collect)
   .option('--no-worker', 'API only: do not run batch requests in this process')
   .option('--model <path>', 'serve this GGUF model with the embedded engine (repeatable)', collect)
   .option('--model-name <name>', 'the name batch lines use for the preceding --model (default: its file name)', collect)
@@ -130,7 +131,7 @@ program
   .description('run batch requests and lifecycle sweeps only, no HTTP API (share a PostgreSQL database with `spool serve --no-worker`)')
   .option('--data-dir <dir>', 'data directory (SPOOL_DATA_DIR)')
   .option('--config <file>', 'config file (SPOOL_CONFIG)')
-  .option('--upstream <url>', 'send every model to this OpenAI-compatible server')
+  .option('--upstream <url>', 'send every model to this OpenAI-compatible server (repeat for a pool of replicas)', collect)
   .option('--model <path>', 'serve this GGUF model with the embedded engine (repeatable)', collect)
   .option('--model-name <name>', 'the name batch lines use for the preceding --model (default: its file name)', collect)
   .option('--whisper-model <path>', 'transcribe audio lines with this whisper.cpp ggml model in the embedded engine')

@@ -152,6 +152,30 @@ export function createSpoolMetrics(options: SpoolMetricsOptions): SpoolMetrics {
       }
     },
   });
+  new Counter({
+    name: 'spool_upstream_ejections_total',
+    help: 'Times this replica was taken out of its pool for failures in a row (connection failures; for replicas of a pool also 5xx and timeouts).',
+    labelNames: ['upstream'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const lane of snapshot.runner?.lanes ?? []) if (lane.health) this.inc({ upstream: lane.name }, lane.health.ejections);
+    },
+  });
+  new Counter({
+    name: 'spool_upstream_affinity_placements_total',
+    help: 'Requests placed on this replica by prefix affinity: "home" when it is their prefix\'s replica, "spilled" when their home had no room.',
+    labelNames: ['upstream', 'placement'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const lane of snapshot.runner?.lanes ?? []) {
+        if (lane.affinity.home + lane.affinity.spilled === 0) continue;
+        this.inc({ upstream: lane.name, placement: 'home' }, lane.affinity.home);
+        this.inc({ upstream: lane.name, placement: 'spilled' }, lane.affinity.spilled);
+      }
+    },
+  });
   const engineGauge = (name: string, help: string, pick: (engine: EngineReport) => number | undefined) =>
     laneGauge(name, help, (lane) => (lane.engine ? pick(lane.engine) : undefined));
   engineGauge('spool_upstream_engine_slots', 'Requests the engine says it runs at once (llama.cpp total_slots); absent when it does not say.', (e) => e.slots);

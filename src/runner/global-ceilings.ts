@@ -19,7 +19,7 @@ import {
   releaseUpstreamSlots,
   renewUpstreamSlots,
 } from '../store/sql/upstream-slots.ts';
-import type { Lane } from './lanes.ts';
+import { queuedFor, type Lane } from './lanes.ts';
 
 interface Options {
   db: Kysely<Database>;
@@ -95,7 +95,7 @@ export class GlobalCeilings {
     const slots = this.held.get(ceiling.upstream) ?? new Set<number>();
     this.held.set(ceiling.upstream, slots);
     const inFlight = lane.limiter.inFlight;
-    const demand = Math.min(lane.limiter.limit, lane.queue.length + inFlight);
+    const demand = Math.min(lane.limiter.limit, queuedFor(lane) + inFlight);
     try {
       // The ceiling came down (the engine reported fewer slots than maxConcurrency): slots at or above it go back at
       // once; requests already using them finish, and nothing new starts on them.

@@ -1,11 +1,16 @@
-// A lane per upstream: its client, its adaptive concurrency limit, its
-// optional rate limits, and the queue of claimed requests waiting for a slot.
-// Lanes are made on first use, when a claimed request names a model routed to
-// that upstream.
+// A lane per upstream replica: its client, its adaptive concurrency limit,
+// its optional rate limits. Lanes are grouped in pools, one per set of
+// replicas that serve a model (upstreams/router.ts); a pool holds the queue of
+// claimed requests, and the runner places each on one of its lanes when it is
+// sent (placeIn below). The emulator and the embedded engine are pools of one.
+// Lanes and pools are made on first use, when a claimed request names a model
+// routed to them.
 import type { Config } from '../config.ts';
 import { createEchoUpstreamClient, createHttpUpstreamClient, type EngineBinding, type UpstreamClient } from '../upstreams/http-client.ts';
 import type { ModelDiscovery } from '../upstreams/model-discovery.ts';
-import { ModelRouter } from '../upstreams/router.ts';
+import { ModelRouter, type Route } from '../upstreams/router.ts';
+import type { UpstreamReplica } from '../upstreams/replicas.ts';
+import { AffinityRing, bySpareCapacity } from '../upstreams/pool-placement.ts';
 import { AdaptiveLimiter } from '../upstreams/capacity/adaptive-limiter.ts';
 import { UpstreamCapacities, type UpstreamCapacity } from '../upstreams/capacity/upstream-capacity.ts';
 import type { EngineReport } from '../upstreams/capacity/engine-probe.ts';
@@ -21,7 +26,7 @@ export interface LaneCapacity {
   onOverload(retryAfterMs: number | null): void;
   /** What the engine last reported about itself, where Spool can ask it. */
   engine?(): EngineReport | null;
-  /** Whether the upstream can be reached at all; its lines wait while it cannot. */
+  /** Whether the upstream can be reached at all; its lines wait (or go to other replicas) while it cannot. */
   health?: UpstreamHealth;
   /** Every attempt's outcome, for `health`. */
   noteReachability?(outcome: UpstreamOutcome): void;
@@ -33,14 +38,28 @@ export interface Lane<Job> {
   limiter: AdaptiveLimiter;
   capacity: LaneCapacity;
   rate: RateLimiter;
-  queue: Job[];
   /** Outcomes, retries, tokens and latency of this lane's requests, read by /metrics. */
   tally: UpstreamTally;
+  /** The configured replica behind it; absent for the emulator and the embedded engine. */
+  replica?: UpstreamReplica;
+  /** Requests placed by prefix affinity: on their home replica, or spilled to another because home had no room. */
+  affinity: { home: number; spilled: number };
+  /** The pools it serves: their queued work is what it could take. */
+  pools: Pool<Job>[];
   /**
    * Set when the upstream's maxConcurrency is a ceiling shared by every worker (global-ceilings.ts): the
    * limiter is then capped to the slots this worker holds, starting at none.
    */
   sharedCeiling?: { upstream: string; max: number };
+}
+
+/** The replicas that serve a set of models, and the claimed requests waiting for one of them. */
+export interface Pool<Job> {
+  key: string;
+  lanes: Lane<Job>[];
+  queue: Job[];
+  /** Set when requests that share a prefix should go to the same replica. */
+  ring?: AffinityRing;
 }
 
 export type { EngineBinding } from '../upstreams/http-client.ts';
@@ -51,6 +70,7 @@ const ECHO_CONCURRENCY = 256;
 export class Lanes<Job> {
   private readonly router: ModelRouter;
   private readonly lanes = new Map<string, Lane<Job>>();
+  private readonly pools = new Map<string, Pool<Job>>();
   private readonly unsubscribe: Array<() => void> = [];
 
   constructor(
@@ -78,21 +98,25 @@ export class Lanes<Job> {
     return this.discovery?.refreshOnMiss() ?? Promise.resolve();
   }
 
-  /** The lane that serves `model`, or undefined when no upstream does. */
-  forModel(model: string): Lane<Job> | undefined {
+  /** The pool that serves `model`, or undefined when nobody does. */
+  forModel(model: string): Pool<Job> | undefined {
     const route = this.router.route(model);
     if (!route) return undefined;
-    const key = route.kind === 'upstream' ? `upstream:${route.upstream.name}` : route.kind;
-    let lane = this.lanes.get(key);
-    if (!lane) {
-      lane = this.makeLane(route);
-      this.lanes.set(key, lane);
+    const key = route.kind === 'upstream' ? `upstream:${route.pool.key}` : route.kind;
+    let pool = this.pools.get(key);
+    if (!pool) {
+      pool = this.makePool(key, route);
+      this.pools.set(key, pool);
     }
-    return lane;
+    return pool;
   }
 
   all(): Lane<Job>[] {
     return [...this.lanes.values()];
+  }
+
+  allPools(): Pool<Job>[] {
+    return [...this.pools.values()];
   }
 
   async close(): Promise<void> {
@@ -100,25 +124,46 @@ export class Lanes<Job> {
     await Promise.all(this.all().map((lane) => lane.client.close()));
   }
 
-  private makeLane(route: NonNullable<ReturnType<ModelRouter['route']>>): Lane<Job> {
-    if (route.kind === 'echo') return this.fixedLane('echo', createEchoUpstreamClient(), ECHO_CONCURRENCY);
-    if (route.kind === 'engine') {
-      if (!this.engine) throw new Error('the router chose the embedded engine, but none is configured');
-      return this.fixedLane('engine', this.engine.client, this.engine.maxConcurrency);
+  private makePool(key: string, route: Route): Pool<Job> {
+    const pool: Pool<Job> = { key, lanes: [], queue: [] };
+    if (route.kind === 'upstream') {
+      pool.lanes = route.pool.replicas.map((replica) => this.laneFor(`upstream:${replica.name}`, () => this.upstreamLane(replica)));
+      if (route.pool.affinity) pool.ring = new AffinityRing(route.pool.replicas);
+    } else if (route.kind === 'echo') {
+      pool.lanes = [this.laneFor('echo', () => this.fixedLane('echo', createEchoUpstreamClient(), ECHO_CONCURRENCY))];
+    } else {
+      const engine = this.engine;
+      if (!engine) throw new Error('the router chose the embedded engine, but none is configured');
+      pool.lanes = [this.laneFor('engine', () => this.fixedLane('engine', engine.client, engine.maxConcurrency))];
     }
-    const upstream = route.upstream;
-    const capacity = this.capacities?.for(upstream) ?? new UpstreamCapacities().for(upstream);
+    for (const lane of pool.lanes) lane.pools.push(pool);
+    return pool;
+  }
+
+  private laneFor(key: string, make: () => Lane<Job>): Lane<Job> {
+    let lane = this.lanes.get(key);
+    if (!lane) {
+      lane = make();
+      this.lanes.set(key, lane);
+    }
+    return lane;
+  }
+
+  private upstreamLane(replica: UpstreamReplica): Lane<Job> {
+    const capacity = this.capacities?.for(replica) ?? new UpstreamCapacities().for(replica);
     if (this.sharedCeilings) capacity.limiter.setCap(0);
     if (capacity.health && this.onUpstreamUp) this.unsubscribe.push(capacity.health.onUp(this.onUpstreamUp));
     return {
-      name: upstream.name,
-      client: createHttpUpstreamClient({ name: upstream.name, baseUrl: upstream.baseUrl, apiKey: upstream.apiKey, maxConnections: upstream.maxConcurrency }),
+      name: replica.name,
+      client: createHttpUpstreamClient({ name: replica.name, baseUrl: replica.baseUrl, apiKey: replica.apiKey, maxConnections: replica.maxConcurrency }),
       limiter: capacity.limiter,
       capacity,
-      rate: new RateLimiter({ requestsPerMinute: upstream.requestsPerMinute, tokensPerMinute: upstream.tokensPerMinute }),
-      queue: [],
+      rate: new RateLimiter({ requestsPerMinute: replica.requestsPerMinute, tokensPerMinute: replica.tokensPerMinute }),
       tally: new UpstreamTally(),
-      sharedCeiling: this.sharedCeilings ? sharedCeilingOf(upstream.name, upstream.maxConcurrency, capacity) : undefined,
+      replica,
+      affinity: { home: 0, spilled: 0 },
+      pools: [],
+      sharedCeiling: this.sharedCeilings ? sharedCeilingOf(replica.name, replica.maxConcurrency, capacity) : undefined,
     };
   }
 
@@ -126,8 +171,41 @@ export class Lanes<Job> {
   private fixedLane(name: string, client: UpstreamClient, max: number): Lane<Job> {
     const limiter = new AdaptiveLimiter({ initial: max, max });
     const capacity: LaneCapacity = { limiter, onSuccess: () => undefined, onOverload: (retryAfterMs) => limiter.onOverload(retryAfterMs) };
-    return { name, client, limiter, capacity, rate: new RateLimiter(), queue: [], tally: new UpstreamTally() };
+    return { name, client, limiter, capacity, rate: new RateLimiter(), tally: new UpstreamTally(), affinity: { home: 0, spilled: 0 }, pools: [] };
   }
+}
+
+/** Requests waiting for any pool `lane` serves: what it could take if it had room. */
+export function queuedFor(lane: Lane<unknown>): number {
+  let queued = 0;
+  for (const pool of lane.pools) queued += pool.queue.length;
+  return queued;
+}
+
+/**
+ * The lane of `pool` a request goes to now, or undefined when none can take it (`canTake` says which can: up,
+ * not paused, a free slot, rate budget). With a ring and a prefix hash, the first lane on the ring from the
+ * hash that can take it (its home, or the next when home is full); otherwise the lane with the most spare room.
+ */
+export function placeIn<Job>(pool: Pool<Job>, prefixHash: number | undefined, canTake: (lane: Lane<Job>) => boolean): Lane<Job> | undefined {
+  const { lanes } = pool;
+  if (lanes.length === 1) return canTake(lanes[0]) ? lanes[0] : undefined;
+  if (pool.ring && prefixHash !== undefined) {
+    const order = pool.ring.order(prefixHash);
+    // Home is the first replica on the ring that is up: a replica taken out hands its prefixes to the next.
+    const home = order.find((index) => !lanes[index].capacity.health?.down);
+    for (const index of order) {
+      const lane = lanes[index];
+      if (!canTake(lane)) continue;
+      if (index === home) lane.affinity.home += 1;
+      else lane.affinity.spilled += 1;
+      return lane;
+    }
+    return undefined;
+  }
+  const order = bySpareCapacity(lanes.map((lane) => ({ inFlight: lane.limiter.inFlight, limit: Math.min(lane.limiter.limit, lane.limiter.cap), weight: lane.replica?.weight ?? 1 })));
+  for (const index of order) if (canTake(lanes[index])) return lanes[index];
+  return undefined;
 }
 
 /**

@@ -3,9 +3,10 @@
 // by the claim buffer (a few times the upstreams' concurrency), never by
 // batch or file size.
 //
-//   claim loop ──► admit (read lines by byte range, route) ──► lane queue
-//   pump ──► (lane has a concurrency slot and rate budget) ──► execute
+//   claim loop ──► admit (read lines by byte range, route to a pool) ──► pool queue
+//   pump ──► place on a replica's lane (up, a concurrency slot, rate budget; prefix affinity) ──► execute
 //   execute ──► upstream ──► retry policy ──► request-lifecycle transition ──► result writer (group commit)
+//                                         └─► a retryable failure with another replica up: back to the pool queue
 //   heartbeat ──► renew leases; abort work of batches cancelled or expired meanwhile
 import type { Kysely } from 'kysely';
 import type { LifecycleContext } from '../runtime/context.ts';
@@ -25,7 +26,8 @@ import { BlobNotFoundError } from '../store/blobs/types.ts';
 import { AudioSourceError, loadAudio, MAX_AUDIO_BYTES } from '../upstreams/audio-source.ts';
 import type { AudioPayload, UpstreamCall } from '../upstreams/http-client.ts';
 import { GlobalCeilings } from './global-ceilings.ts';
-import { Lanes, type EngineBinding, type Lane } from './lanes.ts';
+import { Lanes, placeIn, queuedFor, type EngineBinding, type Lane, type Pool } from './lanes.ts';
+import { prefixHashOf } from '../upstreams/prefix-key.ts';
 import type { ModelDiscovery } from '../upstreams/model-discovery.ts';
 import type { UpstreamCapacities } from '../upstreams/capacity/upstream-capacity.ts';
 import type { LimitChange, LimitReason } from '../upstreams/capacity/adaptive-limiter.ts';
@@ -42,7 +44,13 @@ import { retryCauseOf, UpstreamTally, type UpstreamTotals } from './upstream-tal
 interface Job extends ClaimedRequest {
   row: RequestRow;
   batch: RunnableBatch;
-  lane: Lane<Job>;
+  pool: Pool<Job>;
+  /** Where its current attempt runs; set when it is sent. */
+  lane?: Lane<Job>;
+  /** Replicas it failed on during this claim: a failover tries the others first. */
+  triedOn?: Set<Lane<Job>>;
+  /** Its prefix, for placement by affinity (pools with a ring only). */
+  prefixHash?: number;
   input: Record<string, unknown>;
   abort: AbortController;
   abortReason?: 'cancelled' | 'expired' | 'shutdown';
@@ -81,6 +89,10 @@ export interface RunnerStats {
     engine: EngineReport | null;
     /** Whether the upstream can be reached (HTTP upstreams); null for the emulator and the embedded engine. */
     health: HealthStatus | null;
+    /** The pool entry this replica belongs to (configured upstreams only). */
+    entry?: string;
+    /** Requests placed here by prefix affinity: home (this is their replica) or spilled (their home had no room). */
+    affinity: { home: number; spilled: number };
   }[];
   /** Lines this process failed before any upstream was tried: no upstream serves the model, input gone, attempts used up. */
   unrouted: UpstreamTotals;
@@ -188,7 +200,7 @@ export class Runner {
       limit: lane.limiter.limit,
       ceiling: lane.limiter.max,
       inFlight: lane.limiter.inFlight,
-      queued: lane.queue.length,
+      queued: queuedFor(lane),
       pausedUntil: lane.limiter.pausedUntil(),
       sharedSlots: lane.sharedCeiling ? this.ceilings?.heldFor(lane.sharedCeiling.upstream) : undefined,
       totals: lane.tally.totals(),
@@ -196,11 +208,13 @@ export class Runner {
       changes: Object.fromEntries(lane.limiter.changeCounts()),
       engine: lane.capacity.engine?.() ?? null,
       health: lane.capacity.health?.status() ?? null,
+      entry: lane.replica?.entry,
+      affinity: { ...lane.affinity },
     }));
     return {
       ...this.counters,
       inFlight: this.inFlight.size,
-      queued: lanes.reduce((n, l) => n + l.queued, 0),
+      queued: this.queued(),
       lanes,
       unrouted: this.unrouted.totals(),
       resultsStalled: this.writer.stall,
@@ -217,8 +231,8 @@ export class Runner {
     this.stopping = true;
     this.wakeClaimLoop?.();
     await this.claimLoopDone;
-    for (const lane of this.lanes.all()) {
-      for (const job of lane.queue.splice(0)) void this.writer.write(release(job));
+    for (const pool of this.lanes.allPools()) {
+      for (const job of pool.queue.splice(0)) void this.writer.write(release(job));
     }
     const grace = this.options.shutdownGraceMs ?? this.ctx.config.worker.shutdownGraceSeconds * 1000;
     const deadline = Date.now() + grace;
@@ -236,10 +250,14 @@ export class Runner {
 
   // ------------------------------------------------------------------ claiming
 
-  private buffered(): number {
+  private queued(): number {
     let queued = 0;
-    for (const lane of this.lanes.all()) queued += lane.queue.length;
-    return queued + this.inFlight.size + this.admitting;
+    for (const pool of this.lanes.allPools()) queued += pool.queue.length;
+    return queued;
+  }
+
+  private buffered(): number {
+    return this.queued() + this.inFlight.size + this.admitting;
   }
 
   /** Claimed-but-unsent work is kept to about twice what the upstreams can take at once. */
@@ -379,11 +397,12 @@ export class Runner {
     const lines = await readLines(this.ctx.store.blobs, blobKey, runnable);
     // A model nobody serves may have just appeared on a `models: "auto"` upstream: ask before failing its lines.
     if (this.lanes.discovers && runnable.some((row) => !this.lanes.forModel(row.model))) await this.lanes.refreshModels();
+    const jobs: Job[] = [];
     for (const row of runnable) {
       const request = claimed(row, batch);
       queued.add(row);
-      const lane = this.lanes.forModel(row.model);
-      if (!lane) {
+      const pool = this.lanes.forModel(row.model);
+      if (!pool) {
         this.record(
           fail(request, 'invalid_model', `No upstream serves model "${row.model}". Configure an upstream whose "models" list matches it, or use model "echo".`),
         );
@@ -395,8 +414,13 @@ export class Runner {
         continue;
       }
       if (typeof input.model !== 'string') input.model = row.model;
-      this.enqueue(lane.queue, { ...request, row, batch, lane, input, abort: new AbortController() });
+      const prefixHash = pool.ring ? prefixHashOf(batch.endpoint, input) : undefined;
+      jobs.push({ ...request, row, batch, pool, prefixHash, input, abort: new AbortController() });
     }
+    // Lines that share a prefix are sent one after another, so the replica they go to sees a run of the same
+    // prefix (its cache keeps it) rather than the input's interleaving. Stable: the input order stays within a prefix.
+    if (jobs.some((job) => job.prefixHash !== undefined)) jobs.sort((a, b) => (a.prefixHash ?? -1) - (b.prefixHash ?? -1));
+    for (const job of jobs) this.enqueue(job.pool.queue, job);
   }
 
   /**
@@ -420,32 +444,42 @@ export class Runner {
 
   // ------------------------------------------------------------------ dispatching
 
-  /** Starts every queued job that has a concurrency slot and rate budget. */
+  /** Starts every queued job that a replica of its pool can take now: up, not paused, a concurrency slot, rate budget. */
   private pump(): void {
     if (this.stopping) return;
+    const now = Date.now();
     let wakeAt = Infinity;
     let wantSlots = false;
-    for (const lane of this.lanes.all()) {
-      // An upstream nobody can reach: its lines wait (their leases renewed, their deadline still applying) until
-      // it answers again, which calls pump().
-      if (lane.capacity.health?.down) continue;
-      // Work waiting on a shared ceiling's slots, not on the lane's own limit: ask for more now, not at the next tick.
-      if (lane.sharedCeiling && lane.queue.length > 0 && lane.limiter.inFlight >= lane.limiter.cap && lane.limiter.cap < lane.limiter.limit) wantSlots = true;
-      while (lane.queue.length > 0) {
-        const paused = lane.limiter.pausedUntil();
-        if (paused > Date.now()) {
-          wakeAt = Math.min(wakeAt, paused);
-          break;
-        }
-        if (!lane.limiter.tryAcquire()) break;
-        const job = lane.queue[0];
-        if (!lane.rate.tryTake(job.row.estimated_tokens)) {
-          lane.limiter.release();
-          wakeAt = Math.min(wakeAt, Date.now() + Math.max(1, lane.rate.waitMs(job.row.estimated_tokens)));
-          break;
-        }
-        lane.queue.shift();
-        this.track(this.execute(job));
+    for (const pool of this.lanes.allPools()) {
+      if (pool.queue.length === 0) continue;
+      for (const lane of pool.lanes) {
+        // Work waiting on a shared ceiling's slots, not on the lane's own limit: ask for more now, not at the next tick.
+        if (lane.sharedCeiling && lane.limiter.inFlight >= lane.limiter.cap && lane.limiter.cap < lane.limiter.limit) wantSlots = true;
+      }
+      while (pool.queue.length > 0) {
+        const job = pool.queue[0];
+        const canTake = (lane: Lane<Job>): boolean => {
+          // A replica nobody can reach: lines wait for it (leases renewed, deadline applying) unless another takes
+          // them; its coming back calls pump().
+          if (lane.capacity.health?.down) return false;
+          const paused = lane.limiter.pausedUntil();
+          if (paused > now) {
+            wakeAt = Math.min(wakeAt, paused);
+            return false;
+          }
+          if (lane.limiter.available <= 0) return false;
+          if (!lane.rate.tryTake(job.row.estimated_tokens)) {
+            wakeAt = Math.min(wakeAt, now + Math.max(1, lane.rate.waitMs(job.row.estimated_tokens)));
+            return false;
+          }
+          return true;
+        };
+        const lane = this.placeJob(job, canTake);
+        if (!lane) break;
+        lane.limiter.tryAcquire();
+        pool.queue.shift();
+        job.lane = lane;
+        this.track(this.execute(job, lane));
       }
     }
     if (wantSlots) void this.ceilings?.reconcile(this.lanes.all());
@@ -453,8 +487,18 @@ export class Runner {
       this.pumpTimer = setTimeout(() => {
         this.pumpTimer = undefined;
         this.pump();
-      }, wakeAt - Date.now());
+      }, Math.max(0, wakeAt - Date.now()));
     }
+  }
+
+  /** A failover goes to a replica it has not failed on in this claim, while one of those can take it. */
+  private placeJob(job: Job, canTake: (lane: Lane<Job>) => boolean): Lane<Job> | undefined {
+    const tried = job.triedOn;
+    if (tried) {
+      const elsewhere = placeIn(job.pool, job.prefixHash, (lane) => !tried.has(lane) && canTake(lane));
+      if (elsewhere || job.pool.lanes.some((lane) => !tried.has(lane) && !lane.capacity.health?.down)) return elsewhere;
+    }
+    return placeIn(job.pool, job.prefixHash, canTake);
   }
 
   private track(execution: Promise<void>): void {
@@ -462,12 +506,11 @@ export class Runner {
     void execution.finally(() => this.executions.delete(execution));
   }
 
-  private async execute(job: Job): Promise<void> {
-    const { lane } = job;
+  private async execute(job: Job, lane: Lane<Job>): Promise<void> {
     this.inFlight.add(job);
-    let record: RequestOutcomeRecord | 'wait';
+    let record: RequestOutcomeRecord | 'wait' | 'failover';
     try {
-      record = await this.attempt(job);
+      record = await this.attempt(job, lane);
     } catch (err) {
       this.ctx.log.error({ err, batchId: job.batchId, line: job.line, custom_id: job.row.custom_id }, 'unexpected error running a request; it will be retried');
       lane.tally.countRetry('internal');
@@ -476,10 +519,15 @@ export class Runner {
       lane.limiter.release();
       this.inFlight.delete(job);
     }
-    if (record === 'wait') {
-      // The upstream went unreachable under this attempt: the line waits at the head of its lane, this attempt
-      // not held against it beyond the claim's.
-      lane.queue.unshift(job);
+    if (record === 'wait' || record === 'failover') {
+      // 'wait': the replica went unreachable under this attempt; the line goes back to the head of its pool's
+      // queue (another replica takes it, or it waits for one to come back), this attempt not held against it
+      // beyond the claim's. 'failover': a retryable failure, retried at once on another replica that is up.
+      if (record === 'failover') {
+        job.attempts += 1;
+        (job.triedOn ??= new Set()).add(lane);
+      }
+      job.pool.queue.unshift(job);
       this.pump();
       return;
     }
@@ -490,10 +538,10 @@ export class Runner {
     this.wakeClaimLoop?.();
   }
 
-  private async attempt(job: Job): Promise<RequestOutcomeRecord | 'wait'> {
+  private async attempt(job: Job, lane: Lane<Job>): Promise<RequestOutcomeRecord | 'wait' | 'failover'> {
     let call: UpstreamCall;
     try {
-      call = await this.buildCall(job);
+      call = await this.buildCall(job, lane);
     } catch (err) {
       // A download cut short by a cancel, an expiry or a shutdown is that, not a bad audio source:
       // failing it as invalid_request would misreport a cancel and lose a line to a graceful stop.
@@ -502,29 +550,43 @@ export class Runner {
       throw err;
     }
     const sentAt = performance.now();
-    const outcome = await job.lane.client.send(call);
+    const outcome = await lane.client.send(call);
     const latencyMs = performance.now() - sentAt;
-    job.lane.tally.observeLatency(latencyMs / 1000);
+    lane.tally.observeLatency(latencyMs / 1000);
     if (job.abortReason) return this.abortedRecord(job);
-    job.lane.capacity.noteReachability?.(outcome);
-    if (outcome.kind === 'network_error' && job.lane.capacity.health?.down) return 'wait';
+    lane.capacity.noteReachability?.(outcome);
+    if (outcome.kind === 'network_error' && lane.capacity.health?.down) return 'wait';
     let decision = decide(outcome, job.attempts, this.policy);
+    const failover = decision.action === 'retry' && this.canFailOver(job, lane);
     // A retry that could only run after the deadline is a final failure now, with the upstream's last answer.
-    if (decision.action === 'retry' && Date.now() + decision.delayMs >= job.batch.deadline_at) {
+    if (decision.action === 'retry' && !failover && Date.now() + decision.delayMs >= job.batch.deadline_at) {
       decision = decide(outcome, this.policy.maxAttempts, this.policy);
     }
-    if (decision.action === 'retry') job.lane.tally.countRetry(retryCauseOf(outcome));
-    if (decision.action === 'succeed') job.lane.capacity.onSuccess(latencyMs, outcome.kind === 'response' ? outcome.body : undefined);
-    else if (decision.action === 'retry' && decision.overload) job.lane.capacity.onOverload(outcome.kind === 'response' ? outcome.retryAfterMs : null);
+    if (decision.action === 'retry') lane.tally.countRetry(retryCauseOf(outcome));
+    if (decision.action === 'succeed') lane.capacity.onSuccess(latencyMs, outcome.kind === 'response' ? outcome.body : undefined);
+    else if (decision.action === 'retry' && decision.overload) lane.capacity.onOverload(outcome.kind === 'response' ? outcome.retryAfterMs : null);
+    if (failover) return 'failover';
     const record = settle(job, outcome, decision, Date.now(), this.pricing);
     if (record.kind === 'succeeded' || record.kind === 'failed') record.latencyMs = Math.round(latencyMs);
     return record;
   }
 
-  private async buildCall(job: Job): Promise<UpstreamCall> {
+  /**
+   * Whether a retryable failure on `lane` is better retried at once on another replica of the pool: one that is up
+   * and that this line has not failed on yet. Each failover is an attempt, so maxAttempts still bounds them.
+   */
+  private canFailOver(job: Job, lane: Lane<Job>): boolean {
+    const { lanes } = job.pool;
+    if (lanes.length < 2) return false;
+    return lanes.some((other) => other !== lane && !job.triedOn?.has(other) && !other.capacity.health?.down);
+  }
+
+  private async buildCall(job: Job, lane: Lane<Job>): Promise<UpstreamCall> {
     const endpoint = job.batch.endpoint;
     let audio: AudioPayload | undefined;
     let body = job.input;
+    // vLLM's priority scheduling serves lower values first; Spool's priorities rank higher first.
+    if (lane.replica?.sendPriority && body.priority === undefined && !AUDIO_ENDPOINTS.has(endpoint)) body = { ...body, priority: -job.batch.priority };
     if (AUDIO_ENDPOINTS.has(endpoint)) {
       audio = await loadAudio(job.input.file, (fileId) => this.readUserFile(job.batch.user_id, fileId), { ...this.ctx.config.audio, signal: job.abort.signal });
       const { file: _file, ...rest } = job.input;
@@ -598,7 +660,7 @@ export class Runner {
   private async abortStoppedBatches(): Promise<void> {
     const batchIds = new Set<string>();
     for (const job of this.inFlight) batchIds.add(job.batchId);
-    for (const lane of this.lanes.all()) for (const job of lane.queue) batchIds.add(job.batchId);
+    for (const pool of this.lanes.allPools()) for (const job of pool.queue) batchIds.add(job.batchId);
     if (batchIds.size === 0) return;
     let statuses;
     try {
@@ -618,12 +680,12 @@ export class Runner {
       const reason = reasonFor(job.batchId);
       if (reason) this.abortJob(job, reason);
     }
-    for (const lane of this.lanes.all()) {
-      lane.queue = lane.queue.filter((job) => {
+    for (const pool of this.lanes.allPools()) {
+      pool.queue = pool.queue.filter((job) => {
         const reason = reasonFor(job.batchId);
         if (!reason) return true;
         job.abortReason = reason;
-        this.record(this.abortedRecord(job), lane.tally);
+        this.record(this.abortedRecord(job), job.lane?.tally ?? pool.lanes[0].tally);
         return false;
       });
     }

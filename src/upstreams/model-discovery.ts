@@ -6,6 +6,7 @@
 // routers drop their cached answers when `version` moves. A server that does
 // not answer keeps the list it gave last (logged), never an empty one.
 import type { UpstreamConfig } from '../config.ts';
+import { replicasOf, type UpstreamReplica } from './replicas.ts';
 import { getFromUpstream } from './upstream-get.ts';
 
 const DEFAULT_REFRESH_MS = 300_000;
@@ -14,8 +15,9 @@ const ASK_TIMEOUT_MS = 10_000;
 // A model list is a few KB; thousands of models fit in this.
 const MAX_LIST_BYTES = 4 * 1024 * 1024;
 
+// Each replica of a pool is asked on its own: one may serve a model the others do not (yet).
 interface Entry {
-  upstream: UpstreamConfig;
+  upstream: UpstreamReplica;
   models: ReadonlySet<string> | undefined;
   askedAt: number;
   asking: Promise<void> | undefined;
@@ -31,7 +33,7 @@ export class ModelDiscovery {
     upstreams: readonly UpstreamConfig[],
     private readonly log: { warn(obj: object, msg?: string): void } = { warn: () => undefined },
   ) {
-    for (const upstream of upstreams) {
+    for (const upstream of replicasOf(upstreams)) {
       if (upstream.models === 'auto') this.entries.set(upstream.name, { upstream, models: undefined, askedAt: 0, asking: undefined });
     }
   }
@@ -57,7 +59,7 @@ export class ModelDiscovery {
     this.timers = [];
   }
 
-  /** The models `upstream` last listed; undefined before it first answered. */
+  /** The models the replica named `upstream` last listed; undefined before it first answered. */
   modelsOf(upstream: string): ReadonlySet<string> | undefined {
     return this.entries.get(upstream)?.models;
   }

@@ -7,14 +7,25 @@
 // and the batch work in this process leaves it the room it takes, and its
 // answer teaches the knee finder like any other.
 //
+// A pool's replica is chosen as for batch lines (pool-placement.ts): prefix
+// affinity, else the most spare capacity, never one taken out for health. A
+// request whose replica could not be reached or answered 502/503/504 goes to
+// another replica that is up, once each; a 2xx or a 4xx is the answer.
+//
 // The embedded engine is not owned here: the same Engine (one model load)
 // also serves the runner's engine lane, and app.ts closes it. The HTTP
 // clients for configured upstreams are owned here, made on first use.
 import type { UpstreamConfig } from '../config.ts';
 import { createEchoUpstreamClient, createHttpUpstreamClient, type UpstreamCall, type UpstreamClient, type UpstreamOutcome } from './http-client.ts';
 import type { ModelDiscovery } from './model-discovery.ts';
-import { ModelRouter, type Route } from './router.ts';
-import { UpstreamCapacities } from './capacity/upstream-capacity.ts';
+import { ModelRouter, type Route, type UpstreamPool } from './router.ts';
+import { UpstreamCapacities, type UpstreamCapacity } from './capacity/upstream-capacity.ts';
+import type { UpstreamReplica } from './replicas.ts';
+import { AffinityRing, bySpareCapacity } from './pool-placement.ts';
+import { prefixHashOf } from './prefix-key.ts';
+
+// Worth sending to another replica: nothing answered, or a gateway in front of the replica says it is not there.
+const FAILOVER_STATUSES = new Set([502, 503, 504]);
 
 /** What the gateway needs of the embedded engine: the client that answers and the model names it serves. */
 export interface RealtimeEngine {
@@ -40,6 +51,7 @@ export class RealtimeGateway {
   private readonly upstreamClients = new Map<string, UpstreamClient>();
   private readonly inFlight = new Map<AbortController, Promise<UpstreamOutcome>>();
   private readonly capacities: UpstreamCapacities;
+  private readonly rings = new Map<string, AffinityRing>();
   private closing: Promise<void> | undefined;
 
   constructor(private readonly options: RealtimeGatewayOptions) {
@@ -60,15 +72,49 @@ export class RealtimeGateway {
     return this.closing !== undefined;
   }
 
-  /** Sends `call` to whoever `route` names. Never throws, like every UpstreamClient. */
+  /** Sends `call` to whoever `route` names (a replica of its pool, failing over to the others). Never throws, like every UpstreamClient. */
   async send(route: Route, call: UpstreamCall): Promise<UpstreamOutcome> {
     if (this.closed) return { kind: 'network_error', message: 'the server is shutting down' };
-    const client = this.clientFor(route);
-    if (!client) return { kind: 'network_error', message: 'no embedded engine is running in this process' };
+    if (route.kind !== 'upstream') {
+      const client = route.kind === 'echo' ? this.echo : this.options.engine?.client;
+      if (!client) return { kind: 'network_error', message: 'no embedded engine is running in this process' };
+      return this.sendTo(client, undefined, call);
+    }
+    const order = this.replicaOrder(route.pool, call);
+    let outcome: UpstreamOutcome = { kind: 'network_error', message: 'every replica of this model is down' };
+    for (const replica of order) {
+      outcome = await this.sendTo(this.clientFor(replica), this.capacities.for(replica), call);
+      const worthAnother = outcome.kind === 'network_error' || (outcome.kind === 'response' && FAILOVER_STATUSES.has(outcome.status));
+      if (!worthAnother || this.closed || call.signal?.aborted) break;
+    }
+    return outcome;
+  }
+
+  /** The replicas to try, first choice first: up ones only (all of them when none is, so the answer says why). */
+  private replicaOrder(pool: UpstreamPool, call: UpstreamCall): UpstreamReplica[] {
+    const { replicas } = pool;
+    if (replicas.length === 1) return replicas;
+    const capacities = replicas.map((replica) => this.capacities.for(replica));
+    let order: number[];
+    const prefixHash = pool.affinity ? prefixHashOf(call.endpoint, call.body) : undefined;
+    if (prefixHash !== undefined) {
+      let ring = this.rings.get(pool.key);
+      if (!ring) this.rings.set(pool.key, (ring = new AffinityRing(replicas)));
+      // Home first while it has room; a full home goes after the others, as a batch line would spill.
+      const ringOrder = ring.order(prefixHash);
+      const roomy = ringOrder.filter((index) => hasRoom(capacities[index]));
+      order = [...roomy, ...ringOrder.filter((index) => !roomy.includes(index))];
+    } else {
+      order = bySpareCapacity(capacities.map((capacity, index) => ({ inFlight: capacity.limiter.inFlight, limit: capacity.limiter.limit, weight: replicas[index].weight })));
+    }
+    const up = order.filter((index) => !capacities[index].health?.down);
+    return (up.length > 0 ? up : order).map((index) => replicas[index]);
+  }
+
+  private async sendTo(client: UpstreamClient, capacity: UpstreamCapacity | undefined, call: UpstreamCall): Promise<UpstreamOutcome> {
     // Our own controller, so close() can end what is still running after its grace period.
     const stop = new AbortController();
     const signal = call.signal ? AbortSignal.any([call.signal, stop.signal]) : stop.signal;
-    const capacity = route.kind === 'upstream' ? this.capacities.for(route.upstream) : undefined;
     capacity?.limiter.acquireUnlimited();
     const sentAt = performance.now();
     const sent = client.send({ ...call, signal });
@@ -103,10 +149,7 @@ export class RealtimeGateway {
     return this.closing;
   }
 
-  private clientFor(route: Route): UpstreamClient | undefined {
-    if (route.kind === 'echo') return this.echo;
-    if (route.kind === 'engine') return this.options.engine?.client;
-    const { upstream } = route;
+  private clientFor(upstream: UpstreamReplica): UpstreamClient {
     let client = this.upstreamClients.get(upstream.name);
     if (!client) {
       client = createHttpUpstreamClient({ name: upstream.name, baseUrl: upstream.baseUrl, apiKey: upstream.apiKey, maxConnections: upstream.maxConcurrency });
@@ -116,7 +159,11 @@ export class RealtimeGateway {
   }
 }
 
+function hasRoom(capacity: UpstreamCapacity): boolean {
+  return capacity.limiter.inFlight < capacity.limiter.limit;
+}
+
 /** Who serves a route, in words fit for logs: 'engine', 'echo' or 'upstream:<name>'. */
 export function routeLabel(route: Route): string {
-  return route.kind === 'upstream' ? `upstream:${route.upstream.name}` : route.kind;
+  return route.kind === 'upstream' ? `upstream:${route.pool.key}` : route.kind;
 }

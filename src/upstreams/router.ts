@@ -1,12 +1,27 @@
-// Decides who serves a model name: a configured upstream, the embedded engine,
-// or the built-in echo emulator. The worker asks once per request line, so the
-// answer is cached per model name; a batch usually names one model thousands
-// of times, while glob matching over every upstream's list would be repeated
-// work for the same answer.
+// Decides who serves a model name: a pool of configured upstream replicas,
+// the embedded engine, or the built-in echo emulator. The worker asks once per
+// request line, so the answer is cached per model name; a batch usually names
+// one model thousands of times, while glob matching over every upstream's
+// list would be repeated work for the same answer.
+//
+// A model's pool is every replica of every entry that names the model exactly,
+// plus every replica of a `models: "auto"` entry that lists it: naming a model
+// is a claim to serve it, so four vLLM servers listed (or discovering) the same
+// model share its lines. When no entry names it, the first entry whose glob
+// matches serves it, as a fallback ("*" last catches the rest).
 import type { UpstreamConfig } from '../config.ts';
 import type { ModelDiscovery } from './model-discovery.ts';
+import { replicasOfEntry, type UpstreamReplica } from './replicas.ts';
 
-export type Route = { kind: 'upstream'; upstream: UpstreamConfig } | { kind: 'echo' } | { kind: 'engine' };
+export interface UpstreamPool {
+  /** Its replicas' names joined: one pool object per distinct set, whatever the model. */
+  key: string;
+  replicas: UpstreamReplica[];
+  /** Place requests that share a prefix on the same replica (prefix-key.ts, pool-placement.ts). */
+  affinity: boolean;
+}
+
+export type Route = { kind: 'upstream'; pool: UpstreamPool } | { kind: 'echo' } | { kind: 'engine' };
 
 export interface ModelRouterOptions {
   /** Model names served by the embedded engine; matched exactly. */
@@ -26,27 +41,35 @@ const ENGINE_ROUTE: Route = Object.freeze({ kind: 'engine' });
 
 type Matcher = (model: string) => boolean;
 
+interface Entry {
+  config: UpstreamConfig;
+  replicas: UpstreamReplica[];
+  /** Its models name `model` exactly (not by a glob). */
+  names: (model: string) => boolean;
+  /** Its globs match `model`. */
+  matches: Matcher;
+}
+
 export class ModelRouter {
-  private readonly upstreams: { matches: Matcher; route: Route }[];
+  private readonly entries: Entry[];
   private readonly engineModels: ReadonlySet<string>;
   private readonly cacheSize: number;
   // Map keeps insertion order, which makes it a cheap LRU: a hit is re-inserted
   // at the end, and eviction drops the first (least recently used) key.
   private readonly cache = new Map<string, Route | null>();
+  private readonly pools = new Map<string, Route>();
   private readonly discovery: ModelDiscovery | undefined;
   private seenVersion = 0;
 
-  constructor(upstreams: UpstreamConfig[], options: ModelRouterOptions = {}) {
-    const discovery = options.discovery;
-    this.discovery = discovery;
-    // Patterns are compiled once here, not per lookup; an "auto" upstream matches what it last listed.
-    this.upstreams = upstreams.map((upstream) => ({
-      matches:
-        upstream.models === 'auto'
-          ? (model: string) => discovery?.modelsOf(upstream.name)?.has(model) ?? false
-          : anyOf(upstream.models.map(compilePattern)),
-      route: { kind: 'upstream', upstream },
-    }));
+  constructor(upstreams: readonly UpstreamConfig[], options: ModelRouterOptions = {}) {
+    this.discovery = options.discovery;
+    // Patterns are compiled once here, not per lookup.
+    this.entries = upstreams.map((config) => {
+      const replicas = replicasOfEntry(config);
+      if (config.models === 'auto') return { config, replicas, names: () => false, matches: () => false };
+      const exact = new Set(config.models.filter((pattern) => !isGlob(pattern)));
+      return { config, replicas, names: (model: string) => exact.has(model), matches: anyOf(config.models.map(compilePattern)) };
+    });
     this.engineModels = new Set(options.engineModels ?? []);
     const cacheSize = options.cacheSize ?? DEFAULT_CACHE_SIZE;
     if (!Number.isInteger(cacheSize) || cacheSize < 0) throw new RangeError(`cacheSize must be a non-negative integer, got ${cacheSize}`);
@@ -79,12 +102,36 @@ export class ModelRouter {
   private resolve(model: string): Route | null {
     // Configured upstreams come first so an operator can take over any name,
     // echo included, by listing it (or "*") on an upstream.
-    for (const upstream of this.upstreams) {
-      if (upstream.matches(model)) return upstream.route;
+    const named: Entry[] = [];
+    const replicas: UpstreamReplica[] = [];
+    for (const entry of this.entries) {
+      if (entry.names(model)) {
+        named.push(entry);
+        replicas.push(...entry.replicas);
+      } else if (entry.config.models === 'auto') {
+        const listing = entry.replicas.filter((replica) => this.discovery?.modelsOf(replica.name)?.has(model));
+        if (listing.length > 0) named.push(entry);
+        replicas.push(...listing);
+      }
     }
+    if (replicas.length > 0) return this.poolOf(named, replicas);
+    const fallback = this.entries.find((entry) => entry.matches(model));
+    if (fallback) return this.poolOf([fallback], fallback.replicas);
     if (this.engineModels.has(model)) return ENGINE_ROUTE;
     if (isEchoModel(model)) return ECHO_ROUTE;
     return null;
+  }
+
+  private poolOf(entries: Entry[], replicas: UpstreamReplica[]): Route {
+    const key = replicas.map((replica) => replica.name).join(',');
+    let route = this.pools.get(key);
+    if (!route) {
+      // The first entry that says decides; unsaid, affinity pays off only where there is a choice of replica.
+      const affinity = entries.find((entry) => entry.config.affinity !== undefined)?.config.affinity ?? (replicas.length > 1 ? 'prefix' : 'none');
+      route = { kind: 'upstream', pool: { key, replicas, affinity: affinity === 'prefix' && replicas.length > 1 } };
+      this.pools.set(key, route);
+    }
+    return route;
   }
 }
 
@@ -99,7 +146,7 @@ export function isEchoModel(model: string): boolean {
  * Matching is case-sensitive because model names are (HF repo ids are).
  */
 export function compilePattern(pattern: string): Matcher {
-  if (!pattern.includes('*') && !pattern.includes('?')) return (model) => model === pattern;
+  if (!isGlob(pattern)) return (model) => model === pattern;
   if (/^\*+$/.test(pattern)) return () => true;
   let source = '';
   for (const char of pattern) {
@@ -111,6 +158,10 @@ export function compilePattern(pattern: string): Matcher {
   // surprised by an odd character in a name. "u" so "?" is one code point.
   const regex = new RegExp(`^${source}$`, 'su');
   return (model) => regex.test(model);
+}
+
+function isGlob(pattern: string): boolean {
+  return pattern.includes('*') || pattern.includes('?');
 }
 
 function anyOf(matchers: Matcher[]): Matcher {

@@ -36,7 +36,7 @@ describe('RealtimeGateway', () => {
       assert.equal((await gw.route('echo'))?.kind, 'echo');
       assert.equal(await gw.route('engine-model'), null, 'no engine, so its names are unknown');
       const route = await gw.route('fast-1');
-      assert.ok(route?.kind === 'upstream' && route.upstream.name === 'fast');
+      assert.ok(route?.kind === 'upstream' && route.pool.replicas[0].name === 'fast');
       const outcome = await gw.send(route, { endpoint: '/v1/completions', body: { model: 'fast-1', prompt: 'hi', max_tokens: 2 }, timeoutMs: 5_000 });
       assert.equal(outcome.kind, 'response');
       assert.equal(outcome.kind === 'response' && outcome.status, 200);

@@ -3,13 +3,14 @@ import assert from 'node:assert/strict';
 import type { UpstreamConfig } from '../../src/config.ts';
 import { compilePattern, isEchoModel, ModelRouter } from '../../src/upstreams/router.ts';
 
-function upstream(name: string, models: string[]): UpstreamConfig {
-  return { name, baseUrl: `http://${name}.test/v1`, models, maxConcurrency: 8, initialConcurrency: 2 };
+function upstream(name: string, models: string[] | 'auto', extra: Partial<UpstreamConfig> = {}): UpstreamConfig {
+  return { name, baseUrl: `http://${name}.test/v1`, models, maxConcurrency: 8, initialConcurrency: 2, weight: 1, healthPath: '/models', sendPriority: false, ...extra };
 }
 
+/** The replicas of the pool a model routes to, joined by ","; null when it routes to no configured upstream. */
 function upstreamName(router: ModelRouter, model: string): string | null {
   const route = router.route(model);
-  return route?.kind === 'upstream' ? route.upstream.name : null;
+  return route?.kind === 'upstream' ? route.pool.replicas.map((replica) => replica.name).join(',') : null;
 }
 
 describe('ModelRouter', () => {
@@ -17,14 +18,38 @@ describe('ModelRouter', () => {
     const a = upstream('a', ['llama-3-8b']);
     const router = new ModelRouter([a]);
     const route = router.route('llama-3-8b');
-    assert.deepEqual(route, { kind: 'upstream', upstream: a });
-    assert.equal(route?.kind === 'upstream' && route.upstream, a, 'the configured object itself, not a copy');
+    assert.equal(route?.kind, 'upstream');
+    assert.ok(route?.kind === 'upstream');
+    assert.equal(route.pool.replicas.length, 1);
+    assert.deepEqual(
+      { name: route.pool.replicas[0].name, baseUrl: route.pool.replicas[0].baseUrl, maxConcurrency: route.pool.replicas[0].maxConcurrency },
+      { name: 'a', baseUrl: 'http://a.test/v1', maxConcurrency: 8 },
+    );
+    assert.equal(route.pool.affinity, false, 'one replica: nothing to choose between');
+    assert.equal(router.route('llama-3-8b'), route, 'the same answer object each time');
   });
 
-  it('checks upstreams in configuration order: the first match wins', () => {
+  it('checks globs in configuration order, the first match wins; an exact name beats a glob', () => {
     const router = new ModelRouter([upstream('first', ['llama-*']), upstream('second', ['llama-3-8b', '*'])]);
-    assert.equal(upstreamName(router, 'llama-3-8b'), 'first');
+    assert.equal(upstreamName(router, 'llama-3-8b'), 'second', 'named exactly');
+    assert.equal(upstreamName(router, 'llama-2'), 'first');
     assert.equal(upstreamName(router, 'qwen'), 'second');
+  });
+
+  it('pools every entry that names a model exactly, and every replica of an entry with replicas', () => {
+    const router = new ModelRouter([
+      upstream('a', ['llama']),
+      upstream('b', ['llama', 'qwen'], { baseUrl: undefined, replicas: [{ baseUrl: 'http://b1.test/v1' }, { baseUrl: 'http://b2.test/v1', name: 'b-east' }] }),
+      upstream('c', ['*']),
+    ]);
+    assert.equal(upstreamName(router, 'llama'), 'a,b-1,b-east');
+    assert.equal(upstreamName(router, 'qwen'), 'b-1,b-east');
+    assert.equal(upstreamName(router, 'mistral'), 'c');
+    const llama = router.route('llama');
+    assert.ok(llama?.kind === 'upstream' && llama.pool.affinity, 'prefix affinity is on by default for a pool of several');
+    const off = new ModelRouter([upstream('p', ['m'], { baseUrl: undefined, affinity: 'none', replicas: [{ baseUrl: 'http://p1.test/v1' }, { baseUrl: 'http://p2.test/v1' }] })]);
+    const route = off.route('m');
+    assert.ok(route?.kind === 'upstream' && !route.pool.affinity, 'affinity: none turns it off');
   });
 
   it('matches any entry of an upstream models list', () => {

@@ -44,10 +44,10 @@ export async function opsRoutes(app: FastifyInstance, options: OpsRoutesOptions)
     const stall = options.runnerStats?.()?.resultsStalled;
     if (stall) checks.results = { error: Object.assign(new Error(`results unrecorded since ${new Date(stall.since).toISOString()}: ${stall.reason}`), { code: 'RESULTS_STALLED' }) };
     const failed = Object.entries(checks).filter(([, check]) => check.error !== undefined);
-    // The upstreams this process has sent to, and whether each answers. Informational: while one is unreachable its
-    // lines wait, and the process is still ready for everything else.
+    // The upstream replicas this process has sent to, and whether each is in service. Informational: while one is
+    // out its lines wait or go to the other replicas, and the process is still ready for everything else.
     const reachability = Object.fromEntries(
-      (options.runnerStats?.()?.lanes ?? []).filter((lane) => lane.health).map((lane) => [lane.name, lane.health!.up ? 'ok' : 'unreachable']),
+      (options.runnerStats?.()?.lanes ?? []).filter((lane) => lane.health).map((lane) => [lane.name, lane.health!.up ? 'ok' : whyDown(lane.health!.reason)]),
     );
     const upstreams = Object.keys(reachability).length > 0 ? { upstreams: reachability } : {};
     if (failed.length === 0) return { status: 'ready', checks: Object.fromEntries(Object.keys(checks).map((name) => [name, 'ok'])), ...upstreams };
@@ -67,6 +67,20 @@ export async function opsRoutes(app: FastifyInstance, options: OpsRoutesOptions)
     if (metrics.auth === 'admin') await requireAdmin(request, options.verifier);
     return reply.type(metrics.registry.contentType).send(await metrics.registry.render());
   });
+}
+
+/**
+ * Why a replica is out, in a word and a code fit for an unauthenticated answer (no addresses or paths; the admin
+ * status has the full reason): "unreachable (ECONNREFUSED)", "failing (HTTP 503)", "failing (timeout)".
+ */
+function whyDown(reason: string | null): string {
+  if (!reason) return 'unreachable';
+  const status = /^HTTP (\d{3})$/.exec(reason);
+  if (status) return `failing (HTTP ${status[1]})`;
+  const code = /\b(E[A-Z]{3,}|UND_ERR_[A-Z_]+)\b/.exec(reason);
+  if (code) return `unreachable (${code[1]})`;
+  if (/time/i.test(reason)) return 'failing (timeout)';
+  return 'unreachable';
 }
 
 /** A part that ran out of space is written to once more: it is ready again once that goes through. */

@@ -22,7 +22,7 @@ interface RunFlags extends RemoteFlags {
   completionWindow: string;
   dataDir?: string;
   config?: string;
-  upstream?: string;
+  upstream?: string[];
   model?: string[];
   modelName?: string[];
   interval?: number;
@@ -49,7 +49,7 @@ export function registerRunCommand(program: Command): void {
     .addOption(apiKeyOption())
     .option('--data-dir <dir>', 'embedded only: keep the database and files here (default: a temporary directory, removed afterwards)')
     .option('--config <file>', 'embedded only: a spool.config.json or .yaml (upstreams, limits)')
-    .option('--upstream <url>', 'embedded only: send every model to this OpenAI-compatible server (default: the built-in echo model answers "echo")')
+    .option('--upstream <url>', 'embedded only: send every model to this OpenAI-compatible server, repeat for a pool of replicas (default: the built-in echo model answers "echo")', collect)
     .option('--model <path>', 'embedded only: serve this GGUF model with the embedded engine (repeatable)', collect)
     .option('--model-name <name>', 'embedded only: the name lines use for the preceding --model', collect)
     .addOption(new Option('--interval <seconds>', 'seconds between status checks (default: 0.25 embedded, 1 with --server)').argParser(positiveNumber))

@@ -7,7 +7,7 @@
 //   knee-finder.ts       where the limit goes on throughput and latency
 //   engine-probe.ts      what the engine reports about its slots and queue
 import { UpstreamHealth } from './upstream-health.ts';
-import type { UpstreamConfig } from '../../config.ts';
+import type { UpstreamReplica } from '../replicas.ts';
 import type { UpstreamOutcome } from '../http-client.ts';
 import { AdaptiveLimiter, type LimitChange } from './adaptive-limiter.ts';
 import { EngineProbe, type EngineReport } from './engine-probe.ts';
@@ -37,12 +37,19 @@ export class UpstreamCapacity {
 
   constructor(
     readonly name: string,
-    options: { maxConcurrency: number; initialConcurrency?: number; engine?: { baseUrl: string; apiKey?: string }; now?: () => number },
+    options: {
+      maxConcurrency: number;
+      initialConcurrency?: number;
+      engine?: { baseUrl: string; apiKey?: string };
+      /** How health is judged: the probe's path, and whether 5xx and timeouts take it out (a replica of a pool). */
+      health?: { probePath?: string; ejectOnServerErrors?: boolean };
+      now?: () => number;
+    },
   ) {
     this.limiter = new AdaptiveLimiter({ initial: options.initialConcurrency ?? DEFAULT_START_CONCURRENCY, max: options.maxConcurrency, now: options.now });
     this.knee = new KneeFinder({ limiter: this.limiter, configuredStart: options.initialConcurrency !== undefined, now: options.now });
     this.probe = options.engine && new EngineProbe({ ...options.engine, now: options.now });
-    this.health = options.engine && new UpstreamHealth({ name, ...options.engine });
+    this.health = options.engine && new UpstreamHealth({ name, ...options.engine, ...options.health });
     // The first read starts now, so the engine's slots are known by the first requests or soon after.
     this.pollEngine();
   }
@@ -68,10 +75,13 @@ export class UpstreamCapacity {
     else if (isOverload(outcome)) this.onOverload(outcome.kind === 'response' ? outcome.retryAfterMs : null);
   }
 
-  /** Every attempt's outcome: an HTTP answer says the upstream is reachable, a failed connection counts against it. */
+  /** Every attempt's outcome: an answer below 500 says the upstream works; a failed connection, a 5xx or a timeout counts against it. */
   noteReachability(outcome: UpstreamOutcome): void {
-    if (outcome.kind === 'response') this.health?.onAnswer();
-    else if (outcome.kind === 'network_error') this.health?.onNoAnswer(outcome.message);
+    if (outcome.kind === 'response') {
+      if (outcome.status < 500) this.health?.onAnswer();
+      else this.health?.onServerError(`HTTP ${outcome.status}`, true);
+    } else if (outcome.kind === 'network_error') this.health?.onNoAnswer(outcome.message);
+    else this.health?.onServerError(outcome.message, false);
   }
 
   engine(): EngineReport | null {
@@ -108,13 +118,16 @@ export class UpstreamCapacities {
 
   constructor(private readonly now?: () => number) {}
 
-  for(upstream: Pick<UpstreamConfig, 'name' | 'baseUrl' | 'apiKey' | 'maxConcurrency' | 'initialConcurrency'>): UpstreamCapacity {
+  for(
+    upstream: Pick<UpstreamReplica, 'name' | 'baseUrl' | 'apiKey' | 'maxConcurrency' | 'initialConcurrency'> & Partial<Pick<UpstreamReplica, 'healthPath' | 'pooled'>>,
+  ): UpstreamCapacity {
     let capacity = this.byName.get(upstream.name);
     if (!capacity) {
       capacity = new UpstreamCapacity(upstream.name, {
         maxConcurrency: upstream.maxConcurrency,
         initialConcurrency: upstream.initialConcurrency,
         engine: { baseUrl: upstream.baseUrl, apiKey: upstream.apiKey },
+        health: { probePath: upstream.healthPath, ejectOnServerErrors: upstream.pooled },
         now: this.now,
       });
       this.byName.set(upstream.name, capacity);

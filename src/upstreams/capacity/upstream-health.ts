@@ -1,12 +1,18 @@
 // Whether an upstream can be reached at all. A few connection failures in a
 // row (refused, reset, unreachable) take it out: its lines wait instead of
-// spending their attempts on a server that is restarting, and a prober asks
-// GET {baseUrl}/models, backing off from half a second to 30 s, until any HTTP
-// answer says it is back. Without this, a vLLM restart longer than the retry
-// budget (5 attempts, about 15 s) turned every line in flight into an error.
+// spending their attempts on a server that is restarting (or, in a pool, go to
+// the other replicas), and a prober asks GET {baseUrl}{healthPath} (/models),
+// backing off from half a second to 30 s, until an answer below 500 says it is
+// back. Without this, a vLLM restart longer than the retry budget (5 attempts,
+// about 15 s) turned every line in flight into an error.
 //
-//   up ──N connection failures in a row──► down ──a probe gets any HTTP answer──► up
-//   (any HTTP answer resets the count)       (lines wait; their deadline still applies)
+// A replica of a pool is also taken out by answers that say it is broken
+// (5xx, timeouts) a few times in a row: the others can serve its lines. A
+// server on its own is not: when it is the only one, its 5xx answers are
+// retried and reported as they are, rather than holding every line back.
+//
+//   up ──N failures in a row──► down ──a probe gets an answer below 500──► up
+//   (any 2xx-4xx answer resets the count)  (lines wait or move; their deadline still applies)
 
 import { getFromUpstream } from '../upstream-get.ts';
 
@@ -39,7 +45,18 @@ export class UpstreamHealth {
   private probeTimer: NodeJS.Timeout | undefined;
   private readonly upListeners = new Set<() => void>();
 
-  constructor(private readonly options: { name: string; baseUrl: string; apiKey?: string; log?: { warn(obj: object, msg?: string): void; info(obj: object, msg?: string): void } }) {}
+  constructor(
+    private readonly options: {
+      name: string;
+      baseUrl: string;
+      apiKey?: string;
+      /** GET on probes, relative to baseUrl; default "/models". */
+      probePath?: string;
+      /** 5xx answers and timeouts count toward taking it out (a replica of a pool). */
+      ejectOnServerErrors?: boolean;
+      log?: { warn(obj: object, msg?: string): void; info(obj: object, msg?: string): void };
+    },
+  ) {}
 
   get down(): boolean {
     return this.downSince !== null;
@@ -51,15 +68,27 @@ export class UpstreamHealth {
     return () => this.upListeners.delete(listener);
   }
 
-  /** Something answered over HTTP, whatever the status: it is reachable. */
+  /** Something answered over HTTP below 500: it is reachable and working. */
   onAnswer(): void {
     this.failuresInARow = 0;
     if (this.down) this.comeBack();
   }
 
+  /**
+   * A 5xx answer (`answered`) or a timeout: counts toward taking a replica of a pool out. A server on its own is
+   * only told it was reached (a 5xx is an answer).
+   */
+  onServerError(message: string, answered: boolean): void {
+    if (this.options.ejectOnServerErrors) this.countFailure(message);
+    else if (answered) this.onAnswer();
+  }
+
   /** A request got no answer; counts toward taking it out when the connection itself failed. */
   onNoAnswer(message: string): void {
-    if (!isConnectionFailure(message)) return;
+    if (isConnectionFailure(message)) this.countFailure(message);
+  }
+
+  private countFailure(message: string): void {
     this.failuresInARow += 1;
     if (!this.down && this.failuresInARow >= FAILURES_TO_EJECT) {
       this.downSince = Date.now();
@@ -90,8 +119,13 @@ export class UpstreamHealth {
   private async probe(): Promise<void> {
     if (!this.down) return;
     try {
-      // Any status will do, and none of the body is needed.
-      await getFromUpstream(`${this.options.baseUrl.replace(/\/+$/, '')}/models`, { apiKey: this.options.apiKey, timeoutMs: PROBE_TIMEOUT_MS, maxBytes: 0 });
+      // Any status below 500 will do (a server without a model list answers 404), and none of the body is needed.
+      const { status } = await getFromUpstream(`${this.options.baseUrl.replace(/\/+$/, '')}${this.options.probePath ?? '/models'}`, {
+        apiKey: this.options.apiKey,
+        timeoutMs: PROBE_TIMEOUT_MS,
+        maxBytes: 0,
+      });
+      if (status >= 500) throw new Error(`HTTP ${status}`);
       this.onAnswer();
     } catch {
       if (this.down) this.scheduleProbe();

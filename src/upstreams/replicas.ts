@@ -1,0 +1,85 @@
+// The servers behind the configured upstream entries. An entry is one server
+// (`baseUrl`) or a pool of several (`replicas`); everything that talks to a
+// server (its client, adaptive limit, health, shared ceiling, discovered
+// models, metrics) is per replica, keyed by the replica's unique name. A
+// single-server entry's replica keeps the entry's name, so its metrics, shared
+// ceiling rows and admin status read as before pools existed.
+import type { UpstreamConfig } from '../config.ts';
+
+export interface UpstreamReplica {
+  /** Unique across every entry: the entry's name for a single server, else the replica's name or "<entry>-<n>". */
+  name: string;
+  /** The entry it belongs to. */
+  entry: string;
+  baseUrl: string;
+  apiKey?: string;
+  weight: number;
+  maxConcurrency: number;
+  initialConcurrency?: number;
+  requestsPerMinute?: number;
+  tokensPerMinute?: number;
+  models: UpstreamConfig['models'];
+  modelsRefreshSeconds?: number;
+  healthPath: string;
+  sendPriority: boolean;
+  /** Its entry lists more than one server: answers that say a replica is broken (5xx, timeouts) take it out too. */
+  pooled: boolean;
+}
+
+const cache = new WeakMap<readonly UpstreamConfig[], UpstreamReplica[]>();
+
+/** Every replica of every entry, in configuration order; the same array for the same config. */
+export function replicasOf(upstreams: readonly UpstreamConfig[]): UpstreamReplica[] {
+  let replicas = cache.get(upstreams);
+  if (!replicas) {
+    replicas = upstreams.flatMap(replicasOfEntry);
+    cache.set(upstreams, replicas);
+  }
+  return replicas;
+}
+
+export function replicasOfEntry(upstream: UpstreamConfig): UpstreamReplica[] {
+  const shared = {
+    entry: upstream.name,
+    models: upstream.models,
+    modelsRefreshSeconds: upstream.modelsRefreshSeconds,
+    requestsPerMinute: upstream.requestsPerMinute,
+    tokensPerMinute: upstream.tokensPerMinute,
+    healthPath: upstream.healthPath,
+    sendPriority: upstream.sendPriority,
+  };
+  if (!upstream.replicas) {
+    // The schema allows an entry without replicas only with a baseUrl.
+    const baseUrl = upstream.baseUrl as string;
+    return [
+      {
+        ...shared,
+        name: upstream.name,
+        baseUrl,
+        apiKey: upstream.apiKey,
+        weight: upstream.weight,
+        maxConcurrency: upstream.maxConcurrency,
+        initialConcurrency: upstream.initialConcurrency,
+        pooled: false,
+      },
+    ];
+  }
+  const pooled = upstream.replicas.length > 1;
+  return upstream.replicas.map((replica, index) => ({
+    ...shared,
+    name: replica.name ?? (pooled ? `${upstream.name}-${index + 1}` : upstream.name),
+    baseUrl: replica.baseUrl,
+    apiKey: replica.apiKey ?? upstream.apiKey,
+    weight: replica.weight ?? upstream.weight,
+    maxConcurrency: replica.maxConcurrency ?? upstream.maxConcurrency,
+    initialConcurrency: replica.initialConcurrency ?? upstream.initialConcurrency,
+    pooled,
+  }));
+}
+
+/** Several `--upstream URL` flags: one entry serving every model, a replica per URL. */
+export function upstreamsFromUrls(urls: readonly string[]): Array<Record<string, unknown>> | undefined {
+  if (urls.length === 0) return undefined;
+  if (urls.length === 1) return [{ name: 'default', baseUrl: urls[0], models: ['*'] }];
+  return [{ name: 'default', replicas: urls.map((baseUrl) => ({ baseUrl })), models: ['*'] }];
+}

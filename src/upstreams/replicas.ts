@@ -22,7 +22,10 @@ export interface UpstreamReplica {
   modelsRefreshSeconds?: number;
   healthPath: string;
   sendPriority: boolean;
-  /** Its entry lists more than one server: answers that say a replica is broken (5xx, timeouts) take it out too. */
+  /**
+   * It may share its models with other servers (its entry lists several, or another entry names one of the same
+   * models, or both discover theirs): answers that say it is broken (5xx, timeouts) take it out too.
+   */
   pooled: boolean;
 }
 
@@ -32,10 +35,24 @@ const cache = new WeakMap<readonly UpstreamConfig[], UpstreamReplica[]>();
 export function replicasOf(upstreams: readonly UpstreamConfig[]): UpstreamReplica[] {
   let replicas = cache.get(upstreams);
   if (!replicas) {
-    replicas = upstreams.flatMap(replicasOfEntry);
+    replicas = upstreams.flatMap((upstream) => replicasOfEntry(upstream).map((replica) => ({ ...replica, pooled: replica.pooled || sharesModels(upstream, upstreams) })));
     cache.set(upstreams, replicas);
   }
   return replicas;
+}
+
+/** Whether another entry may serve some of `upstream`'s models (router.ts pools entries that name a model exactly). */
+function sharesModels(upstream: UpstreamConfig, upstreams: readonly UpstreamConfig[]): boolean {
+  return upstreams.some((other) => {
+    if (other === upstream) return false;
+    if (upstream.models === 'auto' || other.models === 'auto') return upstream.models === other.models || (upstream.models === 'auto' ? exactNames(other).length > 0 : exactNames(upstream).length > 0);
+    const names = new Set(exactNames(other));
+    return exactNames(upstream).some((name) => names.has(name));
+  });
+}
+
+function exactNames(upstream: UpstreamConfig): string[] {
+  return upstream.models === 'auto' ? [] : upstream.models.filter((name) => !name.includes('*') && !name.includes('?'));
 }
 
 export function replicasOfEntry(upstream: UpstreamConfig): UpstreamReplica[] {

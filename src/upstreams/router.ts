@@ -11,7 +11,7 @@
 // matches serves it, as a fallback ("*" last catches the rest).
 import type { UpstreamConfig } from '../config.ts';
 import type { ModelDiscovery } from './model-discovery.ts';
-import { replicasOfEntry, type UpstreamReplica } from './replicas.ts';
+import { replicasOf, type UpstreamReplica } from './replicas.ts';
 
 export interface UpstreamPool {
   /** Its replicas' names joined: one pool object per distinct set, whatever the model. */
@@ -64,8 +64,9 @@ export class ModelRouter {
   constructor(upstreams: readonly UpstreamConfig[], options: ModelRouterOptions = {}) {
     this.discovery = options.discovery;
     // Patterns are compiled once here, not per lookup.
+    const all = replicasOf(upstreams);
     this.entries = upstreams.map((config) => {
-      const replicas = replicasOfEntry(config);
+      const replicas = all.filter((replica) => replica.entry === config.name);
       if (config.models === 'auto') return { config, replicas, names: () => false, matches: () => false };
       const exact = new Set(config.models.filter((pattern) => !isGlob(pattern)));
       return { config, replicas, names: (model: string) => exact.has(model), matches: anyOf(config.models.map(compilePattern)) };

@@ -14,6 +14,7 @@ import { ForeignLoadMeter } from './lib/proc.ts';
 import { createContext, errorRow, renderTable, sleep, withTimeout, type BenchContext, type Row } from './lib/report.ts';
 import { closeApiAgent, removeLeftoverDataDirs } from './lib/spool.ts';
 import { summarizeProfile } from './profile-summary.ts';
+import { benchPools } from './pools.ts';
 import { benchRecovery } from './recovery.ts';
 import { benchRss } from './rss.ts';
 import { benchScale } from './scale.ts';
@@ -32,6 +33,7 @@ const BENCHES: Record<string, (ctx: BenchContext) => Promise<Row[]>> = {
   engine: benchEngine,
   knee: benchKnee,
   recovery: benchRecovery,
+  pools: benchPools,
 };
 
 // Whatever happens inside one benchmark, it is given up after this long.

@@ -5,6 +5,11 @@
 // concurrency / latency requests per second. latencyMs 0 with concurrency 0
 // (unlimited) answers every request the moment its body has arrived.
 //
+// With prefillMs, it also plays an engine's prefix (KV) cache: a request whose
+// leading messages (all but the last, as an engine's prefix caching sees them)
+// are among the last `prefixCacheSize` prefixes it served skips the prefill
+// and takes latencyMs; any other pays latencyMs + prefillMs and enters the cache.
+//
 // Run by the harness as a child process (options in SIM_UPSTREAM_OPTIONS), so
 // its CPU is not the harness's; `startSimUpstream` also works in-process.
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
@@ -23,6 +28,10 @@ export interface SimUpstreamOptions {
   retryAfterMs: number;
   /** Approximate size of a successful response body, bytes (at least ~300). */
   responseBytes: number;
+  /** Extra time for a request whose prefix is not cached (the prefill); 0 = no prefix cache modelled. */
+  prefillMs?: number;
+  /** Prefixes the cache holds (LRU). */
+  prefixCacheSize?: number;
 }
 
 export interface SimUpstreamStats {
@@ -37,6 +46,9 @@ export interface SimUpstreamStats {
   /** Successful responses per BUCKET_MS since firstArrivalAt. */
   bucketMs: number;
   completions: number[];
+  /** Requests whose prefix was cached, and those that paid the prefill (with prefillMs set). */
+  prefixHits: number;
+  prefixMisses: number;
 }
 
 export const DEFAULT_SIM_OPTIONS: SimUpstreamOptions = { concurrency: 32, latencyMs: 50, queue: 32, retryAfterMs: 50, responseBytes: 400 };
@@ -67,8 +79,11 @@ export async function startSimUpstream(options: SimUpstreamOptions): Promise<Sim
     JSON.stringify({ error: { message: 'The server is overloaded; retry later.', type: 'rate_limit_error', code: 'rate_limited' } }),
   );
   let stats: SimUpstreamStats;
+  const prefillMs = options.prefillMs ?? 0;
+  const prefixCache = new Map<string, true>();
   const reset = () => {
-    stats = { arrivals: 0, served: 0, rejected: 0, maxActive: 0, maxQueued: 0, firstArrivalAt: null, lastResponseAt: null, bucketMs: BUCKET_MS, completions: [] };
+    stats = { arrivals: 0, served: 0, rejected: 0, maxActive: 0, maxQueued: 0, firstArrivalAt: null, lastResponseAt: null, bucketMs: BUCKET_MS, completions: [], prefixHits: 0, prefixMisses: 0 };
+    prefixCache.clear();
   };
   reset();
   let active = 0;
@@ -92,12 +107,32 @@ export async function startSimUpstream(options: SimUpstreamOptions): Promise<Sim
     const next = waiting.shift();
     if (next) begin(next);
   };
+  // Time a request takes once it has a slot: the prefill is paid by a prefix the cache does not hold.
+  const serviceMs = (res: ServerResponse): number => {
+    if (prefillMs <= 0) return options.latencyMs;
+    const prefix = prefixes.get(res);
+    prefixes.delete(res);
+    if (prefix !== undefined && prefixCache.has(prefix)) {
+      prefixCache.delete(prefix);
+      prefixCache.set(prefix, true);
+      stats.prefixHits += 1;
+      return options.latencyMs;
+    }
+    stats.prefixMisses += 1;
+    if (prefix !== undefined) {
+      prefixCache.set(prefix, true);
+      if (prefixCache.size > (options.prefixCacheSize ?? 0)) prefixCache.delete(prefixCache.keys().next().value as string);
+    }
+    return options.latencyMs + prefillMs;
+  };
   const begin = (res: ServerResponse) => {
     active += 1;
     if (active > stats.maxActive) stats.maxActive = active;
-    if (options.latencyMs <= 0) finish(res);
-    else setTimeout(finish, options.latencyMs, res);
+    const ms = serviceMs(res);
+    if (ms <= 0) finish(res);
+    else setTimeout(finish, ms, res);
   };
+  const prefixes = new WeakMap<ServerResponse, string>();
   const admit = (res: ServerResponse) => {
     stats.arrivals += 1;
     stats.firstArrivalAt ??= Date.now();
@@ -117,8 +152,18 @@ export async function startSimUpstream(options: SimUpstreamOptions): Promise<Sim
       res.writeHead(404).end();
       return;
     }
-    req.on('data', () => {});
-    req.on('end', () => admit(res));
+    if (prefillMs <= 0) {
+      req.on('data', () => {});
+      req.on('end', () => admit(res));
+      return;
+    }
+    const chunks: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => chunks.push(chunk));
+    req.on('end', () => {
+      const prefix = prefixOf(Buffer.concat(chunks));
+      if (prefix !== undefined) prefixes.set(res, prefix);
+      admit(res);
+    });
   });
   server.keepAliveTimeout = 60_000;
   await new Promise<void>((resolve, reject) => {
@@ -135,6 +180,16 @@ export async function startSimUpstream(options: SimUpstreamOptions): Promise<Sim
         server.close(() => resolve());
       }),
   };
+}
+
+/** The leading messages (all but the last) as text, or undefined for a one-message request or a body that is not chat. */
+function prefixOf(body: Buffer): string | undefined {
+  try {
+    const messages = (JSON.parse(body.toString('utf8')) as { messages?: unknown[] }).messages;
+    return Array.isArray(messages) && messages.length > 1 ? JSON.stringify(messages.slice(0, -1)) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 // Child-process entry point.

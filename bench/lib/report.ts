@@ -37,7 +37,7 @@ export function createContext(options: { quick: boolean; tmpDir: string; outDir:
     ...options,
     log: (message) => process.stderr.write(`[bench] ${message}\n`),
     inputFile(spec) {
-      const key = `${spec.model}-${spec.lines}x${spec.lineBytes}`;
+      const key = `${spec.model}-${spec.lines}x${spec.lineBytes}${spec.systemPrompts ? `-sys${spec.systemPrompts.count}x${spec.systemPrompts.bytes}` : ''}`;
       let made = files.get(key);
       if (!made) {
         const path = join(options.tmpDir, `${key}.jsonl`);

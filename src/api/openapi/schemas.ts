@@ -271,8 +271,20 @@ const adminStatus = {
         type: 'object',
         required: ['name', 'kind'],
         properties: {
-          name: { type: 'string' },
+          name: { type: 'string', description: "The replica's name (a single-server entry's replica has the entry's name)." },
           kind: { enum: ['upstream', 'echo', 'engine'] },
+          pool: { ...nullable('string'), description: 'The configured upstream entry this replica belongs to; null for the built-in lanes.' },
+          affinity: {
+            anyOf: [
+              {
+                type: 'object',
+                required: ['home', 'spilled', 'hit_rate'],
+                properties: { home: { type: 'integer' }, spilled: { type: 'integer' }, hit_rate: nullable('number') },
+              },
+              { type: 'null' },
+            ],
+            description: 'Requests this process placed here by prefix affinity: on their home replica, or spilled from a full one; null when none.',
+          },
           max_concurrency: nullable('integer'),
           concurrency_limit: nullable('integer'),
           in_flight: { type: 'integer' },
@@ -289,7 +301,8 @@ const adminStatus = {
               },
               { type: 'null' },
             ],
-            description: 'Reachability: down after a few connection failures in a row (lines wait), up again once a probe gets any answer.',
+            description:
+              'Reachability: down (ejected) after a few connection failures in a row, or for a replica of a pool 5xx answers or timeouts too (its lines go to the other replicas, or wait); up again once a probe gets an answer below 500.',
           },
           engine: {
             anyOf: [
@@ -317,7 +330,13 @@ const adminStatus = {
       items: {
         type: 'object',
         required: ['model', 'upstream'],
-        properties: { model: { type: 'string' }, upstream: nullable('string'), pending: { type: 'integer' }, running: { type: 'integer' }, recent: outcomeCounts },
+        properties: {
+          model: { type: 'string' },
+          upstream: nullable('string'),
+          replicas: { type: 'array', items: { type: 'string' }, description: 'The replicas that serve the model; empty when nobody does.' },
+          pending: { type: 'integer' }, running: { type: 'integer' },
+          recent: outcomeCounts,
+        },
       },
     },
   },

@@ -16,22 +16,24 @@ const PROMPT_PREFIX = 1024;
 export function prefixHashOf(endpoint: string, body: Record<string, unknown>): number | undefined {
   const text = prefixText(endpoint, body);
   if (!text) return undefined;
-  return hash32(`${String(body.model ?? '')}\n${text.length > PREFIX_BYTES ? text.slice(0, PREFIX_BYTES) : text}`);
+  return hash32(`${String(body.model ?? '')}\n${text}`);
 }
 
+/** The shared part as text, at most PREFIX_BYTES of it; strings are cut before anything is serialised. */
 function prefixText(endpoint: string, body: Record<string, unknown>): string | undefined {
   if (endpoint.endsWith('/chat/completions') || endpoint.endsWith('/messages')) {
     const leading: unknown[] = [];
     // Anthropic's Messages API carries the system prompt outside the messages.
-    if (body.system !== undefined) leading.push(body.system);
+    if (body.system !== undefined) leading.push({ system: body.system });
     const messages = Array.isArray(body.messages) ? body.messages : [];
-    let size = 0;
-    for (const message of messages.slice(0, -1)) {
-      leading.push(message);
-      size += approximateSize(message);
-      if (size > PREFIX_BYTES) break;
+    leading.push(...messages.slice(0, -1));
+    if (leading.length === 0) return undefined;
+    let text = '';
+    for (const part of leading) {
+      text += `${bounded(part, PREFIX_BYTES - text.length)}\u0000`;
+      if (text.length >= PREFIX_BYTES) break;
     }
-    return leading.length > 0 ? JSON.stringify(leading) : undefined;
+    return text.slice(0, PREFIX_BYTES);
   }
   if (endpoint.endsWith('/completions')) {
     const prompt = Array.isArray(body.prompt) && body.prompt.length === 1 ? body.prompt[0] : body.prompt;
@@ -41,8 +43,14 @@ function prefixText(endpoint: string, body: Record<string, unknown>): string | u
   return undefined;
 }
 
-function approximateSize(message: unknown): number {
-  if (typeof message !== 'object' || message === null) return 16;
-  const content = (message as { content?: unknown }).content;
-  return typeof content === 'string' ? content.length : 256;
+/** A message as text of at most `room` characters: role and string content without serialising the whole of it. */
+function bounded(part: unknown, room: number): string {
+  if (typeof part === 'object' && part !== null && !Array.isArray(part)) {
+    const { content, ...rest } = part as Record<string, unknown>;
+    if (typeof content === 'string') return `${JSON.stringify(rest)}${content.slice(0, Math.max(0, room))}`;
+    if (Array.isArray(content)) return `${JSON.stringify(rest)}${content.map((block) => bounded(block, room)).join('').slice(0, Math.max(0, room))}`;
+    // Other shapes (a content block, a system field): their string values cut the same way.
+    return JSON.stringify(part, (_key, value: unknown) => (typeof value === 'string' ? value.slice(0, Math.max(0, room)) : value)).slice(0, Math.max(0, room));
+  }
+  return typeof part === 'string' ? part.slice(0, Math.max(0, room)) : JSON.stringify(part ?? null).slice(0, Math.max(0, room));
 }

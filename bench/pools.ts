@@ -17,14 +17,19 @@ import type { SimUpstreamStats } from './sim-upstream.ts';
 
 const REPLICAS = 4;
 const SLOTS = 8;
-const DECODE_MS = 40;
-const PREFILL_MS = 120;
+const DECODE_MS = 80;
+const PREFILL_MS = 240;
 const CACHE_PREFIXES = 8;
 const PROMPTS = 20;
 const PROMPT_BYTES = 2048;
 
 interface PoolRun {
   throughput: number;
+  /** Batch start to the first request any replica saw, and the last answer to the batch's completion, ms. */
+  rampMs: number;
+  tailMs: number;
+  /** Each replica's adaptive limit at the end. */
+  limits: number[];
   hits: number;
   misses: number;
   perReplica: number[];
@@ -46,7 +51,8 @@ export async function benchPools(ctx: BenchContext): Promise<Row[]> {
   ctx.log(
     `pools: prefix ${fmt(prefix.throughput, 1)} req/s, hit rate ${fmt(hitRate(prefix) * 100, 1)}% (per replica ${prefix.perReplica.join('/')}); ` +
       `none ${fmt(none.throughput, 1)} req/s, hit rate ${fmt(hitRate(none) * 100, 1)}% (${none.perReplica.join('/')}); ` +
-      `no prefix ${fmt(ceilingRun.throughput, 1)} req/s of ${fmt(ceiling)} (${ceilingRun.perReplica.join('/')}); failed ${prefix.failed}/${none.failed}/${ceilingRun.failed}`,
+      `no prefix ${fmt(ceilingRun.throughput, 1)} req/s of ${fmt(ceiling)} (${ceilingRun.perReplica.join('/')}); failed ${prefix.failed}/${none.failed}/${ceilingRun.failed}; ` +
+      `first request / last answer to completed: ${[prefix, none, ceilingRun].map((run) => `${run.rampMs}/${run.tailMs} ms`).join(', ')}; final limits ${[prefix, none, ceilingRun].map((run) => run.limits.join('/')).join(', ')}`,
   );
   const setup = `${REPLICAS} replicas x ${SLOTS} slots, ${DECODE_MS} ms + ${PREFILL_MS} ms prefill on a miss, LRU of ${CACHE_PREFIXES} prefixes each; ${fmt(lines)} lines, ${PROMPTS} system prompts of ${PROMPT_BYTES / 1024} KB`;
   return [
@@ -101,8 +107,9 @@ async function runPool(ctx: BenchContext, affinity: 'prefix' | 'none', inputPath
             name: 'pool',
             models: ['*'],
             affinity,
-            // The replicas' own slots: this measures placement, not the knee finder (bench "capacity" does that).
-            maxConcurrency: SLOTS,
+            // As an engine is run: Spool starts at the replica's slots and may queue as many again in it (the knee
+            // finder decides how many); the replica's own queue then never runs dry between two of Spool's sends.
+            maxConcurrency: 2 * SLOTS,
             initialConcurrency: SLOTS,
             replicas: replicas.map((replica) => ({ baseUrl: replica.baseUrl })),
           },
@@ -111,18 +118,25 @@ async function runPool(ctx: BenchContext, affinity: 'prefix' | 'none', inputPath
     });
     let batchId = '';
     let times;
+    let limits: number[] = [];
     try {
       const { fileId } = await spool.upload(inputPath);
       batchId = (await spool.createBatch(fileId)).id;
       await spool.waitFor(batchId, ['completed'], 10 * 60_000, 100);
+      limits = ((await spool.stats()).runner?.lanes ?? []).map((lane) => lane.limit);
     } finally {
       times = await spool.stop(batchId ? [batchId] : []);
     }
     const row = times.get(batchId);
     if (!row?.in_progress_at || !row.completed_at) throw new Error(`batch ${batchId} has no in_progress/completed timestamps`);
     const stats: SimUpstreamStats[] = await Promise.all(replicas.map((replica) => replica.stats()));
+    const first = Math.min(...stats.map((s) => s.firstArrivalAt ?? Infinity));
+    const last = Math.max(...stats.map((s) => s.lastResponseAt ?? -Infinity));
     return {
       throughput: row.request_completed / ((row.completed_at - row.in_progress_at) / 1000),
+      rampMs: first - row.in_progress_at,
+      tailMs: row.completed_at - last,
+      limits,
       hits: stats.reduce((sum, s) => sum + s.prefixHits, 0),
       misses: stats.reduce((sum, s) => sum + s.prefixMisses, 0),
       perReplica: stats.map((s) => s.served),

@@ -26,7 +26,7 @@ import { BlobNotFoundError } from '../store/blobs/types.ts';
 import { AudioSourceError, loadAudio, MAX_AUDIO_BYTES } from '../upstreams/audio-source.ts';
 import type { AudioPayload, UpstreamCall } from '../upstreams/http-client.ts';
 import { GlobalCeilings } from './global-ceilings.ts';
-import { Lanes, placeIn, queuedFor, type EngineBinding, type Lane, type Pool } from './lanes.ts';
+import { homeOf, Lanes, pickForLane, placeIn, queuedFor, type EngineBinding, type Lane, type Pool } from './lanes.ts';
 import { prefixHashOf } from '../upstreams/prefix-key.ts';
 import type { ModelDiscovery } from '../upstreams/model-discovery.ts';
 import type { UpstreamCapacities } from '../upstreams/capacity/upstream-capacity.ts';
@@ -49,8 +49,9 @@ interface Job extends ClaimedRequest {
   lane?: Lane<Job>;
   /** Replicas it failed on during this claim: a failover tries the others first. */
   triedOn?: Set<Lane<Job>>;
-  /** Its prefix, for placement by affinity (pools with a ring only). */
+  /** Its prefix, for placement by affinity (pools with a ring only), and the pool's lanes in ring order from it. */
   prefixHash?: number;
+  ringOrder?: number[];
   input: Record<string, unknown>;
   abort: AbortController;
   abortReason?: 'cancelled' | 'expired' | 'shutdown';
@@ -450,36 +451,37 @@ export class Runner {
     const now = Date.now();
     let wakeAt = Infinity;
     let wantSlots = false;
+    // A replica nobody can reach takes nothing: its lines wait for it (leases renewed, deadline applying) unless
+    // another replica takes them; its coming back calls pump().
+    const hasRoom = (lane: Lane<Job>): boolean => {
+      if (lane.capacity.health?.down) return false;
+      const paused = lane.limiter.pausedUntil();
+      if (paused > now) {
+        wakeAt = Math.min(wakeAt, paused);
+        return false;
+      }
+      return lane.limiter.available > 0;
+    };
+    const rateAllows = (lane: Lane<Job>, job: Job): boolean => {
+      if (lane.rate.tryTake(job.row.estimated_tokens)) return true;
+      wakeAt = Math.min(wakeAt, now + Math.max(1, lane.rate.waitMs(job.row.estimated_tokens)));
+      return false;
+    };
     for (const pool of this.lanes.allPools()) {
       if (pool.queue.length === 0) continue;
       for (const lane of pool.lanes) {
         // Work waiting on a shared ceiling's slots, not on the lane's own limit: ask for more now, not at the next tick.
         if (lane.sharedCeiling && lane.limiter.inFlight >= lane.limiter.cap && lane.limiter.cap < lane.limiter.limit) wantSlots = true;
       }
-      while (pool.queue.length > 0) {
-        const job = pool.queue[0];
-        const canTake = (lane: Lane<Job>): boolean => {
-          // A replica nobody can reach: lines wait for it (leases renewed, deadline applying) unless another takes
-          // them; its coming back calls pump().
-          if (lane.capacity.health?.down) return false;
-          const paused = lane.limiter.pausedUntil();
-          if (paused > now) {
-            wakeAt = Math.min(wakeAt, paused);
-            return false;
-          }
-          if (lane.limiter.available <= 0) return false;
-          if (!lane.rate.tryTake(job.row.estimated_tokens)) {
-            wakeAt = Math.min(wakeAt, now + Math.max(1, lane.rate.waitMs(job.row.estimated_tokens)));
-            return false;
-          }
-          return true;
-        };
-        const lane = this.placeJob(job, canTake);
-        if (!lane) break;
-        lane.limiter.tryAcquire();
-        pool.queue.shift();
-        job.lane = lane;
-        this.track(this.execute(job, lane));
+      if (pool.ring) this.pumpByAffinity(pool, hasRoom, rateAllows);
+      else {
+        while (pool.queue.length > 0) {
+          const job = pool.queue[0];
+          const lane = this.placeJob(job, (candidate) => hasRoom(candidate) && rateAllows(candidate, job));
+          if (!lane) break;
+          pool.queue.shift();
+          this.dispatch(job, lane);
+        }
       }
     }
     if (wantSlots) void this.ceilings?.reconcile(this.lanes.all());
@@ -491,14 +493,43 @@ export class Runner {
     }
   }
 
+  /** Each replica with room takes a line of its own prefixes, or one whose home is full (lanes.ts pickForLane), until none can. */
+  private pumpByAffinity(pool: Pool<Job>, hasRoom: (lane: Lane<Job>) => boolean, rateAllows: (lane: Lane<Job>, job: Job) => boolean): void {
+    let progress = true;
+    while (progress && pool.queue.length > 0) {
+      progress = false;
+      for (const lane of pool.lanes) {
+        if (pool.queue.length === 0 || !hasRoom(lane)) continue;
+        const index = pickForLane(pool, lane, hasRoom);
+        if (index < 0) continue;
+        const job = pool.queue[index];
+        if (!rateAllows(lane, job)) continue;
+        pool.queue.splice(index, 1);
+        if (job.prefixHash !== undefined) {
+          // Counted against the ring's home ignoring failovers: a line sent elsewhere after failing at home is a spill.
+          if (homeOf(pool, { ...job, triedOn: undefined }) === lane) lane.affinity.home += 1;
+          else lane.affinity.spilled += 1;
+        }
+        this.dispatch(job, lane);
+        progress = true;
+      }
+    }
+  }
+
+  private dispatch(job: Job, lane: Lane<Job>): void {
+    lane.limiter.tryAcquire();
+    job.lane = lane;
+    this.track(this.execute(job, lane));
+  }
+
   /** A failover goes to a replica it has not failed on in this claim, while one of those can take it. */
   private placeJob(job: Job, canTake: (lane: Lane<Job>) => boolean): Lane<Job> | undefined {
     const tried = job.triedOn;
     if (tried) {
-      const elsewhere = placeIn(job.pool, job.prefixHash, (lane) => !tried.has(lane) && canTake(lane));
+      const elsewhere = placeIn(job.pool, (lane) => !tried.has(lane) && canTake(lane));
       if (elsewhere || job.pool.lanes.some((lane) => !tried.has(lane) && !lane.capacity.health?.down)) return elsewhere;
     }
-    return placeIn(job.pool, job.prefixHash, canTake);
+    return placeIn(job.pool, canTake);
   }
 
   private track(execution: Promise<void>): void {

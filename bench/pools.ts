@@ -12,7 +12,7 @@
 import { smallInput, BENCH_MODEL } from './inputs.ts';
 import { fmt, ratio, type BenchContext, type Row } from './lib/report.ts';
 import { SpoolChild } from './lib/spool.ts';
-import { startSimChild, type SimChild } from './lib/upstream.ts';
+import { startSimChild, steadyStateRate, type SimChild } from './lib/upstream.ts';
 import type { SimUpstreamStats } from './sim-upstream.ts';
 
 const REPLICAS = 4;
@@ -30,6 +30,8 @@ interface PoolRun {
   tailMs: number;
   /** Each replica's adaptive limit at the end. */
   limits: number[];
+  /** The replicas' steady-state rates summed (10%-90% of each one's answers), req/s. */
+  steady: number;
   hits: number;
   misses: number;
   perReplica: number[];
@@ -52,7 +54,8 @@ export async function benchPools(ctx: BenchContext): Promise<Row[]> {
     `pools: prefix ${fmt(prefix.throughput, 1)} req/s, hit rate ${fmt(hitRate(prefix) * 100, 1)}% (per replica ${prefix.perReplica.join('/')}); ` +
       `none ${fmt(none.throughput, 1)} req/s, hit rate ${fmt(hitRate(none) * 100, 1)}% (${none.perReplica.join('/')}); ` +
       `no prefix ${fmt(ceilingRun.throughput, 1)} req/s of ${fmt(ceiling)} (${ceilingRun.perReplica.join('/')}); failed ${prefix.failed}/${none.failed}/${ceilingRun.failed}; ` +
-      `first request / last answer to completed: ${[prefix, none, ceilingRun].map((run) => `${run.rampMs}/${run.tailMs} ms`).join(', ')}; final limits ${[prefix, none, ceilingRun].map((run) => run.limits.join('/')).join(', ')}`,
+      `first request / last answer to completed: ${[prefix, none, ceilingRun].map((run) => `${run.rampMs}/${run.tailMs} ms`).join(', ')}; final limits ${[prefix, none, ceilingRun].map((run) => run.limits.join('/')).join(', ')}; ` +
+      `steady state ${[prefix, none, ceilingRun].map((run) => fmt(run.steady, 1)).join(', ')} req/s`,
   );
   const setup = `${REPLICAS} replicas x ${SLOTS} slots, ${DECODE_MS} ms + ${PREFILL_MS} ms prefill on a miss, LRU of ${CACHE_PREFIXES} prefixes each; ${fmt(lines)} lines, ${PROMPTS} system prompts of ${PROMPT_BYTES / 1024} KB`;
   return [
@@ -79,6 +82,14 @@ export async function benchPools(ctx: BenchContext): Promise<Row[]> {
       ratio: ratio(ceilingRun.throughput, ceiling),
       target: '>= 0.95',
       pass: ceilingRun.throughput / ceiling >= 0.95 && ceilingRun.failed === 0,
+    },
+    {
+      metric: "pools replicas' steady state, no prefix (10%-90% of each replica's answers, summed)",
+      spool: `${fmt(ceilingRun.steady, 1)} req/s`,
+      reference: `${fmt(ceiling)} req/s`,
+      ratio: ratio(ceilingRun.steady, ceiling),
+      target: '',
+      pass: null,
     },
   ];
 }
@@ -135,6 +146,7 @@ async function runPool(ctx: BenchContext, affinity: 'prefix' | 'none', inputPath
     return {
       throughput: row.request_completed / ((row.completed_at - row.in_progress_at) / 1000),
       rampMs: first - row.in_progress_at,
+      steady: stats.reduce((sum, s) => sum + steadyStateRate(s), 0),
       tailMs: row.completed_at - last,
       limits,
       hits: stats.reduce((sum, s) => sum + s.prefixHits, 0),

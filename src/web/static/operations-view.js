@@ -57,12 +57,21 @@ export function createOperationsView() {
         h(
           'tr',
           { dataset: { upstream: u.name } },
-          h('th', { scope: 'row' }, u.name, u.kind === 'upstream' ? null : h('span', { class: 'hint', text: ` (${u.kind === 'echo' ? 'built-in emulator' : 'embedded engine'})` })),
-          cell(
-            u.concurrency_limit === null
-              ? 'idle'
-              : `${formatCount(u.in_flight)} / ${formatCount(u.concurrency_limit)}${u.paused_until ? ` · paused ${formatDuration((u.paused_until - now) / 1000)}` : ''}`,
+          h(
+            'th',
+            { scope: 'row' },
+            u.name,
+            u.kind === 'upstream' ? null : h('span', { class: 'hint', text: ` (${u.kind === 'echo' ? 'built-in emulator' : 'embedded engine'})` }),
+            u.pool && u.pool !== u.name ? h('span', { class: 'hint', text: ` (replica of ${u.pool})` }) : null,
+            u.affinity && u.affinity.hit_rate !== null ? h('span', { class: 'hint', text: ` · affinity ${Math.round(u.affinity.hit_rate * 100)}% home` }) : null,
           ),
+          u.health && !u.health.up
+            ? cell(`out${u.health.down_since ? ` for ${formatDuration(Math.max(0, now / 1000 - u.health.down_since))}` : ''}: ${u.health.reason ?? 'unreachable'}`, 'bad')
+            : cell(
+                u.concurrency_limit === null
+                  ? 'idle'
+                  : `${formatCount(u.in_flight)} / ${formatCount(u.concurrency_limit)}${u.paused_until ? ` · paused ${formatDuration((u.paused_until - now) / 1000)}` : ''}`,
+              ),
           cell(u.max_concurrency === null ? '—' : formatCount(u.max_concurrency)),
           cell(u.limit_reason === null ? '—' : `${u.limit_reason}, ${formatDuration(Math.max(0, (now - u.limit_changed_at) / 1000))} ago`, ''),
           cell(engineText(u.engine), ''),

@@ -9,12 +9,12 @@ import { allowEntryError } from './net/address-policy.ts';
 
 const MB = 1024 * 1024;
 
+// Upstream and replica names label metrics and key shared ceilings: kept to characters safe everywhere.
+const upstreamName = () => z.string().min(1).regex(/^[A-Za-z0-9._-]+$/, 'letters, digits, ".", "_" or "-" only');
+
 const replicaSchema = z
   .object({
-    name: z
-      .string()
-      .min(1)
-      .regex(/^[A-Za-z0-9._-]+$/, 'letters, digits, ".", "_" or "-" only')
+    name: upstreamName()
       .optional()
       .describe('Names the replica in metrics and the admin status; default the entry\'s name and its position ("vllm-2"). Unique.'),
     baseUrl: z.string().url().describe('OpenAI-compatible base URL of this replica.'),
@@ -27,11 +27,7 @@ const replicaSchema = z
 
 const upstreamSchema = z
   .object({
-    name: z
-      .string()
-      .min(1)
-      .regex(/^[A-Za-z0-9._-]+$/, 'letters, digits, ".", "_" or "-" only')
-      .describe('Names the upstream in metrics, logs, the admin status and its global ceiling; unique.'),
+    name: upstreamName().describe('Names the upstream in metrics, logs, the admin status and its global ceiling; unique.'),
     baseUrl: z
       .string()
       .url()

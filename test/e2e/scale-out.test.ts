@@ -206,6 +206,47 @@ describe('scale-out on PostgreSQL', { skip: SKIP_POSTGRES ? 'SPOOL_TEST_SKIP_POS
     assert.equal(upstream.stats.requests, LINES, 'no line was taken over from a live worker and sent again');
   });
 
+  it('a pool of two replicas under two workers: each replica has its own global ceiling, and both hold', async () => {
+    // Few lines: slots pass between two workers at their reconcile ticks (250 ms), so a ceiling this small runs
+    // far below its rate; what is measured here is that it holds.
+    const LINES = 200;
+    const databaseUrl = await createPostgresDatabase();
+    const a = await startTestUpstream({ kind: 'slow', delayMs: 20 });
+    const b = await startTestUpstream({ kind: 'slow', delayMs: 20 });
+    const dataDir = makeTempDir('spool-scale-');
+    const config: Json = {
+      upstreams: [
+        {
+          name: 'pool',
+          models: ['loop-*'],
+          initialConcurrency: 3,
+          replicas: [
+            { name: 'a', baseUrl: a.url, maxConcurrency: 3 },
+            { name: 'b', baseUrl: b.url, maxConcurrency: 2, initialConcurrency: 2 },
+          ],
+        },
+      ],
+      worker: { pollIntervalMs: 50, claimBatchSize: 16 },
+    };
+    const api = await startChildSpool({ dataDir, config, databaseUrl, extraArgs: ['--no-worker'] });
+    const ep: Endpoint = { base: api.openai, key: HARNESS_API_KEY };
+    await startChildWorker({ dataDir, config, databaseUrl });
+    await startChildWorker({ dataDir, config, databaseUrl });
+    const lines = chatLines(LINES, 'loop-llama', 'pooled');
+    const batch = await waitForStatus(ep, (await submitBatch(ep, lines, { fileName: 'pooled.jsonl' })).id, 'completed', 60_000);
+    const results = await readResults(ep, batch);
+    assertExactlyOnce(
+      lines.map((l) => l.custom_id),
+      results,
+    );
+    assert.equal(results.errors.length, 0);
+    assert.equal(a.stats.requests + b.stats.requests, LINES, 'each line sent once, to one replica');
+    assert.ok(a.stats.maxInFlight <= 3, `replica a saw ${a.stats.maxInFlight} at once from both workers, over its ceiling of 3`);
+    assert.ok(b.stats.maxInFlight <= 2, `replica b saw ${b.stats.maxInFlight} at once from both workers, over its ceiling of 2`);
+    assert.ok(a.stats.maxInFlight > 1 && b.stats.requests > 0, 'both replicas served, concurrently');
+    await Promise.all([a.close(), b.close()]);
+  });
+
   it('in-process on PostgreSQL: retries, upstream 400s and successes are each recorded once', async () => {
     const databaseUrl = await createPostgresDatabase();
     const h = await startHarness({

@@ -112,7 +112,7 @@ export class Lanes<Job> {
     if (capacity.health && this.onUpstreamUp) this.unsubscribe.push(capacity.health.onUp(this.onUpstreamUp));
     return {
       name: upstream.name,
-      client: createHttpUpstreamClient({ name: upstream.name, baseUrl: upstream.baseUrl, apiKey: upstream.apiKey, maxConnections: upstream.maxConcurrency }),
+      client: createHttpUpstreamClient({ name: upstream.name, baseUrl: upstream.baseUrl, apiKey: upstream.apiKey, maxConnections: upstream.maxConcurrency, messagesApi: upstream.messagesApi }),
       limiter: capacity.limiter,
       capacity,
       rate: new RateLimiter({ requestsPerMinute: upstream.requestsPerMinute, tokensPerMinute: upstream.tokensPerMinute }),

@@ -73,6 +73,11 @@ export function messagesToChat(params: JsonObject): JsonObject {
       function: { name: tool.name, ...(tool.description !== undefined ? { description: tool.description } : {}), parameters: tool.input_schema },
     }));
   }
+  // Structured output: the JSON schema the answer must follow, as chat completions' response_format says it.
+  const format = isObject(params.output_config) ? params.output_config.format : undefined;
+  if (isObject(format) && format.type === 'json_schema') {
+    chat.response_format = { type: 'json_schema', json_schema: { name: 'output', schema: format.schema } };
+  }
   if (isObject(params.tool_choice)) {
     const choice = params.tool_choice;
     if (choice.type === 'auto') chat.tool_choice = 'auto';

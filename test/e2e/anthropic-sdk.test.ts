@@ -248,6 +248,47 @@ for (const backend of BACKENDS) {
       assert.ok(!listed.data.some((b) => b.id === created.id));
     });
 
+    it('expiry: requests not run by expires_at end expired, each custom_id once', async () => {
+      const { client } = await freshClient();
+      const requests = Array.from({ length: 12 }, (_, i) => request(`late-${i}`, 'slow-model', `late ${i}`));
+      const created = await client.messages.batches.create({ requests });
+      await pollUntil(
+        () => client.messages.batches.retrieve(created.id),
+        (batch) => batch.request_counts.succeeded >= 1,
+        { what: 'a first request to succeed' },
+      );
+      // The completion window ends now.
+      await spool.app.store.sql.db
+        .updateTable('batches')
+        .set({ deadline_at: Date.now() - 1000 })
+        .where('id', '=', created.id.replace(/^msgbatch_/, 'batch-'))
+        .execute();
+      const ended = await untilEnded(client, created.id);
+      const counts = ended.request_counts;
+      assert.ok(counts.expired > 0 && counts.succeeded > 0, JSON.stringify(counts));
+      assert.equal(counts.succeeded + counts.expired + counts.errored, 12);
+      const results = byCustomId(await resultsOf(client, created.id));
+      assert.equal(results.size, 12);
+      const types = [...results.values()].map((r) => r.result.type);
+      assert.equal(types.filter((t) => t === 'expired').length, counts.expired);
+      assert.equal(types.filter((t) => t === 'succeeded').length, counts.succeeded);
+    });
+
+    it('a create far larger than a JSON body may be (3,000 requests, over 2 MiB) streams in, and every result comes back once', async () => {
+      const { client } = await freshClient();
+      const padding = 'p'.repeat(700);
+      const requests = Array.from({ length: 3000 }, (_, i) => request(`bulk_${i}`, 'echo', `bulk ${i} ${padding}`));
+      assert.ok(Buffer.byteLength(JSON.stringify({ requests })) > 2 * 1024 * 1024);
+      const created = await client.messages.batches.create({ requests });
+      assert.equal(created.request_counts.processing, 3000);
+      const ended = await untilEnded(client, created.id);
+      assert.equal(ended.request_counts.succeeded, 3000);
+      const results = byCustomId(await resultsOf(client, created.id));
+      assert.equal(results.size, 3000);
+      const sample = results.get('bulk_1234')!.result;
+      assert.ok(sample.type === 'succeeded' && sample.message.content[0].type === 'text' && sample.message.content[0].text === `bulk 1234 ${padding}`);
+    });
+
     it('is the same batch in the other dialects, while their batches are not Message Batches', async () => {
       const { client, key } = await freshClient();
       const created = await client.messages.batches.create({ requests: [request('seen', 'chat-model', 'seen elsewhere')] });

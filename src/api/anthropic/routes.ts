@@ -10,6 +10,7 @@ import { deleteEndedBatch } from '../../batches/deletion.ts';
 import { createInlineBatch } from '../../batches/inline-batch.ts';
 import { MESSAGES_BATCH_ENDPOINT } from '../../batches/input-validator.ts';
 import type { BatchService } from '../../batches/service.ts';
+import { ApiError } from '../../errors.ts';
 import type { FileService } from '../../files/service.ts';
 import type { Store } from '../../store/index.ts';
 import { listBatches } from '../../store/sql/batches.ts';
@@ -69,8 +70,11 @@ async function messageBatchRoutes(scope: FastifyInstance, options: AnthropicRout
   /** The caller's Message Batch: other users' batches, and batches made in other dialects, are not found. */
   const find = async (request: FastifyRequest<{ Params: { id: string } }>): Promise<BatchRow> => {
     const { id } = request.params;
-    const batch = await batches.get(request.principal, internalBatchId(id)).catch(() => undefined);
-    if (!batch || batch.dialect !== 'anthropic') throw anthropicError(404, `No message batch found with id '${id}'.`);
+    const notFound = anthropicError(404, `No message batch found with id '${id}'.`);
+    const batch = await batches.get(request.principal, internalBatchId(id)).catch((err: unknown) => {
+      throw err instanceof ApiError && err.status === 404 ? notFound : err;
+    });
+    if (batch.dialect !== 'anthropic') throw notFound;
     return batch;
   };
 

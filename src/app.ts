@@ -103,6 +103,7 @@ async function startOnStore(config: Config, store: Store, engine: Engine | undef
     priorityBounds: config.limits.priority,
     logger: loggerOptions(config),
     inference: { gateway, timeoutMs: config.worker.requestTimeoutMs },
+    messageBatches: config.messageBatches,
     // The runner starts once the server listens; the status reads it per request (none until then).
     admin: { status: new AdminStatusBuilder(config.upstreams, engine?.models, discovery), runnerStats: () => runner?.stats() },
     metrics: metrics && { registry: metrics, auth: metricsAuthFor(config) },

@@ -95,6 +95,10 @@ const upstreamSchema = z
       .positive()
       .optional()
       .describe('A quota: tokens (prompt estimate + max_tokens) per minute to this upstream, as a token bucket.'),
+    messagesApi: z.boolean().optional().describe(
+      'The server answers Anthropic Messages requests at its own /v1/messages (vLLM, llama.cpp server): Messages ' +
+      'lines and real-time Messages requests go there as they are. Unset or false: they are translated to chat completions and back.',
+    ),
   })
   .strict()
   .refine((upstream) => (upstream.baseUrl === undefined) !== (upstream.replicas === undefined), 'give baseUrl (one server) or replicas (a pool), not both and not neither');
@@ -341,6 +345,13 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    messageBatches: z
+      .object({
+        maxRequests: z.number().int().positive().default(100_000).describe('Most requests in one Anthropic Message Batches create (POST /v1/messages/batches); more answers 413.'),
+        maxBytes: z.number().int().positive().default(256 * MB).describe('Largest Anthropic Message Batches create body, enforced while it streams (413 beyond it); 256 MiB.'),
+      })
+      .strict()
+      .prefault({}).describe('Limits of the Anthropic Message Batches dialect (docs/anthropic.md), where requests come inline rather than as an uploaded file.'),
     uploads: z
       .object({
         signedUrlTtlSeconds: z.number().int().positive().default(600).describe('Lifetime of a signed PUT URL handed out by the Together upload flow.'),

@@ -23,6 +23,7 @@ import { opsRoutes, type OpsRoutesOptions } from './routes/ops.ts';
 import { registerOpenApi } from './openapi/plugin.ts';
 import { adminRoutes, type AdminRoutesOptions } from './routes/admin.ts';
 import { dashboardRoutes } from '../web/dashboard.ts';
+import { anthropicRoutes } from './anthropic/routes.ts';
 
 export interface ServerDeps {
   store: Store;
@@ -36,6 +37,8 @@ export interface ServerDeps {
   logger: FastifyServerOptions['logger'];
   /** Real-time /chat/completions, /completions and /embeddings; left out, those routes are not mounted. */
   inference?: InferenceRoutesOptions;
+  /** Anthropic's Message Batches and Messages at /v1/messages (they route through `inference`'s gateway); left out, not mounted. */
+  messageBatches?: { maxRequests: number; maxBytes: number };
   /** GET /v1/admin/status (admin keys only); left out, the route is not mounted. */
   admin?: Omit<AdminRoutesOptions, 'db' | 'storage'>;
   /** GET /metrics; left out (metrics.enabled false), the route is not mounted. */
@@ -81,6 +84,22 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
       },
       { prefix },
     );
+  }
+
+  // The third dialect, in a scope of its own: its keys, envelope and body parsing differ (api/anthropic).
+  if (deps.inference && deps.messageBatches) {
+    await app.register(anthropicRoutes, {
+      prefix: '/v1/messages',
+      store: deps.store,
+      batches: deps.batches,
+      files: deps.files,
+      verifier: deps.verifier,
+      gateway: deps.inference.gateway,
+      limits: deps.messageBatches,
+      completionWindow: deps.defaultCompletionWindow,
+      timeoutMs: deps.inference.timeoutMs,
+      publicUrl: deps.publicUrl,
+    });
   }
 
   // A scope of its own under /v1 only: the status is Spool's, not part of either dialect's API.

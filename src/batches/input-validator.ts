@@ -60,6 +60,12 @@ export const BATCH_ENDPOINTS = [
   '/v1/audio/translations',
 ] as const;
 
+/**
+ * Anthropic Messages requests: the endpoint of batches created inline at /v1/messages/batches. Not one of
+ * BATCH_ENDPOINTS, which a file batch may name: its results are only read back as Message Batches results.
+ */
+export const MESSAGES_BATCH_ENDPOINT = '/v1/messages';
+
 export const MAX_CUSTOM_ID_LENGTH = 64;
 /** Model names are keys of indexes and routing rules; the same bound as a batch's model_id. */
 export const MAX_MODEL_LENGTH = 256;
@@ -151,13 +157,13 @@ class LineChecker {
   private readonly countsCompletionTokens: boolean;
 
   constructor(private readonly rules: ValidationRules) {
-    if (!(BATCH_ENDPOINTS as readonly string[]).includes(rules.endpoint)) {
+    if (!(BATCH_ENDPOINTS as readonly string[]).includes(rules.endpoint) && rules.endpoint !== MESSAGES_BATCH_ENDPOINT) {
       throw new TypeError(`validateInput: unsupported endpoint '${rules.endpoint}'`);
     }
     this.audio = rules.endpoint.startsWith('/v1/audio/');
     this.expectedMethod = this.audio ? 'FILE' : 'POST';
     this.promptField = promptFieldFor(rules.endpoint);
-    this.countsCompletionTokens = rules.endpoint === '/v1/chat/completions' || rules.endpoint === '/v1/completions';
+    this.countsCompletionTokens = rules.endpoint === '/v1/chat/completions' || rules.endpoint === '/v1/completions' || rules.endpoint === MESSAGES_BATCH_ENDPOINT;
   }
 
   /** The row for a valid line, or every problem found on it. */
@@ -292,7 +298,7 @@ class LineChecker {
 }
 
 function promptFieldFor(endpoint: string): string | null {
-  if (endpoint === '/v1/chat/completions') return 'messages';
+  if (endpoint === '/v1/chat/completions' || endpoint === MESSAGES_BATCH_ENDPOINT) return 'messages';
   if (endpoint === '/v1/completions') return 'prompt';
   if (endpoint === '/v1/embeddings') return 'input';
   return null;

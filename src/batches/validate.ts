@@ -16,7 +16,7 @@ import { deleteBatchRequests, enqueuedTokensForModel, insertRequests } from '../
 import type { BatchRow, BatchValidationError, Database } from '../store/sql/schema.ts';
 import { enqueueBatchEvent } from '../webhooks/outbox.ts';
 import { leaseMs, type LifecycleContext } from '../runtime/context.ts';
-import { validateInput, type ValidRequestLine } from './input-validator.ts';
+import { MESSAGES_BATCH_ENDPOINT, validateInput, type ValidRequestLine } from './input-validator.ts';
 import { BatchLeaseKeeper, LeaseLostError } from './lease-keeper.ts';
 import { reclaimAfterLargeStream } from '../runtime/reclaim-memory.ts';
 
@@ -101,7 +101,8 @@ async function validateBatch(ctx: LifecycleContext, batch: BatchRow, lease: Batc
     {
       endpoint: batch.endpoint,
       modelId: batch.model_id,
-      maxLines: limits.maxLinesPerBatch,
+      // Message Batches were held to their own (larger) limit when created inline.
+      maxLines: batch.endpoint === MESSAGES_BATCH_ENDPOINT ? Math.max(limits.maxLinesPerBatch, ctx.config.messageBatches.maxRequests) : limits.maxLinesPerBatch,
       maxErrors: MAX_REPORTED_ERRORS,
       defaultMaxTokensEstimate: limits.defaultMaxTokensEstimate,
     },

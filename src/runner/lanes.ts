@@ -155,7 +155,7 @@ export class Lanes<Job> {
     if (capacity.health && this.onUpstreamUp) this.unsubscribe.push(capacity.health.onUp(this.onUpstreamUp));
     return {
       name: replica.name,
-      client: createHttpUpstreamClient({ name: replica.name, baseUrl: replica.baseUrl, apiKey: replica.apiKey, maxConnections: replica.maxConcurrency }),
+      client: createHttpUpstreamClient({ name: replica.name, baseUrl: replica.baseUrl, apiKey: replica.apiKey, maxConnections: replica.maxConcurrency, messagesApi: replica.messagesApi }),
       limiter: capacity.limiter,
       capacity,
       rate: new RateLimiter({ requestsPerMinute: replica.requestsPerMinute, tokensPerMinute: replica.tokensPerMinute }),

@@ -5,6 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { Pool } from 'undici';
 import { echoAudio, echoJson } from './echo.ts';
+import { answeringMessages, MESSAGES_ENDPOINT } from './messages/client.ts';
 
 export interface AudioPayload {
   bytes: Uint8Array;
@@ -63,9 +64,12 @@ export interface HttpUpstreamClientConfig {
   maxConnections: number;
   /** Largest response body read; a bigger one is a network_error 'response too large'. Default 32 MiB. */
   maxResponseBytes?: number;
+  /** The server answers /v1/messages itself; otherwise Messages calls are translated to chat completions. */
+  messagesApi?: boolean;
 }
 
 const DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024;
+const ANTHROPIC_VERSION = '2023-06-01';
 const USER_AGENT = 'spool/0.1';
 const KEEP_ALIVE_MS = 30_000;
 /** How long close() lets in-flight requests finish before cutting them off. */
@@ -133,6 +137,11 @@ export function createHttpUpstreamClient(config: HttpUpstreamClientConfig): Upst
       'user-agent': USER_AGENT,
     };
     if (config.apiKey) headers.authorization = `Bearer ${config.apiKey}`;
+    // Servers of the Messages API (Anthropic's own among them) want a version, and may read the key from x-api-key.
+    if (call.endpoint === MESSAGES_ENDPOINT) {
+      headers['anthropic-version'] = ANTHROPIC_VERSION;
+      if (config.apiKey) headers['x-api-key'] = config.apiKey;
+    }
 
     try {
       const response = await pool.request({
@@ -175,7 +184,7 @@ export function createHttpUpstreamClient(config: HttpUpstreamClientConfig): Upst
     }
   }
 
-  return {
+  return answeringMessages({
     name: config.name,
     send,
     close() {
@@ -191,11 +200,15 @@ export function createHttpUpstreamClient(config: HttpUpstreamClientConfig): Upst
       })();
       return closing;
     },
-  };
+  }, config.messagesApi ? 'native' : 'translate');
 }
 
 /** The built-in `echo` model, answered in-process by the emulator, with the same outcomes an HTTP upstream gives. */
 export function createEchoUpstreamClient(): UpstreamClient {
+  return answeringMessages(echoClient(), 'translate');
+}
+
+function echoClient(): UpstreamClient {
   return {
     name: 'echo',
     async send(call: UpstreamCall): Promise<UpstreamOutcome> {

@@ -152,7 +152,7 @@ export class RealtimeGateway {
   private clientFor(upstream: UpstreamReplica): UpstreamClient {
     let client = this.upstreamClients.get(upstream.name);
     if (!client) {
-      client = createHttpUpstreamClient({ name: upstream.name, baseUrl: upstream.baseUrl, apiKey: upstream.apiKey, maxConnections: upstream.maxConcurrency });
+      client = createHttpUpstreamClient({ name: upstream.name, baseUrl: upstream.baseUrl, apiKey: upstream.apiKey, maxConnections: upstream.maxConcurrency, messagesApi: upstream.messagesApi });
       this.upstreamClients.set(upstream.name, client);
     }
     return client;

@@ -22,6 +22,8 @@ export interface UpstreamReplica {
   modelsRefreshSeconds?: number;
   healthPath: string;
   sendPriority: boolean;
+  /** It answers Anthropic Messages requests at its own /v1/messages; otherwise they are translated to chat completions. */
+  messagesApi?: boolean;
   /**
    * It may share its models with other servers (its entry lists several, or another entry names one of the same
    * models, or both discover theirs): answers that say it is broken (5xx, timeouts) take it out too.
@@ -64,6 +66,7 @@ export function replicasOfEntry(upstream: UpstreamConfig): UpstreamReplica[] {
     tokensPerMinute: upstream.tokensPerMinute,
     healthPath: upstream.healthPath,
     sendPriority: upstream.sendPriority,
+    messagesApi: upstream.messagesApi,
   };
   if (!upstream.replicas) {
     // The schema allows an entry without replicas only with a baseUrl.

@@ -189,6 +189,30 @@ describe('/openapi.json', () => {
       conforms('POST', at('/chat/completions'), await call(`${base}/chat/completions`, { key, ...json({ model: 'no-such-model', messages: [] }) }));
     }
 
+    // The Anthropic dialect, mounted once at /v1/messages.
+    const anthropic = (path: string, init: RequestInit = {}) => call(`${spool.url}/v1/messages${path}`, { ...init, headers: { 'x-api-key': key, ...(init.headers ?? {}) }, key: null });
+    const params = { model: 'echo', max_tokens: 16, messages: [{ role: 'user', content: 'hi' }] };
+    const messageBatch = await anthropic('/batches', json({ requests: [{ custom_id: 'a', params }] }));
+    conforms('POST', '/v1/messages/batches', messageBatch);
+    conforms('POST', '/v1/messages/batches', await anthropic('/batches', json({ requests: [{ custom_id: 'bad id', params }] })));
+    conforms('POST', '/v1/messages/batches', await call(`${spool.url}/v1/messages/batches`, { ...json({ requests: [] }), key: null }));
+    const messageBatchId = messageBatch.json.id as string;
+    conforms('GET', '/v1/messages/batches/{id}', await anthropic(`/batches/${messageBatchId}`));
+    conforms('GET', '/v1/messages/batches/{id}', await anthropic('/batches/msgbatch_nope'));
+    conforms('GET', '/v1/messages/batches/{id}/results', await anthropic(`/batches/msgbatch_nope/results`));
+    await pollUntil(
+      () => anthropic(`/batches/${messageBatchId}`),
+      (res) => res.json.processing_status === 'ended',
+      { what: 'the message batch to end' },
+    );
+    conforms('GET', '/v1/messages/batches', await anthropic('/batches?limit=5'));
+    conforms('GET', '/v1/messages/batches/{id}/results', await anthropic(`/batches/${messageBatchId}/results`));
+    conforms('POST', '/v1/messages/batches/{id}/cancel', await anthropic(`/batches/${messageBatchId}/cancel`, { method: 'POST' }));
+    conforms('DELETE', '/v1/messages/batches/{id}', await anthropic(`/batches/${messageBatchId}`, { method: 'DELETE' }));
+    conforms('POST', '/v1/messages', await anthropic('', json(params)));
+    conforms('POST', '/v1/messages', await anthropic('', json({ ...params, stream: true })));
+    conforms('POST', '/v1/messages', await anthropic('', json({ ...params, model: 'no-such-model' })));
+
     // Outside the dialects.
     conforms('GET', '/healthz', await call(`${spool.url}/healthz`));
     conforms('GET', '/readyz', await call(`${spool.url}/readyz`));

@@ -439,3 +439,16 @@ describe('engine: stories260K (a trained model)', { skip: existsSync(STORIES) ? 
     assert.match(bodies[0].choices[0].text, /\b(girl|boy|dog|cat|bird)\b/);
   });
 });
+
+describe('engine: /v1/messages', () => {
+  it('answers a Messages request, translated: the greedy answer of the same chat completion, as a message', async () => {
+    const chat = await ok('/v1/chat/completions', { model: 'tiny', messages: [{ role: 'system', content: 'be nice' }, { role: 'user', content: 'the cat' }], max_tokens: 4, temperature: 0 });
+    const message = await ok('/v1/messages', { model: 'tiny', system: 'be nice', messages: [{ role: 'user', content: 'the cat' }], max_tokens: 4, temperature: 0 });
+    assert.equal(message.type, 'message');
+    assert.equal(message.role, 'assistant');
+    assert.deepEqual(message.content, [{ type: 'text', text: chat.choices[0].message.content }]);
+    assert.equal(message.stop_reason, 'max_tokens');
+    assert.equal(message.usage.input_tokens, chat.usage.prompt_tokens);
+    assert.equal(message.usage.output_tokens, 4);
+  });
+});

@@ -8,6 +8,7 @@
 // answers CONTRACT.md fixes.
 import type { Dialect } from '../dialect.ts';
 import { schemaRef, type ComponentName } from './schemas.ts';
+import { ANTHROPIC_OPERATIONS } from './anthropic-operations.ts';
 
 type Schema = Record<string, unknown>;
 type Responses = Record<string, Schema>;
@@ -16,7 +17,7 @@ export interface OperationDoc {
   summary: string;
   description?: string;
   /** Grouping in the document; API routes also get their dialect's tag. */
-  tag: 'files' | 'batches' | 'inference' | 'webhooks' | 'usage' | 'operations';
+  tag: 'files' | 'batches' | 'inference' | 'webhooks' | 'usage' | 'operations' | 'anthropic';
   /** Unique per dialect; API routes get "together_" or "openai_" in front. */
   operationId: string;
   querystring?: Schema;
@@ -347,6 +348,7 @@ export const OPERATIONS: Record<string, OperationDoc> = {
     public: true,
     responses: { 200: { description: 'The document.', content: { 'application/json': { schema: { type: 'object' } } } } },
   },
+  ...ANTHROPIC_OPERATIONS,
 };
 
 function webhookSecretQuery(): Schema {

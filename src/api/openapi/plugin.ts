@@ -15,12 +15,13 @@ export interface OpenApiOptions {
   prefixes: Record<string, Dialect>;
 }
 
-const DESCRIPTION = `Spool runs batches of inference requests against your own model servers, behind the Batch and Files APIs of two providers.
+const DESCRIPTION = `Spool runs batches of inference requests against your own model servers, behind the Batch and Files APIs of three providers.
 
 - **Together dialect** at \`/v1\`: what the official Together SDKs expect.
 - **OpenAI dialect** at \`/openai/v1\`, and at \`/v1\` for clients whose User-Agent starts with \`OpenAI/\` (the official OpenAI SDKs), which then get the OpenAI shapes documented under \`/openai/v1\`.
+- **Anthropic dialect** at \`/v1/messages\` (Message Batches and real-time Messages), keys also as \`x-api-key\`, errors as \`{"type": "error", "error": {"type", "message"}}\`.
 
-Every API route takes \`Authorization: Bearer <key>\`. Errors always have the same JSON envelope: \`{"message", "error": {"message", "type", "param", "code"}}\`.`;
+Every API route takes \`Authorization: Bearer <key>\`. Together and OpenAI errors always have the same JSON envelope: \`{"message", "error": {"message", "type", "param", "code"}}\`.`;
 
 export async function registerOpenApi(app: FastifyInstance, options: OpenApiOptions): Promise<void> {
   const prefixes = Object.entries(options.prefixes).sort(([a], [b]) => b.length - a.length);
@@ -37,6 +38,7 @@ export async function registerOpenApi(app: FastifyInstance, options: OpenApiOpti
         { name: 'webhooks', description: "Each user's webhook signing secret" },
         { name: 'usage', description: 'Tokens, requests and cost by day and model' },
         { name: 'operations', description: 'Health, readiness, metrics, this document' },
+        { name: 'anthropic', description: "Anthropic's Message Batches and Messages (/v1/messages), errors in Anthropic's envelope" },
       ],
       components: {
         securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer', description: 'A Spool API key (`spool keys create`).' } },

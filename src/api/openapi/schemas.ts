@@ -4,6 +4,8 @@
 // allow extra properties, as the SDKs do: a field added later is not a lie.
 // test/e2e/openapi.test.ts checks real responses against these.
 
+import { ANTHROPIC_SCHEMAS } from './anthropic-schemas.ts';
+
 const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
 const nullable = (type: string) => ({ type: [type, 'null'] });
 
@@ -344,6 +346,7 @@ const adminStatus = {
 
 export const COMPONENT_SCHEMAS = {
   ErrorEnvelope: errorEnvelope,
+  ...ANTHROPIC_SCHEMAS,
   TogetherFile: togetherFile,
   OpenAIFile: openaiFile,
   TogetherFileList: { type: 'object', required: ['object', 'data'], properties: { object: { const: 'list' }, data: { type: 'array', items: ref('TogetherFile') } } },

@@ -7,6 +7,7 @@ import { presentBatch } from '../presenters/index.ts';
 import { unixSeconds } from '../presenters/time.ts';
 import { LATENCY_BOUNDS_MS } from '../../store/sql/batch-stats.ts';
 import { asFields, optionalBoolean, optionalString, queryInteger } from '../request-fields.ts';
+import { internalBatchId } from '../anthropic/ids.ts';
 
 export interface BatchesRoutesOptions {
   batches: BatchService;
@@ -33,14 +34,14 @@ export async function batchesRoutes(app: FastifyInstance, options: BatchesRoutes
   });
 
   app.get<{ Params: { id: string } }>('/batches/:id', async (request) =>
-    presentBatch(request.dialect, await batches.get(request.principal, request.params.id)),
+    presentBatch(request.dialect, await batches.get(request.principal, internalBatchId(request.params.id))),
   );
 
   // Results so far (a Spool extension, both prefixes): the output lines recorded until now (?errors=true: the error
   // lines), streamed; once the batch has ended, its output (error) file. The headers say which.
   app.get<{ Params: { id: string }; Querystring: Record<string, unknown> }>('/batches/:id/results', async (request, reply) => {
     const errors = optionalBoolean(asFields(request.query), 'errors') ?? false;
-    const results = await batches.resultsSoFar(request.principal, request.params.id, errors ? 'errors' : 'output');
+    const results = await batches.resultsSoFar(request.principal, internalBatchId(request.params.id), errors ? 'errors' : 'output');
     return reply
       .type('application/jsonl')
       .header('x-spool-batch-status', results.batch.status)
@@ -51,7 +52,7 @@ export async function batchesRoutes(app: FastifyInstance, options: BatchesRoutes
 
   // A Spool extension for the dashboard's charts (both prefixes).
   app.get<{ Params: { id: string } }>('/batches/:id/stats', async (request) => {
-    const stats = await batches.stats(request.principal, request.params.id);
+    const stats = await batches.stats(request.principal, internalBatchId(request.params.id));
     return {
       object: 'batch.stats',
       id: stats.batch.id,
@@ -84,12 +85,12 @@ export async function batchesRoutes(app: FastifyInstance, options: BatchesRoutes
   });
 
   app.post<{ Params: { id: string } }>('/batches/:id/cancel', async (request) =>
-    presentBatch(request.dialect, await batches.cancel(request.principal, request.params.id)),
+    presentBatch(request.dialect, await batches.cancel(request.principal, internalBatchId(request.params.id))),
   );
 
   // A new batch of the original's failed lines; answered like a create (it is one), in the caller's dialect.
   app.post<{ Params: { id: string } }>('/batches/:id/retry', async (request, reply) => {
-    const batch = await batches.retry(request.principal.userId, request.params.id, request.dialect);
+    const batch = await batches.retry(request.principal.userId, internalBatchId(request.params.id), request.dialect);
     if (request.dialect === 'openai') return reply.status(200).send(presentBatch('openai', batch));
     return reply.status(201).send({ job: presentBatch('together', batch), warning: null });
   });

@@ -3,7 +3,7 @@
 // UPDATE (owner + expiry), which both SQLite and PostgreSQL run atomically;
 // any process may sweep, and exactly one wins each batch at a time.
 import type { Kysely, Transaction } from 'kysely';
-import type { BatchRow, BatchStatus, BatchUpdate, Database, NewBatch } from './schema.ts';
+import type { BatchRow, BatchStatus, BatchUpdate, Database, NewBatch, WireDialect } from './schema.ts';
 
 type Db = Kysely<Database> | Transaction<Database>;
 
@@ -24,13 +24,23 @@ export interface ListBatchesQuery {
   userId: string | undefined;
   limit: number;
   after?: string;
+  /** The page of newer batches just before this id (newest first still); fetches limit+1 to tell has_more. */
+  before?: string;
+  /** Only batches created in this dialect. */
+  dialect?: WireDialect;
 }
 
 /** Newest first; `after` is the id of the last batch of the previous page. Fetches limit+1 to tell has_more. */
 export async function listBatches(db: Db, q: ListBatchesQuery): Promise<BatchRow[]> {
   let query = db.selectFrom('batches').selectAll();
   if (q.userId !== undefined) query = query.where('user_id', '=', q.userId);
+  if (q.dialect !== undefined) query = query.where('dialect', '=', q.dialect);
   if (q.after) query = query.where('id', '<', q.after);
+  if (q.before) {
+    // The limit+1 batches nearest above the cursor, then newest first like every other page.
+    const rows = await query.where('id', '>', q.before).orderBy('id', 'asc').limit(q.limit + 1).execute();
+    return rows.reverse();
+  }
   return query.orderBy('id', 'desc').limit(q.limit + 1).execute();
 }
 

@@ -312,6 +312,17 @@ const requestLatency: Migration = {
   },
 };
 
+// Anthropic's Message Batches list shows only the batches created in that dialect: a user's newest ones of a
+// dialect are found by index, however many batches of the other dialects they have.
+const batchesByDialect: Migration = {
+  async up(db: Kysely<any>) {
+    await db.schema.createIndex('batches_user_dialect').on('batches').columns(['user_id', 'dialect', 'id']).execute();
+  },
+  async down(db: Kysely<any>) {
+    await db.schema.dropIndex('batches_user_dialect').execute();
+  },
+};
+
 export const migrations: Record<string, Migration> = {
   '0001_initial': initial,
   '0002_sweep_indexes': sweepIndexes,
@@ -323,6 +334,7 @@ export const migrations: Record<string, Migration> = {
   '0008_usage': usage,
   '0009_estimated_cost': estimatedCost,
   '0010_request_latency': requestLatency,
+  '0011_batches_by_dialect': batchesByDialect,
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -114,7 +114,7 @@ export interface BatchesTable {
 }
 
 /** Stored on batches so that background work can answer in the dialect a batch was created in. */
-export type WireDialect = 'together' | 'openai';
+export type WireDialect = 'together' | 'openai' | 'anthropic';
 
 export type WebhookEventType = 'batch.completed' | 'batch.failed' | 'batch.expired' | 'batch.cancelled';
 /** pending: to be (re)sent at next_attempt_at; delivered: a 2xx came back; failed: given up. */

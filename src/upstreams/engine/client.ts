@@ -17,6 +17,7 @@
 // /v1/audio/transcriptions and /translations (whisper/serve.ts), one at a
 // time in its own process; it adds one to maxConcurrency.
 import type { EngineBinding, UpstreamCall, UpstreamClient, UpstreamOutcome } from '../http-client.ts';
+import { answeringMessages } from '../messages/client.ts';
 import { chatCompletion } from './chat.ts';
 import { textCompletion } from './completions.ts';
 import { embeddings } from './embeddings.ts';
@@ -164,11 +165,8 @@ function engineFor(models: EngineModel[], whisper: WhisperModel | null, name: st
   }
 
   return {
-    client: {
-      name,
-      send,
-      close: () => close(),
-    } satisfies UpstreamClient,
+    // The engine runs chat completions; Messages requests are translated to them and back.
+    client: answeringMessages({ name, send, close: () => close() } satisfies UpstreamClient, 'translate'),
     models: [...byName.keys(), ...(whisper ? [whisper.info.name] : [])],
     maxConcurrency: Math.max(1, 2 * models.reduce((sum, model) => sum + (model.pool?.size ?? 0), 0) + (whisper ? 1 : 0)),
     info: models.map((model) => model.info),

@@ -69,7 +69,7 @@ const upstreamSchema = z
       .union([z.literal('auto'), z.array(z.string().min(1)).min(1)])
       .default(['*'])
       .describe(
-        'Exact model names or globs ("*", "llama-*"); first matching upstream wins. "auto": the models the server lists at /v1/models, asked at start and every modelsRefreshSeconds.',
+        'Exact model names or globs ("*", "llama-*"). Every entry that names a model exactly serves it, as one pool; a glob serves a model no entry names, the first matching glob in order. "auto": the models each replica lists at /v1/models, asked at start and every modelsRefreshSeconds.',
       ),
     modelsRefreshSeconds: z
       .number()
@@ -421,7 +421,11 @@ export const configSchema = z
       .superRefine((upstreams, ctx) => {
         // Entry and replica names key metrics, the admin status and shared ceilings: two alike would share them.
         const seen = new Set<string>();
+        const entries = new Set<string>();
         upstreams.forEach((upstream, index) => {
+          // Replicas belong to their entry by its name: two entries alike would mix their servers.
+          if (entries.has(upstream.name)) ctx.addIssue({ code: 'custom', path: [index, 'name'], message: `the upstream name "${upstream.name}" is used twice; upstream names must be unique` });
+          entries.add(upstream.name);
           const names = upstream.replicas && upstream.replicas.length > 1 ? upstream.replicas.map((replica, i) => replica.name ?? `${upstream.name}-${i + 1}`) : [upstream.replicas?.[0]?.name ?? upstream.name];
           for (const name of new Set(names)) {
             if (seen.has(name)) ctx.addIssue({ code: 'custom', path: [index, 'name'], message: `the name "${name}" is used twice; upstream and replica names must be unique` });

@@ -48,7 +48,7 @@ export class GlobalCeilings {
    * limit, queued + in flight). Calls made while one runs fold into one more
    * run after it, so a burst of calls costs at most two round trips.
    */
-  reconcile(lanes: Lane<unknown>[]): Promise<void> {
+  reconcile(lanes: readonly Lane<unknown>[]): Promise<void> {
     if (this.running) {
       this.again = true;
       return this.running;
@@ -62,7 +62,7 @@ export class GlobalCeilings {
     return run;
   }
 
-  private async reconcileAll(lanes: Lane<unknown>[]): Promise<void> {
+  private async reconcileAll(lanes: readonly Lane<unknown>[]): Promise<void> {
     do {
       this.again = false;
       for (const lane of lanes) if (lane.sharedCeiling) await this.reconcileLane(lane, lane.sharedCeiling);
@@ -70,7 +70,7 @@ export class GlobalCeilings {
   }
 
   /** Renews the leases on all held slots; a slot another worker took meanwhile is dropped from the holding. */
-  async renew(lanes: Lane<unknown>[]): Promise<void> {
+  async renew(lanes: readonly Lane<unknown>[]): Promise<void> {
     if (this.held.size === 0) return;
     // Only slots held before the renewal can have been lost: ones a reconcile took meanwhile are not in its answer.
     const before = new Map([...this.held].map(([upstream, slots]) => [upstream, [...slots]]));
@@ -83,7 +83,7 @@ export class GlobalCeilings {
   }
 
   /** Gives every slot back (a graceful stop, after the last request ended). */
-  async releaseAll(lanes: Lane<unknown>[]): Promise<void> {
+  async releaseAll(lanes: readonly Lane<unknown>[]): Promise<void> {
     await this.running;
     await releaseAllUpstreamSlots(this.options.db, this.options.owner);
     this.held.clear();

@@ -2,7 +2,7 @@
 // its optional rate limits. Lanes are grouped in pools, one per set of
 // replicas that serve a model (upstreams/router.ts); a pool holds the queue of
 // claimed requests, and the runner places each on one of its lanes when it is
-// sent (placeIn below). The emulator and the embedded engine are pools of one.
+// sent (placement.ts). The emulator and the embedded engine are pools of one.
 // Lanes and pools are made on first use, when a claimed request names a model
 // routed to them.
 import type { Config } from '../config.ts';
@@ -10,7 +10,7 @@ import { createEchoUpstreamClient, createHttpUpstreamClient, type EngineBinding,
 import type { ModelDiscovery } from '../upstreams/model-discovery.ts';
 import { ModelRouter, type Route } from '../upstreams/router.ts';
 import type { UpstreamReplica } from '../upstreams/replicas.ts';
-import { AffinityRing, bySpareCapacity } from '../upstreams/pool-placement.ts';
+import { AffinityRing } from '../upstreams/pool-placement.ts';
 import { AdaptiveLimiter } from '../upstreams/capacity/adaptive-limiter.ts';
 import { UpstreamCapacities, type UpstreamCapacity } from '../upstreams/capacity/upstream-capacity.ts';
 import type { EngineReport } from '../upstreams/capacity/engine-probe.ts';
@@ -71,6 +71,9 @@ export class Lanes<Job> {
   private readonly router: ModelRouter;
   private readonly lanes = new Map<string, Lane<Job>>();
   private readonly pools = new Map<string, Pool<Job>>();
+  // The maps' values as arrays: the runner walks them after every request, and a copy each time adds up.
+  private readonly laneList: Lane<Job>[] = [];
+  private readonly poolList: Pool<Job>[] = [];
   private readonly unsubscribe: Array<() => void> = [];
 
   constructor(
@@ -107,16 +110,19 @@ export class Lanes<Job> {
     if (!pool) {
       pool = this.makePool(key, route);
       this.pools.set(key, pool);
+      this.poolList.push(pool);
     }
     return pool;
   }
 
-  all(): Lane<Job>[] {
-    return [...this.lanes.values()];
+  /** Every lane made so far (the same array, grown as lanes are made: read it, do not keep it). */
+  all(): readonly Lane<Job>[] {
+    return this.laneList;
   }
 
-  allPools(): Pool<Job>[] {
-    return [...this.pools.values()];
+  /** Every pool made so far (the same array, grown as pools are made). */
+  allPools(): readonly Pool<Job>[] {
+    return this.poolList;
   }
 
   async close(): Promise<void> {
@@ -145,6 +151,7 @@ export class Lanes<Job> {
     if (!lane) {
       lane = make();
       this.lanes.set(key, lane);
+      this.laneList.push(lane);
     }
     return lane;
   }
@@ -175,107 +182,24 @@ export class Lanes<Job> {
   }
 }
 
-/** Requests waiting for any pool `lane` serves: what it could take if it had room. */
+/**
+ * This lane's share of the requests waiting for the pools it serves: what it could take if it had room. A pool's
+ * queue is shared by its replicas in proportion to their limits, so a worker does not ask a shared ceiling for
+ * slots on every replica for the same lines (and hold them while another worker waits).
+ */
 export function queuedFor(lane: Lane<unknown>): number {
   let queued = 0;
-  for (const pool of lane.pools) queued += pool.queue.length;
-  return queued;
-}
-
-/**
- * The lane of a pool without affinity that a request goes to now, or undefined when none can take it (`canTake`
- * says which can: up, not paused, a free slot, rate budget): the one with the most spare room.
- */
-export function placeIn<Job>(pool: Pool<Job>, canTake: (lane: Lane<Job>) => boolean): Lane<Job> | undefined {
-  const { lanes } = pool;
-  if (lanes.length === 1) return canTake(lanes[0]) ? lanes[0] : undefined;
-  const order = bySpareCapacity(lanes.map((lane) => ({ inFlight: lane.limiter.inFlight, limit: Math.min(lane.limiter.limit, lane.limiter.cap), weight: lane.replica?.weight ?? 1 })));
-  for (const index of order) if (canTake(lanes[index])) return lanes[index];
-  return undefined;
-}
-
-/** What placement by affinity needs of a queued request. */
-export interface Placeable<Job> {
-  prefixHash?: number;
-  /** The pool's lanes in ring order from prefixHash, worked out once. */
-  ringOrder?: number[];
-  /** Lanes it failed on in this claim (failover): not its home while another is up. */
-  triedOn?: Set<Lane<Job>>;
-  batch: { priority: number };
-}
-
-/**
- * How far past the head of a pool's queue a replica with room looks for a request of its own prefixes. Under
- * load every replica is full and slots free one at a time: sending the head wherever a slot freed put three
- * lines in four on a replica without their prefix (bench "pools", 4 replicas, 40 ms + 120 ms prefill: a 34% hit
- * rate, 1.29x over no affinity). Looking ahead for a line of its own, and spilling only along the ring, gave
- * 98.6-99.0% of a best 99.8% and 2.8-3.0x (80 ms + 240 ms prefill).
- */
-const LOOKAHEAD = 128;
-
-/** The lane a request with a prefix belongs on: the first on the ring from its hash that is up (and it has not failed on). */
-export function homeOf<Job extends Placeable<Job>>(pool: Pool<Job>, job: Job): Lane<Job> | undefined {
-  if (!pool.ring || job.prefixHash === undefined) return undefined;
-  job.ringOrder ??= pool.ring.order(job.prefixHash);
-  let firstUp: Lane<Job> | undefined;
-  for (const index of job.ringOrder) {
-    const lane = pool.lanes[index];
-    if (lane.capacity.health?.down) continue;
-    firstUp ??= lane;
-    if (!job.triedOn?.has(lane)) return lane;
-  }
-  return firstUp;
-}
-
-/**
- * For a pool with affinity: the index in its queue of the request `lane` takes now, or -1 for none. A request
- * belongs first on its home (the first lane on the ring from its prefix), then on the next lane of the ring,
- * and so on; it may go to a lane only when every lane before it on its ring is full (`hasRoom`). Among the
- * requests within LOOKAHEAD of the head's priority, `lane` takes the one it is nearest the front of the ring
- * for: one whose home it is, else one whose home is full and for which it is next. So under load, where every
- * replica is full and slots free one at a time, a freed slot goes to a line of its own prefixes, and a prefix
- * that outgrows its home spills onto the next replica of its ring (whose cache then holds it too), not onto
- * whichever slot freed first. A request without a prefix goes anywhere.
- */
-export function pickForLane<Job extends Placeable<Job>>(pool: Pool<Job>, lane: Lane<Job>, hasRoom: (lane: Lane<Job>) => boolean): number {
-  const { queue, lanes } = pool;
-  const room = lanes.map(hasRoom);
-  const priority = queue[0]?.batch.priority;
-  let best = -1;
-  let bestRank = Infinity;
-  for (let index = 0; index < queue.length && index < LOOKAHEAD; index++) {
-    const job = queue[index];
-    // Lines of a lower priority wait behind the head's, as everywhere else.
-    if (job.batch.priority !== priority) break;
-    if (job.prefixHash === undefined || !pool.ring) {
-      if (!job.triedOn?.has(lane)) return index;
+  for (const pool of lane.pools) {
+    if (pool.queue.length === 0) continue;
+    if (pool.lanes.length === 1) {
+      queued += pool.queue.length;
       continue;
     }
-    job.ringOrder ??= pool.ring.order(job.prefixHash);
-    // Lanes it failed on count as full while another is up, so a failover goes elsewhere.
-    const untried = job.triedOn !== undefined && lanes.some((other) => !job.triedOn!.has(other) && !other.capacity.health?.down);
-    let rank = 0;
-    for (const at of job.ringOrder) {
-      const candidate = lanes[at];
-      if (candidate === lane) {
-        if (untried && job.triedOn!.has(lane)) rank = Infinity;
-        break;
-      }
-      // A lane out of service is skipped; one that is up and has room comes first, so this request is not ours.
-      if (candidate.capacity.health?.down) continue;
-      if (room[at] && !(untried && job.triedOn!.has(candidate))) {
-        rank = Infinity;
-        break;
-      }
-      rank += 1;
-    }
-    if (rank === 0) return index;
-    if (rank < bestRank) {
-      bestRank = rank;
-      best = index;
-    }
+    let total = 0;
+    for (const other of pool.lanes) if (!other.capacity.health?.down) total += other.limiter.limit;
+    queued += Math.ceil((pool.queue.length * lane.limiter.limit) / Math.max(1, total));
   }
-  return best;
+  return queued;
 }
 
 /**

@@ -26,7 +26,8 @@ import { BlobNotFoundError } from '../store/blobs/types.ts';
 import { AudioSourceError, loadAudio, MAX_AUDIO_BYTES } from '../upstreams/audio-source.ts';
 import type { AudioPayload, UpstreamCall } from '../upstreams/http-client.ts';
 import { GlobalCeilings } from './global-ceilings.ts';
-import { homeOf, Lanes, pickForLane, placeIn, queuedFor, type EngineBinding, type Lane, type Pool } from './lanes.ts';
+import { Lanes, queuedFor, type EngineBinding, type Lane, type Pool } from './lanes.ts';
+import { homeOf, LOOKAHEAD, pickForLane, placeIn } from './placement.ts';
 import { prefixHashOf } from '../upstreams/prefix-key.ts';
 import type { ModelDiscovery } from '../upstreams/model-discovery.ts';
 import type { UpstreamCapacities } from '../upstreams/capacity/upstream-capacity.ts';
@@ -40,6 +41,9 @@ import { Pricing } from '../usage/pricing.ts';
 import { bandOf, FairScheduler } from './scheduler.ts';
 import { decide, retryDelay, type RetryPolicyOptions } from './retry-policy.ts';
 import { retryCauseOf, UpstreamTally, type UpstreamTotals } from './upstream-tally.ts';
+
+/** An attempt whose line goes back to its pool's queue instead of being recorded (see execute). */
+type Requeue = 'wait' | 'failover' | 'failover-overload';
 
 interface Job extends ClaimedRequest {
   row: RequestRow;
@@ -132,6 +136,7 @@ export class Runner {
   private claimLoopDone: Promise<void> | undefined;
   private timers: NodeJS.Timeout[] = [];
   private pumpTimer: NodeJS.Timeout | undefined;
+  private pumpTimerAt = Infinity;
   private wakeClaimLoop: (() => void) | undefined;
 
   constructor(
@@ -451,10 +456,12 @@ export class Runner {
     const now = Date.now();
     let wakeAt = Infinity;
     let wantSlots = false;
+    // Lanes whose rate budget a line of this pump found short: full for the rest of it, so lines spill elsewhere.
+    const rateShort = new Set<Lane<Job>>();
     // A replica nobody can reach takes nothing: its lines wait for it (leases renewed, deadline applying) unless
     // another replica takes them; its coming back calls pump().
     const hasRoom = (lane: Lane<Job>): boolean => {
-      if (lane.capacity.health?.down) return false;
+      if (lane.capacity.health?.down || rateShort.has(lane)) return false;
       const paused = lane.limiter.pausedUntil();
       if (paused > now) {
         wakeAt = Math.min(wakeAt, paused);
@@ -464,6 +471,7 @@ export class Runner {
     };
     const rateAllows = (lane: Lane<Job>, job: Job): boolean => {
       if (lane.rate.tryTake(job.row.estimated_tokens)) return true;
+      rateShort.add(lane);
       wakeAt = Math.min(wakeAt, now + Math.max(1, lane.rate.waitMs(job.row.estimated_tokens)));
       return false;
     };
@@ -474,40 +482,63 @@ export class Runner {
         if (lane.sharedCeiling && lane.limiter.inFlight >= lane.limiter.cap && lane.limiter.cap < lane.limiter.limit) wantSlots = true;
       }
       if (pool.ring) this.pumpByAffinity(pool, hasRoom, rateAllows);
-      else {
-        while (pool.queue.length > 0) {
-          const job = pool.queue[0];
-          const lane = this.placeJob(job, (candidate) => hasRoom(candidate) && rateAllows(candidate, job));
-          if (!lane) break;
-          pool.queue.shift();
-          this.dispatch(job, lane);
-        }
-      }
+      else this.pumpBySpareCapacity(pool, hasRoom, rateAllows);
     }
     if (wantSlots) void this.ceilings?.reconcile(this.lanes.all());
-    if (wakeAt !== Infinity && !this.pumpTimer) {
-      this.pumpTimer = setTimeout(() => {
-        this.pumpTimer = undefined;
-        this.pump();
-      }, Math.max(0, wakeAt - Date.now()));
+    this.wakePumpAt(wakeAt);
+  }
+
+  /** Pump again at `at` (a pause or a rate budget ends), unless a pump is already due sooner. */
+  private wakePumpAt(at: number): void {
+    if (at === Infinity || (this.pumpTimer && this.pumpTimerAt <= at)) return;
+    clearTimeout(this.pumpTimer);
+    this.pumpTimerAt = at;
+    this.pumpTimer = setTimeout(() => {
+      this.pumpTimer = undefined;
+      this.pump();
+    }, Math.max(0, at - Date.now()));
+  }
+
+  /**
+   * The head goes to the replica with the most spare capacity that can take it, and so on down the queue until
+   * none can. A line that failed over and waits for a replica it has not failed on lets the lines behind it pass.
+   */
+  private pumpBySpareCapacity(pool: Pool<Job>, hasRoom: (lane: Lane<Job>) => boolean, rateAllows: (lane: Lane<Job>, job: Job) => boolean): void {
+    const priority = pool.queue[0]?.batch.priority;
+    let index = 0;
+    while (index < pool.queue.length && index < LOOKAHEAD) {
+      const job = pool.queue[index];
+      if (job.batch.priority !== priority) break;
+      const lane = placeIn(pool, job, (candidate) => hasRoom(candidate) && rateAllows(candidate, job));
+      if (lane) {
+        pool.queue.splice(index, 1);
+        this.dispatch(job, lane);
+        continue;
+      }
+      // An ordinary line that no replica can take: none behind it can be taken either.
+      if (!job.triedOn) break;
+      index += 1;
     }
   }
 
-  /** Each replica with room takes a line of its own prefixes, or one whose home is full (lanes.ts pickForLane), until none can. */
+  /** Each replica with room takes a line of its own prefixes, or one whose home is full (placement.ts pickForLane), until none can. */
   private pumpByAffinity(pool: Pool<Job>, hasRoom: (lane: Lane<Job>) => boolean, rateAllows: (lane: Lane<Job>, job: Job) => boolean): void {
     let progress = true;
     while (progress && pool.queue.length > 0) {
       progress = false;
       for (const lane of pool.lanes) {
         if (pool.queue.length === 0 || !hasRoom(lane)) continue;
-        const index = pickForLane(pool, lane, hasRoom);
+        const index = pickForLane(pool, lane, pool.lanes.map(hasRoom));
         if (index < 0) continue;
         const job = pool.queue[index];
-        if (!rateAllows(lane, job)) continue;
+        if (!rateAllows(lane, job)) {
+          progress = true; // the lane is full now; the line may spill to the next on its ring
+          continue;
+        }
         pool.queue.splice(index, 1);
         if (job.prefixHash !== undefined) {
           // Counted against the ring's home ignoring failovers: a line sent elsewhere after failing at home is a spill.
-          if (homeOf(pool, { ...job, triedOn: undefined }) === lane) lane.affinity.home += 1;
+          if (homeOf(pool, job, true) === lane) lane.affinity.home += 1;
           else lane.affinity.spilled += 1;
         }
         this.dispatch(job, lane);
@@ -522,16 +553,6 @@ export class Runner {
     this.track(this.execute(job, lane));
   }
 
-  /** A failover goes to a replica it has not failed on in this claim, while one of those can take it. */
-  private placeJob(job: Job, canTake: (lane: Lane<Job>) => boolean): Lane<Job> | undefined {
-    const tried = job.triedOn;
-    if (tried) {
-      const elsewhere = placeIn(job.pool, (lane) => !tried.has(lane) && canTake(lane));
-      if (elsewhere || job.pool.lanes.some((lane) => !tried.has(lane) && !lane.capacity.health?.down)) return elsewhere;
-    }
-    return placeIn(job.pool, canTake);
-  }
-
   private track(execution: Promise<void>): void {
     this.executions.add(execution);
     void execution.finally(() => this.executions.delete(execution));
@@ -539,7 +560,7 @@ export class Runner {
 
   private async execute(job: Job, lane: Lane<Job>): Promise<void> {
     this.inFlight.add(job);
-    let record: RequestOutcomeRecord | 'wait' | 'failover';
+    let record: RequestOutcomeRecord | Requeue;
     try {
       record = await this.attempt(job, lane);
     } catch (err) {
@@ -550,16 +571,22 @@ export class Runner {
       lane.limiter.release();
       this.inFlight.delete(job);
     }
-    if (record === 'wait' || record === 'failover') {
-      // 'wait': the replica went unreachable under this attempt; the line goes back to the head of its pool's
-      // queue (another replica takes it, or it waits for one to come back), this attempt not held against it
-      // beyond the claim's. 'failover': a retryable failure, retried at once on another replica that is up.
-      if (record === 'failover') {
-        job.attempts += 1;
+    if (typeof record === 'string') {
+      // The line goes back to the head of its pool's queue. 'wait': the replica went unreachable under this
+      // attempt; another replica takes it, or it waits for one to come back, this attempt not held against it
+      // beyond the claim's. 'failover': a retryable failure, retried at once on another replica that is up, as
+      // one more attempt. 'failover-overload': the replica was full (429/503); trying the next costs no attempt,
+      // and each replica is tried once per claim, so a pool that is full everywhere ends in the usual backoff.
+      if (record !== 'wait') {
+        if (record === 'failover') job.attempts += 1;
         (job.triedOn ??= new Set()).add(lane);
       }
-      job.pool.queue.unshift(job);
-      this.pump();
+      // Stopping: the queues were handed back already, and nothing will send it; hand it back too.
+      if (this.stopping) void this.writer.write(release(job));
+      else {
+        job.pool.queue.unshift(job);
+        this.pump();
+      }
       return;
     }
     this.pump();
@@ -569,7 +596,7 @@ export class Runner {
     this.wakeClaimLoop?.();
   }
 
-  private async attempt(job: Job, lane: Lane<Job>): Promise<RequestOutcomeRecord | 'wait' | 'failover'> {
+  private async attempt(job: Job, lane: Lane<Job>): Promise<RequestOutcomeRecord | Requeue> {
     let call: UpstreamCall;
     try {
       call = await this.buildCall(job, lane);
@@ -596,7 +623,7 @@ export class Runner {
     if (decision.action === 'retry') lane.tally.countRetry(retryCauseOf(outcome));
     if (decision.action === 'succeed') lane.capacity.onSuccess(latencyMs, outcome.kind === 'response' ? outcome.body : undefined);
     else if (decision.action === 'retry' && decision.overload) lane.capacity.onOverload(outcome.kind === 'response' ? outcome.retryAfterMs : null);
-    if (failover) return 'failover';
+    if (failover) return decision.action === 'retry' && decision.overload ? 'failover-overload' : 'failover';
     const record = settle(job, outcome, decision, Date.now(), this.pricing);
     if (record.kind === 'succeeded' || record.kind === 'failed') record.latencyMs = Math.round(latencyMs);
     return record;
@@ -716,7 +743,8 @@ export class Runner {
         const reason = reasonFor(job.batchId);
         if (!reason) return true;
         job.abortReason = reason;
-        this.record(this.abortedRecord(job), job.lane?.tally ?? pool.lanes[0].tally);
+        // Counted on the replica it last ran on; a line never sent counts as never having reached an upstream.
+        this.record(this.abortedRecord(job), job.lane?.tally);
         return false;
       });
     }

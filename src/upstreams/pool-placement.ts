@@ -1,5 +1,5 @@
-// Which replica of a pool takes the next request. Two rules, the same for
-// batch lines and real-time requests:
+// The orders replicas of a pool are tried in, for batch lines (whose runner
+// adds a look-ahead over its queue: runner/placement.ts) and real-time requests:
 //
 //   affinity  A request with a prefix hash (prefix-key.ts) walks a consistent-
 //             hash ring from its hash: the first replica that can take it now

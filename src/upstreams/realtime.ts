@@ -7,10 +7,13 @@
 // and the batch work in this process leaves it the room it takes, and its
 // answer teaches the knee finder like any other.
 //
-// A pool's replica is chosen as for batch lines (pool-placement.ts): prefix
-// affinity, else the most spare capacity, never one taken out for health. A
-// request whose replica could not be reached or answered 502/503/504 goes to
-// another replica that is up, once each; a 2xx or a 4xx is the answer.
+// A pool's replica is chosen by the same ring and spare-capacity order as
+// batch lines (pool-placement.ts): its prefix's home while that has room, else
+// the most spare capacity, never one taken out for health. A request whose
+// replica could not be connected to, did not answer in time, or answered
+// 502/503/504 goes to another replica that is up, once each; any other answer
+// (2xx, 4xx, a body too large) is the answer, since another replica would give
+// the same.
 //
 // The embedded engine is not owned here: the same Engine (one model load)
 // also serves the runner's engine lane, and app.ts closes it. The HTTP
@@ -20,6 +23,7 @@ import { createEchoUpstreamClient, createHttpUpstreamClient, type UpstreamCall, 
 import type { ModelDiscovery } from './model-discovery.ts';
 import { ModelRouter, type Route, type UpstreamPool } from './router.ts';
 import { UpstreamCapacities, type UpstreamCapacity } from './capacity/upstream-capacity.ts';
+import { isConnectionFailure } from './capacity/upstream-health.ts';
 import type { UpstreamReplica } from './replicas.ts';
 import { AffinityRing, bySpareCapacity } from './pool-placement.ts';
 import { prefixHashOf } from './prefix-key.ts';
@@ -84,7 +88,10 @@ export class RealtimeGateway {
     let outcome: UpstreamOutcome = { kind: 'network_error', message: 'every replica of this model is down' };
     for (const replica of order) {
       outcome = await this.sendTo(this.clientFor(replica), this.capacities.for(replica), call);
-      const worthAnother = outcome.kind === 'network_error' || (outcome.kind === 'response' && FAILOVER_STATUSES.has(outcome.status));
+      const worthAnother =
+        outcome.kind === 'timeout' ||
+        (outcome.kind === 'network_error' && isConnectionFailure(outcome.message)) ||
+        (outcome.kind === 'response' && FAILOVER_STATUSES.has(outcome.status));
       if (!worthAnother || this.closed || call.signal?.aborted) break;
     }
     return outcome;

@@ -43,14 +43,15 @@ export function replicasOf(upstreams: readonly UpstreamConfig[]): UpstreamReplic
   return replicas;
 }
 
-/** Whether another entry may serve some of `upstream`'s models (router.ts pools entries that name a model exactly). */
+/**
+ * Whether another entry names one of `upstream`'s models exactly too, so that router.ts pools them. Entries of
+ * `models: "auto"` are judged alone here (what they list is known only at run time): only their own replicas
+ * make them a pool, and a lone server of models nobody else lists is never taken out for its 5xx answers.
+ */
 function sharesModels(upstream: UpstreamConfig, upstreams: readonly UpstreamConfig[]): boolean {
-  return upstreams.some((other) => {
-    if (other === upstream) return false;
-    if (upstream.models === 'auto' || other.models === 'auto') return upstream.models === other.models || (upstream.models === 'auto' ? exactNames(other).length > 0 : exactNames(upstream).length > 0);
-    const names = new Set(exactNames(other));
-    return exactNames(upstream).some((name) => names.has(name));
-  });
+  const names = exactNames(upstream);
+  if (names.length === 0) return false;
+  return upstreams.some((other) => other !== upstream && exactNames(other).some((name) => names.includes(name)));
 }
 
 function exactNames(upstream: UpstreamConfig): string[] {

@@ -36,6 +36,14 @@ describe('upstream entries and replicas', () => {
     );
     assert.match(refusal([{ name: 'p', replicas: [{ name: 'x', baseUrl: 'http://127.0.0.1:1/v1' }, { name: 'x', baseUrl: 'http://127.0.0.1:2/v1' }] }]), /same name/);
     assert.match(refusal([{ name: 'p', replicas: [{ name: 'bad name', baseUrl: 'http://127.0.0.1:1/v1' }] }]), /letters, digits/);
+    // Entries alike with differently named replicas: replicas belong to their entry by its name.
+    assert.match(
+      refusal([
+        { name: 'x', models: ['llama'], replicas: [{ name: 'a1', baseUrl: 'http://127.0.0.1:1/v1' }, { name: 'a2', baseUrl: 'http://127.0.0.1:2/v1' }] },
+        { name: 'x', models: ['mistral'], replicas: [{ name: 'b1', baseUrl: 'http://127.0.0.1:3/v1' }, { name: 'b2', baseUrl: 'http://127.0.0.1:4/v1' }] },
+      ]),
+      /upstream name "x" is used twice/,
+    );
   });
 
   it('gives each replica its entry\'s settings unless it sets its own', () => {
@@ -72,6 +80,12 @@ describe('upstream entries and replicas', () => {
       replicasOf(config.upstreams).map((replica) => replica.pooled),
       [true, true, false],
     );
+    // What auto entries list is known only at run time: alone, they are judged as servers on their own.
+    const auto = load([
+      { name: 'a', baseUrl: 'http://127.0.0.1:1/v1', models: 'auto' },
+      { name: 'b', baseUrl: 'http://127.0.0.1:2/v1', models: 'auto' },
+    ]);
+    assert.deepEqual(replicasOf(auto.upstreams).map((replica) => replica.pooled), [false, false]);
   });
 
   it('makes --upstream given several times one pool, and once a single server as before', () => {

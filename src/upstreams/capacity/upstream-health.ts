@@ -2,8 +2,7 @@
 // row (refused, reset, unreachable) take it out: its lines wait instead of
 // spending their attempts on a server that is restarting (or, in a pool, go to
 // the other replicas), and a prober asks GET {baseUrl}{healthPath} (/models),
-// backing off from half a second to 30 s, until an answer below 500 says it is
-// back. Without this, a vLLM restart longer than the retry budget (5 attempts,
+// backing off from half a second to 30 s, until an answer says it is back. Without this, a vLLM restart longer than the retry budget (5 attempts,
 // about 15 s) turned every line in flight into an error.
 //
 // A replica of a pool is also taken out by answers that say it is broken
@@ -11,8 +10,8 @@
 // server on its own is not: when it is the only one, its 5xx answers are
 // retried and reported as they are, rather than holding every line back.
 //
-//   up ──N failures in a row──► down ──a probe gets an answer below 500──► up
-//   (any 2xx-4xx answer resets the count)  (lines wait or move; their deadline still applies)
+//   up ──N failures in a row──► down ──a probe gets an answer (below 500 for a replica of a pool)──► up
+//   (any answer that is not a failure resets the count)  (lines wait or move; their deadline still applies)
 
 import { getFromUpstream } from '../upstream-get.ts';
 
@@ -119,13 +118,15 @@ export class UpstreamHealth {
   private async probe(): Promise<void> {
     if (!this.down) return;
     try {
-      // Any status below 500 will do (a server without a model list answers 404), and none of the body is needed.
+      // A server on its own is back on any answer (a proxy in front of it may answer 502 to /models while it
+      // serves); a replica of a pool, which 5xx answers took out, on one below 500 (a server without a model
+      // list answers 404). None of the body is needed.
       const { status } = await getFromUpstream(`${this.options.baseUrl.replace(/\/+$/, '')}${this.options.probePath ?? '/models'}`, {
         apiKey: this.options.apiKey,
         timeoutMs: PROBE_TIMEOUT_MS,
         maxBytes: 0,
       });
-      if (status >= 500) throw new Error(`HTTP ${status}`);
+      if (status >= 500 && this.options.ejectOnServerErrors) throw new Error(`HTTP ${status}`);
       this.onAnswer();
     } catch {
       if (this.down) this.scheduleProbe();

@@ -138,6 +138,24 @@ for (const backend of BACKENDS) {
       }
     });
 
+    it('hostile but valid requests (NUL and lone-surrogate text, max_tokens 1e300, a NUL in metadata) run on this backend, and other users are not held up', async () => {
+      const { client } = await freshClient();
+      const requests = [
+        request('nul', 'chat-model', 'before\u0000after'),
+        request('surrogate', 'chat-model', 'lone \ud800 half'),
+        { custom_id: 'huge-max', params: { model: 'chat-model', max_tokens: 1e300, messages: [{ role: 'user' as const, content: 'big budget' }] } },
+        request('meta', 'chat-model', 'with metadata', { metadata: { user_id: 'x\u0000y' } }),
+      ];
+      const created = await client.messages.batches.create({ requests: requests as BatchRequest[] });
+      const other = await freshClient();
+      const plain = await other.client.messages.batches.create({ requests: [request('plain', 'chat-model', 'hello')] });
+      const ended = await untilEnded(client, created.id);
+      assert.equal(ended.request_counts.processing, 0);
+      const results = byCustomId(await resultsOf(client, created.id));
+      assert.deepEqual([...results.keys()].sort(), ['huge-max', 'meta', 'nul', 'surrogate'], 'each request once, whatever it held');
+      assert.equal((await untilEnded(other.client, plain.id)).request_counts.succeeded, 1, "another user's batch ran too");
+    });
+
     it('passed through to an upstream that speaks /v1/messages: the upstream gets each request as it was and its answer is the result', async () => {
       const { client } = await freshClient();
       const requests = Array.from({ length: 5 }, (_, i) => request(`native-${i}`, 'native-model', `native question ${i}`, { metadata: { user_id: 'u-1' } }));

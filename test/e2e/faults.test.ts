@@ -6,7 +6,7 @@
 // or breaking an input file. Each test states what the fault used to do.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { closeSync, mkdirSync, mkdtempSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, renameSync, rmSync, symlinkSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -60,13 +60,15 @@ async function spoolOn(backend: 'sqlite' | 'postgres', options: { delayMs?: numb
 const blobPath = (h: Harness, fileId: string) => join(h.dataDir, 'blobs', 'files', fileId);
 
 /** Turns a blob into a directory of the same name: reading it fails with EISDIR, like a store that errors on every read. Returns the undo. */
+/**
+ * Makes the blob unreadable (a symlink to itself: ELOOP) until the returned function puts it back. The put-back is
+ * one rename over the link, so no read in between finds the blob missing (which fails a batch for good: a
+ * directory in its place, removed before the rename, once let a validation see ENOENT under load).
+ */
 function breakBlob(path: string): () => void {
   renameSync(path, `${path}.aside`);
-  mkdirSync(path);
-  return () => {
-    rmSync(path, { recursive: true });
-    renameSync(`${path}.aside`, path);
-  };
+  symlinkSync(path, path);
+  return () => renameSync(`${path}.aside`, path);
 }
 
 for (const backend of BACKENDS) {

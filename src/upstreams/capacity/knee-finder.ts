@@ -90,12 +90,6 @@ const PROBE_MAX_WINDOWS = 16;
 const PROBE_INTERVAL_MS = 2_000;
 // Time per token this many times its floor: requests are waiting in the server.
 const LATENCY_TOLERANCE = 4;
-// At or below the limit the search started from, latency alone is no reason to go lower: the throughput must have
-// fallen too, below this share of the last measure. An engine loaded by others gives both (each of our requests
-// waits, so we finish fewer); a client that is itself the bottleneck (an upstream answering in a millisecond) sees
-// its latency grow with its own concurrency at the same throughput, and went down to 1 on that alone (one of the
-// zero-latency bench's runs: 3,338 req/s at a limit of 1, against 3,587-5,632 elsewhere).
-const LATENCY_THROUGHPUT_KEPT = 0.8;
 // Where the server last pushed back (429/5xx/timeouts) stays out of reach of climbs and probes for this long, so a
 // probe does not trip the same overload, and its halving, every few seconds.
 const OVERLOAD_MEMORY_MS = 60_000;
@@ -271,12 +265,8 @@ export class KneeFinder {
       return;
     }
     if (perUnit > LATENCY_TOLERANCE * this.latencyFloor && window.limit > this.limiter.min) {
-      const reference = this.held ?? this.previous;
-      const throughputKept = reference !== undefined && reference.unit === measure.unit && measure.throughput >= LATENCY_THROUGHPUT_KEPT * reference.throughput;
-      if (window.limit > this.start || !throughputKept) {
-        this.move(window.limit - this.step(window.limit), 'latency', 'hold');
-        return;
-      }
+      this.move(window.limit - this.step(window.limit), 'latency', 'hold');
+      return;
     }
     this.decide(measure);
   }

@@ -41,7 +41,7 @@ export async function benchZeroLatency(ctx: BenchContext): Promise<Row[]> {
         `zero-latency round ${round}: Spool ${row.request_completed}/${row.request_total} in ${run.runMs} ms = ${fmt(run.rps)} req/s ` +
           `(last result at +${fmt(run.dispatchMs)} ms = ${fmt(run.dispatchRps)} req/s; finalize ${fmt(run.runMs - run.dispatchMs)} ms); ` +
           `Spool CPU ${fmt(run.memory.cpuSeconds ?? NaN, 2)} s (${fmt((run.memory.cpuCores ?? NaN) * 100)}% of a core), upstream CPU ${fmt(run.upstreamCpuS, 2)} s; ` +
-          `plain loop at concurrency ${run.limit}: ${fmt(baseline.rps)} req/s, harness CPU ${fmt(baseline.cpuS, 2)} s`,
+          `plain loop at concurrency ${run.limit}: ${fmt(baseline.rps)} req/s, harness CPU ${fmt(baseline.cpuS, 2)} s; Spool's limit moves ${JSON.stringify(run.moves)}`,
       );
     }
   } finally {
@@ -93,6 +93,8 @@ interface SpoolRun {
   dispatchMs: number;
   dispatchRps: number;
   limit: number;
+  /** Moves of the limit by reason, as the runner counted them. */
+  moves: Record<string, number>;
   memory: ReturnType<RssSampler['stop']>;
   upstreamCpuS: number;
 }
@@ -108,6 +110,7 @@ async function runSpool(ctx: BenchContext, sim: SimChild, inputPath: string): Pr
   let memory: SpoolRun['memory'];
   let upstreamCpuS = NaN;
   let limit = MAX_CONCURRENCY;
+  let moves: Record<string, number> = {};
   try {
     const { fileId } = await spool.upload(inputPath);
     const upstreamCpuBefore = cpuSeconds(sim.pid) ?? NaN;
@@ -116,7 +119,9 @@ async function runSpool(ctx: BenchContext, sim: SimChild, inputPath: string): Pr
     await spool.waitFor(batchId, ['completed'], 300_000, 100);
     memory = sampler.stop();
     upstreamCpuS = (cpuSeconds(sim.pid) ?? NaN) - upstreamCpuBefore;
-    limit = (await spool.stats()).runner?.lanes[0]?.limit ?? MAX_CONCURRENCY;
+    const lane = (await spool.stats()).runner?.lanes[0];
+    limit = lane?.limit ?? MAX_CONCURRENCY;
+    moves = (lane?.changes ?? {}) as Record<string, number>;
   } finally {
     times = await spool.stop(batchId ? [batchId] : []);
   }
@@ -131,6 +136,7 @@ async function runSpool(ctx: BenchContext, sim: SimChild, inputPath: string): Pr
     dispatchMs,
     dispatchRps: row.request_completed / (dispatchMs / 1000),
     limit,
+    moves,
     memory,
     upstreamCpuS,
   };

@@ -7,7 +7,8 @@
 import { newFileId } from '../ids.ts';
 import { blobKeyForUpload, type Store } from '../store/index.ts';
 import { insertFile } from '../store/sql/files.ts';
-import type { BatchRow, FileRow, WireDialect } from '../store/sql/schema.ts';
+import type { BatchRow, WireDialect } from '../store/sql/schema.ts';
+import { writtenInputFileRow } from './input-file-row.ts';
 import { reclaimAfterLargeStream } from '../runtime/reclaim-memory.ts';
 import { parseWindow } from './create-args.ts';
 import type { BatchService } from './service.ts';
@@ -38,22 +39,7 @@ export async function createInlineBatch(
   const blobKey = blobKeyForUpload(fileId);
   const written = await store.blobs.write(blobKey, lines, { maxBytes: options.maxBytes });
   reclaimAfterLargeStream(written.bytes);
-  const file: FileRow = {
-    id: fileId,
-    user_id: userId,
-    filename: options.fileName,
-    purpose: 'batch',
-    file_type: 'jsonl',
-    status: 'processed',
-    bytes: written.bytes,
-    line_count: written.lineCount,
-    sha256: written.sha256,
-    declared_sha256: null,
-    blob_key: blobKey,
-    batch_id: null,
-    created_at: Date.now(),
-    expires_at: null,
-  };
+  const file = writtenInputFileRow({ id: fileId, userId, filename: options.fileName, blobKey }, written);
   try {
     return await store.sql.db.transaction().execute(async (tx) => {
       await insertFile(tx, file);

@@ -9,6 +9,7 @@ import type { BlobWriteResult } from '../store/blobs/types.ts';
 import { pageBatchRequests } from '../store/sql/requests.ts';
 import type { FileRow } from '../store/sql/schema.ts';
 import { readLines } from '../store/blobs/line-ranges.ts';
+import { writtenInputFileRow } from './input-file-row.ts';
 
 // Failed rows per page (and per ranged read of the source): bounds memory to this many lines.
 const PAGE_SIZE = 100;
@@ -35,20 +36,5 @@ export async function writeRetryInput(store: Store, batch: { id: string; user_id
   const id = newFileId();
   const blobKey = blobKeyForUpload(id);
   const written: BlobWriteResult = await store.blobs.write(blobKey, failedLines(store, batch.id, sourceBlobKey));
-  return {
-    id,
-    user_id: batch.user_id,
-    filename: `${batch.id}_retry.jsonl`,
-    purpose: 'batch',
-    file_type: 'jsonl',
-    status: 'processed',
-    bytes: written.bytes,
-    line_count: written.lineCount,
-    sha256: written.sha256,
-    declared_sha256: null,
-    blob_key: blobKey,
-    batch_id: null,
-    created_at: Date.now(),
-    expires_at: null,
-  };
+  return writtenInputFileRow({ id, userId: batch.user_id, filename: `${batch.id}_retry.jsonl`, blobKey }, written);
 }

@@ -175,7 +175,10 @@ export class BatchService {
       // File and batch in one transaction: a refused create (token budget) leaves no stray input file behind.
       return await this.db.transaction().execute(async (tx) => {
         await insertFile(tx, file);
-        return this.create(userId, args, { dialect, retryOf: original.id }, tx);
+        // A Message Batch's retry is a Message Batch: its lines are Messages requests, its results Anthropic's, and
+        // it is listed where the original was (the other dialects see it too, as they see every batch).
+        const retryDialect: WireDialect = original.dialect === 'anthropic' ? 'anthropic' : dialect;
+        return this.create(userId, args, { dialect: retryDialect, retryOf: original.id }, tx);
       });
     } catch (err) {
       await this.store.blobs.delete(file.blob_key!).catch(() => undefined);

@@ -181,8 +181,8 @@ for (const backend of BACKENDS) {
       }
     });
 
-    it('an upstream refusal is an errored result with its type and reason; the other requests succeed', async () => {
-      const { client } = await freshClient();
+    it('an upstream refusal is an errored result with its type and reason; the other requests succeed; a retry of it is a Message Batch', async () => {
+      const { client, key } = await freshClient();
       const created = await client.messages.batches.create({
         requests: [request('fine', 'native-model', 'hello'), request('refused', 'native-refuses', 'hello')],
       });
@@ -197,6 +197,14 @@ for (const backend of BACKENDS) {
         assert.equal(refused.error.error.type, 'invalid_request_error');
         assert.match(refused.error.error.message, /native server refuses this request/);
       }
+      // Spool's retry extension, called in another dialect, makes a Message Batch of the errored request.
+      const retried = await call(`${spool.url}/v1/batches/${created.id}/retry`, { method: 'POST', key });
+      assert.equal(retried.status, 201, retried.text);
+      const retryId = `msgbatch_${String(retried.json.job.id).replace(/^batch-/, '')}`;
+      const again = await untilEnded(client, retryId);
+      assert.equal(again.request_counts.errored, 1, 'the retry ran the refused request again');
+      assert.deepEqual((await resultsOf(client, retryId)).map((line) => line.custom_id), ['refused']);
+      assert.ok((await client.messages.batches.list({ limit: 10 })).data.some((batch) => batch.id === retryId), 'listed with the Message Batches');
     });
 
     it('lists newest first with limit, after_id and before_id, and the SDK pages through them all', async () => {

@@ -105,6 +105,17 @@ const upstreamSchema = z
 
 export type UpstreamConfig = z.infer<typeof upstreamSchema>;
 
+/**
+ * The names of an entry's servers, in order: the entry's own for a single server (so a config from before pools
+ * keeps its metrics and shared-ceiling rows), else each replica's name or "<entry>-<n>".
+ */
+export function replicaNamesOf(upstream: Pick<UpstreamConfig, 'name' | 'replicas'>): string[] {
+  const replicas = upstream.replicas;
+  if (!replicas || replicas.length === 0) return [upstream.name];
+  if (replicas.length === 1) return [replicas[0].name ?? upstream.name];
+  return replicas.map((replica, index) => replica.name ?? `${upstream.name}-${index + 1}`);
+}
+
 const engineModelSchema = z
   .object({
     path: z.string().min(1).describe('A .gguf file the user has; nothing is ever downloaded.'),
@@ -426,7 +437,7 @@ export const configSchema = z
           // Replicas belong to their entry by its name: two entries alike would mix their servers.
           if (entries.has(upstream.name)) ctx.addIssue({ code: 'custom', path: [index, 'name'], message: `the upstream name "${upstream.name}" is used twice; upstream names must be unique` });
           entries.add(upstream.name);
-          const names = upstream.replicas && upstream.replicas.length > 1 ? upstream.replicas.map((replica, i) => replica.name ?? `${upstream.name}-${i + 1}`) : [upstream.replicas?.[0]?.name ?? upstream.name];
+          const names = replicaNamesOf(upstream);
           for (const name of new Set(names)) {
             if (seen.has(name)) ctx.addIssue({ code: 'custom', path: [index, 'name'], message: `the name "${name}" is used twice; upstream and replica names must be unique` });
             seen.add(name);

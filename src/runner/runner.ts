@@ -457,11 +457,12 @@ export class Runner {
     let wakeAt = Infinity;
     let wantSlots = false;
     // Lanes whose rate budget a line of this pump found short: full for the rest of it, so lines spill elsewhere.
-    const rateShort = new Set<Lane<Job>>();
+    // Made only when one is: pump runs after every completion, and most never meet a rate limit.
+    let rateShort: Set<Lane<Job>> | undefined;
     // A replica nobody can reach takes nothing: its lines wait for it (leases renewed, deadline applying) unless
     // another replica takes them; its coming back calls pump().
     const hasRoom = (lane: Lane<Job>): boolean => {
-      if (lane.capacity.health?.down || rateShort.has(lane)) return false;
+      if (lane.capacity.health?.down || rateShort?.has(lane)) return false;
       const paused = lane.limiter.pausedUntil();
       if (paused > now) {
         wakeAt = Math.min(wakeAt, paused);
@@ -471,7 +472,7 @@ export class Runner {
     };
     const rateAllows = (lane: Lane<Job>, job: Job): boolean => {
       if (lane.rate.tryTake(job.row.estimated_tokens)) return true;
-      rateShort.add(lane);
+      (rateShort ??= new Set()).add(lane);
       wakeAt = Math.min(wakeAt, now + Math.max(1, lane.rate.waitMs(job.row.estimated_tokens)));
       return false;
     };

@@ -4,7 +4,7 @@
 // models, metrics) is per replica, keyed by the replica's unique name. A
 // single-server entry's replica keeps the entry's name, so its metrics, shared
 // ceiling rows and admin status read as before pools existed.
-import type { UpstreamConfig } from '../config.ts';
+import { replicaNamesOf, type UpstreamConfig } from '../config.ts';
 
 export interface UpstreamReplica {
   /** Unique across every entry: the entry's name for a single server, else the replica's name or "<entry>-<n>". */
@@ -86,9 +86,10 @@ export function replicasOfEntry(upstream: UpstreamConfig): UpstreamReplica[] {
     ];
   }
   const pooled = upstream.replicas.length > 1;
+  const names = replicaNamesOf(upstream);
   return upstream.replicas.map((replica, index) => ({
     ...shared,
-    name: replica.name ?? (pooled ? `${upstream.name}-${index + 1}` : upstream.name),
+    name: names[index],
     baseUrl: replica.baseUrl,
     apiKey: replica.apiKey ?? upstream.apiKey,
     weight: replica.weight ?? upstream.weight,

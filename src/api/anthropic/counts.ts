@@ -4,7 +4,7 @@
 // validating (or failed validation) counted from its input file.
 import type { Kysely } from 'kysely';
 import { findFile } from '../../store/sql/files.ts';
-import { countBatchRequestsWithError } from '../../store/sql/requests.ts';
+import { countBatchFailuresByCode } from '../../store/sql/requests.ts';
 import type { BatchRow, Database } from '../../store/sql/schema.ts';
 import { countsFromRow, type RequestCounts } from './message-batch.ts';
 
@@ -18,8 +18,9 @@ export async function messageBatchCounts(db: Kysely<Database>, batch: BatchRow):
     return counts;
   }
   if (batch.request_failed > 0) {
-    counts.canceled = await countBatchRequestsWithError(db, batch.id, 'batch_cancelled');
-    counts.expired = await countBatchRequestsWithError(db, batch.id, 'batch_expired');
+    const byCode = await countBatchFailuresByCode(db, batch.id, ['batch_cancelled', 'batch_expired'] as const);
+    counts.canceled = byCode.batch_cancelled;
+    counts.expired = byCode.batch_expired;
     counts.errored = Math.max(0, batch.request_failed - counts.canceled - counts.expired);
   }
   return counts;

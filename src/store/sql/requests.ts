@@ -61,6 +61,21 @@ export async function countBatchRequestsInStates(db: Db, batchId: string, states
 }
 
 /** How many of a batch's lines failed with `code` (batch_expired: its deadline passed while a worker held them). */
+/** How many of a batch's failed lines failed with each of `codes`, in one query (a code none failed with counts 0). */
+export async function countBatchFailuresByCode<Code extends string>(db: Db, batchId: string, codes: readonly Code[]): Promise<Record<Code, number>> {
+  const rows = await db
+    .selectFrom('requests')
+    .select(['error_code', (eb) => eb.fn.countAll<number>().as('n')])
+    .where('batch_id', '=', batchId)
+    .where('state', '=', 'failed')
+    .where('error_code', 'in', codes)
+    .groupBy('error_code')
+    .execute();
+  const counts = Object.fromEntries(codes.map((code) => [code, 0])) as Record<Code, number>;
+  for (const row of rows) counts[row.error_code as Code] = Number(row.n);
+  return counts;
+}
+
 export async function countBatchRequestsWithError(db: Db, batchId: string, code: string): Promise<number> {
   const row = await db
     .selectFrom('requests')

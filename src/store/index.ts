@@ -54,6 +54,9 @@ export async function openStore(config: Pick<Config, 'dataDir' | 'databaseUrl'> 
 
 export const blobKeyForUpload = (fileId: string): string => `files/${fileId}`;
 export const blobKeyForBatchOutput = (batchId: string, kind: 'output' | 'errors'): string => `batches/${batchId}/${kind}.jsonl`;
+/** A result segment: which worker's claim (`claim`: the chunk's claim count) and which of its segments; unique without a lookup. */
+export const blobKeyForSegment = (batchId: string, chunk: number, claim: number, seq: number, owner: string): string =>
+  `batches/${batchId}/segments/${chunk}/${claim}-${seq}-${owner.replace(/[^A-Za-z0-9_-]/g, '')}`;
 
 const WRITE_PROBE_KEY = 'probes/write';
 

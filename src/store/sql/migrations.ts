@@ -323,6 +323,60 @@ const batchesByDialect: Migration = {
   },
 };
 
+// Data plane v2: chunks of lines are claimed instead of lines, and results are blob segments recorded on their
+// chunk (schema.ts ChunksTable, SegmentsTable). The requests table stays for batches of the per-line design until
+// batches/upgrade-v1.ts has moved them over (at start-up).
+const chunksAndSegments: Migration = {
+  async up(db: Kysely<any>) {
+    await db.schema
+      .createTable('chunks')
+      .addColumn('batch_id', 'text', (c) => c.notNull())
+      .addColumn('chunk', 'integer', (c) => c.notNull())
+      .addColumn('line_start', 'integer', (c) => c.notNull())
+      .addColumn('line_count', 'integer', (c) => c.notNull())
+      .addColumn('byte_start', 'bigint', (c) => c.notNull())
+      .addColumn('byte_end', 'bigint', (c) => c.notNull())
+      .addColumn('models', 'text', (c) => c.notNull())
+      .addColumn('estimated_tokens', 'bigint', (c) => c.notNull().defaultTo(0))
+      .addColumn('state', 'text', (c) => c.notNull())
+      .addColumn('claims', 'integer', (c) => c.notNull().defaultTo(0))
+      .addColumn('lease_owner', 'text')
+      .addColumn('lease_expires_at', 'bigint')
+      .addColumn('segments', 'integer', (c) => c.notNull().defaultTo(0))
+      .addColumn('succeeded', 'integer', (c) => c.notNull().defaultTo(0))
+      .addColumn('failed', 'integer', (c) => c.notNull().defaultTo(0))
+      .addColumn('input_tokens', 'bigint', (c) => c.notNull().defaultTo(0))
+      .addColumn('output_tokens', 'bigint', (c) => c.notNull().defaultTo(0))
+      .addColumn('cost_nanos', 'bigint', (c) => c.notNull().defaultTo(0))
+      .addColumn('finished_at', 'bigint')
+      .addPrimaryKeyConstraint('chunks_pk', ['batch_id', 'chunk'])
+      .execute();
+    // Claims walk a batch's chunks in one state in order; the heartbeat and the reaper find a worker's by owner.
+    await db.schema.createIndex('chunks_batch_state').on('chunks').columns(['batch_id', 'state', 'chunk']).execute();
+    await db.schema.createIndex('chunks_lease_owner').on('chunks').column('lease_owner').where(sql.ref('state'), '=', 'running').execute();
+    await db.schema
+      .createTable('segments')
+      .addColumn('batch_id', 'text', (c) => c.notNull())
+      .addColumn('chunk', 'integer', (c) => c.notNull())
+      .addColumn('seq', 'integer', (c) => c.notNull())
+      .addColumn('blob_key', 'text')
+      .addColumn('output_bytes', 'bigint', (c) => c.notNull().defaultTo(0))
+      .addColumn('error_bytes', 'bigint', (c) => c.notNull().defaultTo(0))
+      .addColumn('output_lines', 'integer', (c) => c.notNull().defaultTo(0))
+      .addColumn('error_lines', 'integer', (c) => c.notNull().defaultTo(0))
+      .addColumn('done_bits', 'text', (c) => c.notNull())
+      .addColumn('failed_bits', 'text', (c) => c.notNull())
+      .addColumn('stats', 'text', (c) => c.notNull())
+      .addColumn('created_at', 'bigint', (c) => c.notNull())
+      .addPrimaryKeyConstraint('segments_pk', ['batch_id', 'chunk', 'seq'])
+      .execute();
+  },
+  async down(db: Kysely<any>) {
+    await db.schema.dropTable('segments').execute();
+    await db.schema.dropTable('chunks').execute();
+  },
+};
+
 export const migrations: Record<string, Migration> = {
   '0001_initial': initial,
   '0002_sweep_indexes': sweepIndexes,
@@ -335,6 +389,7 @@ export const migrations: Record<string, Migration> = {
   '0009_estimated_cost': estimatedCost,
   '0010_request_latency': requestLatency,
   '0011_batches_by_dialect': batchesByDialect,
+  '0012_chunks_and_segments': chunksAndSegments,
 };
 
 export const migrationProvider: MigrationProvider = {

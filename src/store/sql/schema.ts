@@ -204,6 +204,71 @@ export interface RequestsTable {
   finished_at: number | null;
 }
 
+export type ChunkState = 'pending' | 'running' | 'done' | 'closed';
+
+/**
+ * A run of consecutive input lines: the unit a worker claims (data plane v2).
+ * Validation writes one per CHUNK_MAX_LINES lines (or CHUNK_MAX_BYTES of
+ * input); the runner takes it under a lease, runs its lines and commits their
+ * results as segments. Its counters are this chunk's share of the batch's
+ * progress, summed on read, so no row is updated by every worker.
+ *
+ *   pending ──claim──► running ──last segment commit──► done
+ *      ▲                 │ │
+ *      └──release/lapse──┘ └──cancel or expiry (sweeps)──► closed
+ */
+export interface ChunksTable {
+  batch_id: string;
+  /** 0-based position in the input. */
+  chunk: number;
+  /** 1-based input line number of its first line. */
+  line_start: number;
+  line_count: number;
+  /** Byte range [byte_start, byte_end) of the input file. */
+  byte_start: number;
+  byte_end: number;
+  /** JSON object: model -> [lines, estimated tokens]. */
+  models: string;
+  estimated_tokens: number;
+  state: ChunkState;
+  /** How many times it has been claimed: a chunk whose workers keep dying gives up after worker.maxAttempts claims. */
+  claims: number;
+  lease_owner: string | null;
+  lease_expires_at: number | null;
+  /** Committed segments so far (the next one's seq). */
+  segments: number;
+  succeeded: number;
+  failed: number;
+  input_tokens: number;
+  output_tokens: number;
+  cost_nanos: number;
+  finished_at: number | null;
+}
+
+/**
+ * A committed result segment: lines of one chunk, already in their final wire
+ * shape, in a blob (output lines, then error lines). The bitmaps say which of
+ * the chunk's lines it holds, so a reclaimed chunk skips them, and which of
+ * those failed, so a retry takes them. No request or response content here.
+ */
+export interface SegmentsTable {
+  batch_id: string;
+  chunk: number;
+  seq: number;
+  /** Null once finalization has copied it into the batch's files and deleted it. */
+  blob_key: string | null;
+  output_bytes: number;
+  error_bytes: number;
+  output_lines: number;
+  error_lines: number;
+  /** Hex bitmaps over the chunk's lines (bit i: line line_start + i). */
+  done_bits: string;
+  failed_bits: string;
+  /** JSON: {latency: counts per LATENCY_BOUNDS_MS bucket, errors: {code: n}, models: {model: [ok, failed, retries]}}. */
+  stats: string;
+  created_at: number;
+}
+
 /**
  * The global concurrency ceiling of an upstream, as one row per slot: a
  * worker may have as many requests in flight to the upstream as it holds
@@ -224,6 +289,8 @@ export interface Database {
   files: FilesTable;
   batches: BatchesTable;
   requests: RequestsTable;
+  chunks: ChunksTable;
+  segments: SegmentsTable;
   webhook_deliveries: WebhookDeliveriesTable;
   webhook_secrets: WebhookSecretsTable;
   workers: WorkersTable;
@@ -251,6 +318,9 @@ export type BatchRow = Selectable<BatchesTable>;
 export type NewBatch = Insertable<BatchesTable>;
 export type BatchUpdate = Updateable<BatchesTable>;
 export type RequestRow = Selectable<RequestsTable>;
+export type ChunkRow = Selectable<ChunksTable>;
+export type NewChunk = Insertable<ChunksTable>;
+export type SegmentRow = Selectable<SegmentsTable>;
 export type NewRequest = Insertable<RequestsTable>;
 export type WebhookDeliveryRow = Selectable<WebhookDeliveriesTable>;
 export type NewWebhookDelivery = Insertable<WebhookDeliveriesTable>;

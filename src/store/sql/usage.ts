@@ -15,7 +15,7 @@ interface Recorded {
   costNanos: number;
 }
 
-interface UsageDelta {
+export interface UsageDelta {
   batchId: string;
   userId: string;
   model: string;

@@ -16,7 +16,8 @@ import { findBatch, findUserBatch, insertBatch, listBatches, transitionBatch } f
 import { findFile, findUserFile, insertFile } from '../store/sql/files.ts';
 import { recordedResultLines } from './result-lines.ts';
 import { batchStats, type BatchStats } from '../store/sql/batch-stats.ts';
-import { countBatchRequestsInStates, enqueuedTokensForModel } from '../store/sql/requests.ts';
+import { countBatchRequestsInStates } from '../store/sql/requests.ts';
+import { enqueuedTokensForModel } from '../store/sql/chunks.ts';
 import { TERMINAL_BATCH_STATUSES, type BatchRow, type Database, type WireDialect } from '../store/sql/schema.ts';
 import { parseWindow, type CreateBatchArgs } from './create-args.ts';
 import { writeRetryInput } from './retry-input.ts';

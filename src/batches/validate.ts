@@ -1,9 +1,10 @@
 // The validation sweep: takes one VALIDATING batch under its lease, streams
-// its input once through the checker, and either stores one request row per
-// line and moves the batch to IN_PROGRESS, or stores no rows and fails the
-// batch with line-numbered errors. A crash at any point leaves the batch
-// VALIDATING with a lapsing lease; the next sweep deletes any half-written
-// rows and starts over, so the outcome is all rows or none.
+// its input once through the checker, and either stores one chunk row per run
+// of consecutive lines (chunking.ts) and moves the batch to IN_PROGRESS, or
+// stores no rows and fails the batch with line-numbered errors. A crash at any
+// point leaves the batch VALIDATING with a lapsing lease; the next sweep
+// deletes any half-written chunks and starts over, so the outcome is all
+// chunks or none.
 import { budgetMessage, budgetStanding } from '../usage/budget.ts';
 import { Pricing } from '../usage/pricing.ts';
 import type { Kysely } from 'kysely';
@@ -12,11 +13,12 @@ import { classifyStoreError, describeStoreFailure } from '../store/errors.ts';
 import { stepBackoff } from './step-backoff.ts';
 import { findFile } from '../store/sql/files.ts';
 import { BlobNotFoundError } from '../store/blobs/types.ts';
-import { deleteBatchRequests, enqueuedTokensForModel, insertRequests } from '../store/sql/requests.ts';
-import type { BatchRow, BatchValidationError, Database } from '../store/sql/schema.ts';
+import { deleteBatchChunks, enqueuedTokensForModel, insertChunks } from '../store/sql/chunks.ts';
+import type { BatchRow, BatchValidationError, Database, NewChunk } from '../store/sql/schema.ts';
 import { enqueueBatchEvent } from '../webhooks/outbox.ts';
 import { leaseMs, type LifecycleContext } from '../runtime/context.ts';
-import { MESSAGES_BATCH_ENDPOINT, validateInput, type ValidRequestLine } from './input-validator.ts';
+import { MESSAGES_BATCH_ENDPOINT, validateInput } from './input-validator.ts';
+import { ChunkBuilder, linesPerChunk } from './chunking.ts';
 import { BatchLeaseKeeper, LeaseLostError } from './lease-keeper.ts';
 import { reclaimAfterLargeStream } from '../runtime/reclaim-memory.ts';
 
@@ -54,7 +56,7 @@ async function onValidationError(ctx: LifecycleContext, batch: BatchRow, err: un
   if (classifyStoreError(err) === 'refused') {
     ctx.log.error({ err, batchId: batch.id }, 'the database refused what validation stored; the batch fails');
     try {
-      await deleteBatchRequests(db, batch.id);
+      await deleteBatchChunks(db, batch.id);
       await failValidation(ctx, batch, [
         {
           code: 'validation_error',
@@ -76,7 +78,7 @@ async function onValidationError(ctx: LifecycleContext, batch: BatchRow, err: un
 
 async function validateBatch(ctx: LifecycleContext, batch: BatchRow, lease: BatchLeaseKeeper): Promise<'valid' | 'invalid'> {
   const db = ctx.store.sql.db;
-  await deleteBatchRequests(db, batch.id);
+  await deleteBatchChunks(db, batch.id);
   const file = await findFile(db, batch.input_file_id);
   if (!file?.blob_key) {
     await failValidation(ctx, batch, [
@@ -96,6 +98,8 @@ async function validateBatch(ctx: LifecycleContext, batch: BatchRow, lease: Batc
     ]);
     return 'invalid';
   }
+  // Chunks are stored as they fill, each batch of them in a transaction of its own; the last one once the file proved valid.
+  const chunks = new ChunkBuilder(batch.id, linesPerChunk(file.line_count));
   const outcome = await validateInput(
     source,
     {
@@ -107,19 +111,28 @@ async function validateBatch(ctx: LifecycleContext, batch: BatchRow, lease: Batc
       defaultMaxTokensEstimate: limits.defaultMaxTokensEstimate,
     },
     async (rows) => {
+      const closed: NewChunk[] = [];
+      for (const row of rows) {
+        const chunk = chunks.add(row);
+        if (chunk) closed.push(chunk);
+      }
       lease.check();
-      await storeRequestRows(db, batch.id, rows);
+      await storeChunks(db, closed);
     },
   );
   lease.check();
+  if (outcome.ok) {
+    const last = chunks.finish();
+    if (last) await storeChunks(db, [last]);
+  }
   if (!outcome.ok) {
-    await deleteBatchRequests(db, batch.id);
+    await deleteBatchChunks(db, batch.id);
     await failValidation(ctx, batch, outcome.errors);
     return 'invalid';
   }
   const overBudget = await modelsOverTokenBudget(db, batch.user_id, outcome.tokensByModel, limits.maxEnqueuedTokensPerModel);
   if (overBudget.length > 0) {
-    await deleteBatchRequests(db, batch.id);
+    await deleteBatchChunks(db, batch.id);
     await failValidation(ctx, batch, overBudget);
     return 'invalid';
   }
@@ -129,7 +142,7 @@ async function validateBatch(ctx: LifecycleContext, batch: BatchRow, lease: Batc
   for (const [model, usage] of outcome.usageByModel) estimatedCost += pricing.costNanos(model, usage.prompt, usage.completion);
   const standing = await budgetStanding(db, ctx.config.billing, batch.user_id, Date.now(), batch.id);
   if (standing && estimatedCost > standing.leftNanos) {
-    await deleteBatchRequests(db, batch.id);
+    await deleteBatchChunks(db, batch.id);
     await failValidation(ctx, batch, [{ code: 'budget_exceeded', message: budgetMessage(batch.user_id, standing, estimatedCost), line: null, param: null }]);
     return 'invalid';
   }
@@ -143,7 +156,7 @@ async function validateBatch(ctx: LifecycleContext, batch: BatchRow, lease: Batc
   });
   if (started) ctx.onRunnable?.();
   else {
-    // Cancelled while we read: keep the rows so the cancel sweep reports every line as batch_cancelled.
+    // Cancelled while we read: keep the chunks so the cancel sweep reports every line as batch_cancelled.
     // (If instead our lease was lost, the new owner rewrites everything and this changes nothing.)
     await updateLeasedBatch(db, batch.id, ctx.workerId, ['cancelling'], counts);
     await releaseBatchLease(db, batch.id, ctx.workerId);
@@ -153,29 +166,12 @@ async function validateBatch(ctx: LifecycleContext, batch: BatchRow, lease: Batc
   return 'valid';
 }
 
-async function storeRequestRows(db: Kysely<Database>, batchId: string, rows: ValidRequestLine[]): Promise<void> {
-  await db.transaction().execute((tx) =>
-    insertRequests(
-      tx,
-      rows.map((row) => ({
-        batch_id: batchId,
-        line: row.line,
-        custom_id: row.customId,
-        model: row.model,
-        byte_offset: row.offset,
-        byte_length: row.length,
-        estimated_tokens: row.estimatedTokens,
-        state: 'pending' as const,
-        attempts: 0,
-        not_before: 0,
-        input_tokens: 0,
-        output_tokens: 0,
-      })),
-    ),
-  );
+async function storeChunks(db: Kysely<Database>, rows: NewChunk[]): Promise<void> {
+  if (rows.length === 0) return;
+  await db.transaction().execute((tx) => insertChunks(tx, rows));
 }
 
-/** The rows are already stored, so each model's enqueued total includes this batch. The budget is per user and model. */
+/** The chunks are already stored, so each model's enqueued total includes this batch. The budget is per user and model. */
 async function modelsOverTokenBudget(db: Kysely<Database>, userId: string, tokensByModel: Map<string, number>, limit: number): Promise<BatchValidationError[]> {
   const errors: BatchValidationError[] = [];
   for (const [model, tokens] of tokensByModel) {

@@ -629,8 +629,8 @@ function badInputSuites(): void {
         assert.equal(together.json.status, 'FAILED');
         assert.equal(typeof together.json.error, 'string');
         if (c.line !== null) assert.match(together.json.error, new RegExp(`line ${c.line}\\b`));
-        // No request rows are left behind for a failed batch.
-        const rows = await spool.app.store.sql.db.selectFrom('requests').select('line').where('batch_id', '=', batch.id).execute();
+        // No chunk rows are left behind for a failed batch.
+        const rows = await spool.app.store.sql.db.selectFrom('chunks').select('chunk').where('batch_id', '=', batch.id).execute();
         assert.deepEqual(rows, []);
       });
     }

@@ -167,10 +167,17 @@ describe('cancel and expiry mid-run', () => {
     await waitForStatus(endpointOf(first), created.id, 'in_progress');
     await first.stop();
 
-    // A validator that died after storing the first chunk of rows, and a cancel accepted meanwhile.
+    // A validator that died after storing a first chunk (of lines 1-2), and a cancel accepted meanwhile.
     const store = await openStore({ dataDir: first.dataDir });
     try {
-      await store.sql.db.deleteFrom('requests').where('batch_id', '=', created.id).where('line', '>', 2).execute();
+      const firstTwoBytes = Buffer.byteLength(JSON.stringify(lines[0])) + 1 + Buffer.byteLength(JSON.stringify(lines[1]));
+      await store.sql.db.deleteFrom('chunks').where('batch_id', '=', created.id).where('chunk', '>', 0).execute();
+      await store.sql.db
+        .updateTable('chunks')
+        .set({ line_count: 2, byte_end: firstTwoBytes })
+        .where('batch_id', '=', created.id)
+        .where('chunk', '=', 0)
+        .execute();
       await store.sql.db
         .updateTable('batches')
         .set({ status: 'cancelling', cancelling_at: Date.now(), in_progress_at: null, request_total: 0, estimated_tokens: 0, lease_owner: null, lease_expires_at: null })

@@ -77,9 +77,10 @@ for (const backend of BACKENDS) {
       // Before: the sweeper released the batch and took it again at once (hundreds of failed inserts a second),
       // and every batch created after it stayed VALIDATING.
       const h = await spoolOn(backend.name);
-      await refuseValues(h.app.store.sql.db, backend.name, { table: 'requests', event: 'insert', column: 'custom_id', needle: 'poison' });
+      // Validation stores chunk rows: the poisoned line's model lands in its chunk's `models` column.
+      await refuseValues(h.app.store.sql.db, backend.name, { table: 'chunks', event: 'insert', column: 'models', needle: 'poison' });
       const ep = endpointOf(h);
-      const poisoned = await submitBatch(ep, [chatLine('fine-1', 'slow-model'), chatLine('poison', 'slow-model')]);
+      const poisoned = await submitBatch(ep, [chatLine('fine-1', 'slow-model'), chatLine('poison', 'slow-poison')]);
       const healthy = await submitBatch(ep, chatLines(3, 'slow-model', 'healthy'));
       const failed = await waitForStatus(ep, poisoned.id, ['failed', 'completed']);
       assert.equal(failed.status, 'failed');

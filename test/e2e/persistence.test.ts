@@ -123,7 +123,7 @@ describe('restart on the same data dir', () => {
     await stopKeeping(first);
 
     // What a process killed midway through validating leaves: the batch still VALIDATING under its
-    // lapsed lease, and only some of the rows, one of them not matching the file.
+    // lapsed lease, and a chunk row not matching the file (too few lines, a byte range cut short).
     await withStoreOffline(dataDir, async (db) => {
       await db
         .updateTable('batches')
@@ -137,8 +137,13 @@ describe('restart on the same data dir', () => {
         })
         .where('id', '=', batch.id)
         .execute();
-      await db.deleteFrom('requests').where('batch_id', '=', batch.id).where('line', '>', 2).execute();
-      await db.updateTable('requests').set({ byte_length: 1 }).where('batch_id', '=', batch.id).where('line', '=', 1).execute();
+      await db.deleteFrom('chunks').where('batch_id', '=', batch.id).where('chunk', '>', 0).execute();
+      await db
+        .updateTable('chunks')
+        .set((eb) => ({ line_count: 2, byte_end: eb('byte_start', '+', 1) }))
+        .where('batch_id', '=', batch.id)
+        .where('chunk', '=', 0)
+        .execute();
     });
 
     const second = await start(dataDir);
@@ -146,17 +151,21 @@ describe('restart on the same data dir', () => {
     assert.notEqual(done.status, 'failed', JSON.stringify(done.errors));
     assert.equal(done.request_counts.total, lines);
     const rows = await second.app.store.sql.db
-      .selectFrom('requests')
-      .select(['line', 'custom_id', 'byte_length'])
+      .selectFrom('chunks')
+      .select(['chunk', 'line_start', 'line_count', 'byte_start', 'byte_end'])
       .where('batch_id', '=', batch.id)
-      .orderBy('line')
+      .orderBy('chunk')
       .execute();
-    assert.deepEqual(
-      rows.map((r) => [r.line, r.custom_id]),
-      Array.from({ length: lines }, (_, i) => [i + 1, `req-${i + 1}`]),
-      'one row per line, the half-written ones replaced',
+    let nextLine = 1;
+    for (const [i, row] of rows.entries()) {
+      assert.deepEqual([row.chunk, row.line_start], [i, nextLine], 'chunks cover the lines in order, the half-written one replaced');
+      nextLine += row.line_count;
+    }
+    assert.equal(nextLine - 1, lines, 'every line is in a chunk');
+    assert.ok(
+      rows.every((r) => r.byte_end - r.byte_start > 1),
+      'chunks point at the real lines',
     );
-    assert.ok(rows.every((r) => r.byte_length > 1), 'rows point at the real lines');
 
     // The batch is usable: it cancels on the new server.
     assert.equal((await callJson(`${second.url}/openai/v1/batches/${batch.id}/cancel`, second.apiKey, 'POST')).status, 200);

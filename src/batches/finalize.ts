@@ -1,19 +1,26 @@
-// Finalization: once no request of a batch is open, stream its results into
-// an output file and an error file, register both as the user's files and
-// move the batch to its terminal state, all in one transaction that holds
-// only while this process still owns the batch lease. Idempotent: a crash
-// anywhere leaves the batch in its previous state, and the next sweep redoes
-// the whole step (the blobs are overwritten under the same keys).
+// Finalization: once no chunk of a batch is open, concatenate its committed
+// segments into an output file (their output parts) and an error file (their
+// error parts, then a batch_cancelled / batch_expired line for every input
+// line in no segment), register both as the user's files and move the batch to
+// its terminal state with its totals summed from its chunks, all in one
+// transaction that holds only while this process still owns the batch lease.
+// Idempotent: a crash anywhere before that commit leaves the batch in its
+// previous state and its segments untouched, and the next sweep redoes the
+// whole step (the blobs are overwritten under the same keys). Only after the
+// commit are the segment blobs deleted, best-effort: one left behind is
+// deleted with the batch's files (retention, batch deletion).
 import { newFileId } from '../ids.ts';
 import { blobKeyForBatchOutput } from '../store/index.ts';
+import { deleteSegmentBlobs } from '../store/segment-blobs.ts';
 import { updateLeasedBatch } from '../store/sql/batches.ts';
+import { chunkTotalsOf } from '../store/sql/chunks.ts';
 import { insertFile } from '../store/sql/files.ts';
-import { batchRequestTotals } from '../store/sql/requests.ts';
-import type { BatchRow, BatchStatus, FileRow, RequestState } from '../store/sql/schema.ts';
+import { segmentLineTotals } from '../store/sql/segments.ts';
+import type { BatchRow, BatchStatus, FileRow } from '../store/sql/schema.ts';
 import { enqueueBatchEvent } from '../webhooks/outbox.ts';
 import type { LifecycleContext } from '../runtime/context.ts';
 import type { BatchLeaseKeeper } from './lease-keeper.ts';
-import { recordedResultLines } from './result-lines.ts';
+import { segmentParts, unfinishedLineReason, unfinishedLines, type UnfinishedLineCount } from './result-lines.ts';
 
 export type FinalStatus = Extract<BatchStatus, 'completed' | 'expired' | 'cancelled'>;
 
@@ -30,16 +37,24 @@ const TIMESTAMP_OF: Record<FinalStatus, 'completed_at' | 'expired_at' | 'cancell
   cancelled: 'cancelled_at',
 };
 
-/** Caller holds the batch lease and has checked that no request is open. Returns false if the lease was lost. */
+/** Caller holds the batch lease and has checked that no chunk is open. Returns false if the lease was lost. */
 export async function finalizeBatch(ctx: LifecycleContext, batch: BatchRow, status: FinalStatus, lease: BatchLeaseKeeper): Promise<boolean> {
   const { store } = ctx;
+  const db = store.sql.db;
   const startedAt = performance.now();
   const outputKey = blobKeyForBatchOutput(batch.id, 'output');
   const errorsKey = blobKeyForBatchOutput(batch.id, 'errors');
-  const output = await store.blobs.write(outputKey, resultLines(ctx, batch, 'succeeded', lease));
-  const errors = await store.blobs.write(errorsKey, resultLines(ctx, batch, 'failed', lease));
+  const partOptions = { beforePage: () => lease.check(), skipCleared: false };
+  const output = await store.blobs.write(outputKey, segmentParts(db, store.blobs, batch.id, 'output', partOptions));
+  const filled: UnfinishedLineCount = { lines: 0 };
+  const reason = unfinishedLineReason(batch, status === 'cancelled');
+  const errors = await store.blobs.write(
+    errorsKey,
+    concat(segmentParts(db, store.blobs, batch.id, 'errors', partOptions), unfinishedLines(db, store.blobs, batch, reason.code, reason.message, filled)),
+  );
   lease.check();
-  const totals = await batchRequestTotals(store.sql.db, batch.id);
+  const lines = await segmentLineTotals(db, batch.id);
+  const totals = (await chunkTotalsOf(db, [batch.id])).get(batch.id)!;
   const now = Date.now();
   const expiresAt = batch.output_expires_after_seconds === null ? null : batch.created_at + batch.output_expires_after_seconds * 1000;
   const fileRow = (kind: 'output' | 'errors', key: string, measured: typeof output): FileRow => ({
@@ -67,11 +82,12 @@ export async function finalizeBatch(ctx: LifecycleContext, batch: BatchRow, stat
       ...(status === 'cancelled' ? {} : { finalizing_at: batch.finalizing_at ?? now }),
       output_file_id: outputFile.id,
       error_file_id: errorFile.id,
-      request_total: totals.succeeded + totals.failed,
-      request_completed: totals.succeeded,
-      request_failed: totals.failed,
+      // request_total stays what validation counted; every one of those lines is in exactly one of the files.
+      request_completed: lines.outputLines,
+      request_failed: lines.errorLines + filled.lines,
       input_tokens: totals.inputTokens,
       output_tokens: totals.outputTokens,
+      cost_nanos: totals.costNanos,
       lease_owner: null,
       lease_expires_at: null,
     });
@@ -83,10 +99,17 @@ export async function finalizeBatch(ctx: LifecycleContext, batch: BatchRow, stat
     await enqueueBatchEvent(tx, ctx.config.webhooks, ctx.presentBatch, batch.id, now);
     return true;
   });
-  if (done) ctx.metrics?.finalized(status, (performance.now() - startedAt) / 1000);
-  return done;
+  if (!done) return false;
+  ctx.metrics?.finalized(status, (performance.now() - startedAt) / 1000);
+  // The files hold every line now: the segments' blobs are copies. Best-effort: what is left goes with the files.
+  try {
+    await deleteSegmentBlobs(db, store.blobs, batch.id);
+  } catch (err) {
+    ctx.log.warn({ err, batchId: batch.id }, 'deleting the segment blobs of a finalized batch failed; retention deletes them with its files');
+  }
+  return true;
 }
 
-function resultLines(ctx: LifecycleContext, batch: BatchRow, state: RequestState, lease: BatchLeaseKeeper): AsyncGenerator<Uint8Array> {
-  return recordedResultLines(ctx.store.sql.db, batch.id, state, () => lease.check());
+async function* concat(...sources: AsyncIterable<Uint8Array>[]): AsyncGenerator<Uint8Array> {
+  for (const source of sources) yield* source;
 }

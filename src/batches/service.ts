@@ -14,10 +14,10 @@ import { newBatchId } from '../ids.ts';
 import type { Store } from '../store/index.ts';
 import { findBatch, findUserBatch, insertBatch, listBatches, transitionBatch } from '../store/sql/batches.ts';
 import { findFile, findUserFile, insertFile } from '../store/sql/files.ts';
-import { recordedResultLines } from './result-lines.ts';
+import { isMissingBlob, segmentParts } from './result-lines.ts';
 import { batchStats, type BatchStats } from '../store/sql/batch-stats.ts';
-import { countBatchRequestsInStates } from '../store/sql/requests.ts';
-import { enqueuedTokensForModel } from '../store/sql/chunks.ts';
+import { enqueuedTokensForModel } from '../store/sql/requests.ts';
+import { hasChunks } from '../store/sql/chunks.ts';
 import { TERMINAL_BATCH_STATUSES, type BatchRow, type Database, type WireDialect } from '../store/sql/schema.ts';
 import { parseWindow, type CreateBatchArgs } from './create-args.ts';
 import { writeRetryInput } from './retry-input.ts';
@@ -143,18 +143,19 @@ export class BatchService {
         'batch_not_finished',
       );
     }
-    if ((await countBatchRequestsInStates(this.db, original.id, ['failed'])) === 0) {
-      if (original.request_failed > 0) {
-        throw conflict(
-          `Batch ${original.id} had ${original.request_failed} failed lines, but its output and error files have expired or were deleted, and with them the record of which lines failed.`,
-          'results_expired',
-        );
-      }
+    if (original.request_failed === 0) {
       const why =
         original.status === 'failed'
           ? 'it failed validation, so none of its lines ran: fix the input file and create a new batch'
           : 'every line of it succeeded';
       throw conflict(`Batch ${original.id} has no failed lines to retry: ${why}.`, 'no_failed_lines');
+    }
+    // Its chunk rows record which lines failed; retention deletes them once both result files are gone.
+    if (!(await hasChunks(this.db, original.id))) {
+      throw conflict(
+        `Batch ${original.id} had ${original.request_failed} failed lines, but its output and error files have expired or were deleted, and with them the record of which lines failed.`,
+        'results_expired',
+      );
     }
     const input = await findUserFile(this.db, userId, original.input_file_id);
     if (!input?.blob_key || (input.expires_at !== null && input.expires_at <= Date.now())) {
@@ -231,14 +232,24 @@ export class BatchService {
   }
 
   /**
-   * The batch's results so far: while it runs, the output (or error) lines recorded until now, in line order,
-   * read from the database a page at a time; once it has ended, its output (or error) file itself. `complete`
-   * says which. A finished batch whose files are gone (retention) has nothing left to give: 410.
+   * The batch's results so far: while it runs, the output (or error) parts of its committed segments, in (chunk,
+   * seq) order, read a page of segment rows at a time; once it has ended, its output (or error) file itself.
+   * `complete` says which. A finished batch whose files are gone (retention) has nothing left to give: 410.
+   * A segment can vanish under a running stream (finalization deletes them once they are in the files): the stream
+   * then ends there, short, and the caller has already said the batch was still running; the files hold the rest.
    */
   async resultsSoFar(caller: Principal, batchId: string, which: 'output' | 'errors'): Promise<{ batch: BatchRow; complete: boolean; stream: AsyncIterable<Uint8Array> }> {
     const batch = await this.get(caller, batchId);
     if (!TERMINAL_BATCH_STATUSES.includes(batch.status)) {
-      return { batch, complete: false, stream: recordedResultLines(this.db, batch.id, which === 'output' ? 'succeeded' : 'failed') };
+      const stream = segmentParts(this.db, this.store.blobs, batch.id, which, {
+        skipCleared: true,
+        onReadError: async (err) => {
+          if (!isMissingBlob(err)) return false;
+          const now = await findBatch(this.db, batch.id);
+          return now === undefined || TERMINAL_BATCH_STATUSES.includes(now.status);
+        },
+      });
+      return { batch, complete: false, stream };
     }
     const fileId = which === 'output' ? batch.output_file_id : batch.error_file_id;
     // Failed validation (or expired before it finished): no line ever ran, so there is nothing, and never will be.

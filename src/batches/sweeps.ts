@@ -2,16 +2,18 @@
 // lease, does one idempotent step, and lets go; any process may run them, so
 // a crash between steps only delays the next sweep.
 //
-//   cancelling ──fail pending (and, after a grace period, in-flight) as batch_cancelled──► cancelled
-//   in_progress ──all requests done──► finalizing ──► completed
-//   in_progress ──deadline passed: fail every open request as batch_expired──► finalizing ──► expired
+//   cancelling ──close pending chunks (and, after a grace period, those in flight); finalize once none is
+//                open: their lines in no segment become batch_cancelled lines──► cancelled
+//   in_progress ──every chunk done──► finalizing ──► completed
+//   in_progress ──deadline passed with chunks open: close them all (their lines in no segment become
+//                 batch_expired lines)──► finalizing ──► expired
 //   validating ──deadline passed before validation finished──► expired (no files)
 //   finalizing ──(a finalizer died)──► completed | expired
 //   output/error files past output_expires_after ──► blob and row deleted
-import { claimBatchLease, countFailedRequests, releaseBatchLease, renewBatchLease, updateLeasedBatch, type BatchClaimFilter } from '../store/sql/batches.ts';
+import { claimBatchLease, releaseBatchLease, renewBatchLease, updateLeasedBatch, updateLeasedBatchThen, type BatchClaimFilter } from '../store/sql/batches.ts';
+import { closeOpenChunks, countOpenChunks, deleteBatchChunks } from '../store/sql/chunks.ts';
 import { listExpiredFiles } from '../store/sql/files.ts';
 import { deleteFileAndItsResults } from '../store/sql/result-retention.ts';
-import { countBatchRequestsInStates, countBatchRequestsWithError, deleteBatchRequests, failOpenRequests } from '../store/sql/requests.ts';
 import type { BatchRow } from '../store/sql/schema.ts';
 import { enqueueBatchEvent } from '../webhooks/outbox.ts';
 import { leaseMs, type LifecycleContext } from '../runtime/context.ts';
@@ -21,13 +23,13 @@ import { stepBackoff } from './step-backoff.ts';
 
 /**
  * One step on a claimed batch; returns whether it changed anything, or
- * WAITING when the batch cannot move on until others act (requests in flight).
+ * WAITING when the batch cannot move on until others act (chunks in flight).
  */
 type Step = (ctx: LifecycleContext, batch: BatchRow, lease: BatchLeaseKeeper) => Promise<boolean | typeof WAITING>;
 
 const WAITING = Symbol('waiting');
 
-// How long a cancel waits for requests already sent upstream before failing them too.
+// How long a cancel lets chunks in flight finish their lines before closing them too.
 export const CANCEL_GRACE_MS = 30_000;
 
 // Batches one sweep pass may find waiting before it gives up on the rest until the next pass.
@@ -80,27 +82,19 @@ async function stepOnClaimedBatch(ctx: LifecycleContext, filter: BatchClaimFilte
   }
 }
 
-/** Fails open requests with `code` and counts them on the batch, in one transaction. */
-async function failOpen(ctx: LifecycleContext, batch: BatchRow, code: string, message: string, includeInFlight: boolean): Promise<number> {
-  return ctx.store.sql.db.transaction().execute(async (tx) => {
-    const failed = await failOpenRequests(tx, batch.id, code, message, Date.now(), includeInFlight);
-    if (failed > 0) await countFailedRequests(tx, batch.id, failed);
-    return failed;
-  });
-}
-
-const openRequestCount = (ctx: LifecycleContext, batchId: string): Promise<number> =>
-  countBatchRequestsInStates(ctx.store.sql.db, batchId, ['pending', 'running']);
+const openChunkCount = (ctx: LifecycleContext, batchId: string): Promise<number> => countOpenChunks(ctx.store.sql.db, batchId);
 
 export const finishCancellation: Step = async (ctx, batch, lease) => {
-  // Cancelled before validation finished: a validator that died midway leaves some rows and no count.
-  // Validation is all rows or none, so that half is dropped rather than reported as cancelled lines.
-  // (A validation that finished under the cancel stores request_total, and its rows are kept.)
-  if (batch.in_progress_at === null && batch.request_total === 0) await deleteBatchRequests(ctx.store.sql.db, batch.id);
+  const db = ctx.store.sql.db;
+  // Cancelled before validation finished: a validator that died midway leaves some chunks and no count.
+  // Validation is all chunks or none, so that half is dropped rather than reported as cancelled lines.
+  // (A validation that finished under the cancel stores request_total, and its chunks are kept.)
+  if (batch.in_progress_at === null && batch.request_total === 0) await deleteBatchChunks(db, batch.id);
   const graceOver = Date.now() - (batch.cancelling_at ?? 0) >= CANCEL_GRACE_MS;
-  const failed = await failOpen(ctx, batch, 'batch_cancelled', 'The batch was cancelled before this request finished.', graceOver);
-  // Requests in flight get the grace period to land; a later sweep comes back for them.
-  if ((await openRequestCount(ctx, batch.id)) > 0) return failed > 0 ? true : WAITING;
+  // Closed chunks run no more lines; their workers notice, hand them back, and a late segment commit is refused.
+  const closed = await closeOpenChunks(db, batch.id, Date.now(), graceOver);
+  // Chunks in flight get the grace period to commit what they finished; a later sweep comes back for them.
+  if ((await openChunkCount(ctx, batch.id)) > 0) return closed > 0 ? true : WAITING;
   const done = await finalizeBatch(ctx, batch, 'cancelled', lease);
   if (done) ctx.log.info({ batchId: batch.id }, 'batch cancelled');
   return done;
@@ -110,32 +104,27 @@ export const expireOverdue: Step = async (ctx, batch, lease) => {
   const db = ctx.store.sql.db;
   const now = Date.now();
   if (batch.status === 'validating') {
-    await deleteBatchRequests(db, batch.id);
-    // One transaction with the webhook event, so the terminal state and its event commit together.
-    const expired = await db.transaction().execute(async (tx) => {
-      const moved = await updateLeasedBatch(tx, batch.id, ctx.workerId, ['validating'], { status: 'expired', expired_at: now });
-      if (moved) await enqueueBatchEvent(tx, ctx.config.webhooks, ctx.presentBatch, batch.id, now);
-      return moved;
-    });
+    await deleteBatchChunks(db, batch.id);
+    // The terminal state and its webhook event commit together.
+    const expired = await updateLeasedBatchThen(db, batch.id, ctx.workerId, ['validating'], { status: 'expired', expired_at: now }, (tx) =>
+      enqueueBatchEvent(tx, ctx.config.webhooks, ctx.presentBatch, batch.id, now),
+    );
     if (expired) ctx.log.info({ batchId: batch.id }, 'batch expired before validation finished');
     return expired;
   }
   // Every line already has its outcome: the batch made it in time, whatever the clock says now.
-  if ((await openRequestCount(ctx, batch.id)) === 0) return completeDone(ctx, batch, lease);
-  // The deadline is hard: requests in flight are failed too, and their late results are dropped.
-  await failOpen(ctx, batch, 'batch_expired', `The batch's completion window (${batch.completion_window}) ended before this request finished.`, true);
+  if ((await openChunkCount(ctx, batch.id)) === 0) return completeDone(ctx, batch, lease);
+  // The deadline is hard: chunks in flight are closed too, and their late segments are refused.
+  await closeOpenChunks(db, batch.id, now, true);
   const moved = await updateLeasedBatch(db, batch.id, ctx.workerId, ['in_progress'], { status: 'finalizing', finalizing_at: now, expired_at: now });
   if (!moved) return false;
-  return finalize(ctx, { ...batch, status: 'finalizing', expired_at: now }, lease);
+  return finalize(ctx, { ...batch, status: 'finalizing', finalizing_at: now, expired_at: now }, lease);
 };
 
 export const completeDone: Step = async (ctx, batch, lease) => {
-  if ((await openRequestCount(ctx, batch.id)) > 0) return false;
+  if ((await openChunkCount(ctx, batch.id)) > 0) return false;
   const now = Date.now();
-  // Lines a worker failed as batch_expired (their deadline passed while it held them) mean the batch did not make
-  // its window, whichever process got to the batch first: it ends EXPIRED either way, never COMPLETED.
-  const expired = (await countBatchRequestsWithError(ctx.store.sql.db, batch.id, 'batch_expired')) > 0;
-  const values = expired ? { status: 'finalizing' as const, finalizing_at: now, expired_at: now } : { status: 'finalizing' as const, finalizing_at: now };
+  const values = { status: 'finalizing' as const, finalizing_at: now };
   const moved = await updateLeasedBatch(ctx.store.sql.db, batch.id, ctx.workerId, ['in_progress'], values);
   if (!moved) return false;
   return finalize(ctx, { ...batch, ...values }, lease);
@@ -174,7 +163,7 @@ export async function purgeExpiredFiles(ctx: LifecycleContext): Promise<boolean>
     if (purged >= PURGE_PER_PASS) break;
     try {
       if (file.blob_key) await ctx.store.blobs.delete(file.blob_key);
-      await deleteFileAndItsResults(ctx.store.sql.db, file);
+      await deleteFileAndItsResults(ctx.store.sql.db, file, ctx.store.blobs);
       purgeFailures.delete(file.id);
       purged += 1;
     } catch (err) {
@@ -199,7 +188,7 @@ export async function runLifecycleSweeps(ctx: LifecycleContext): Promise<boolean
     ['purge expired files', () => purgeExpiredFiles(ctx)],
     ['cancel', () => withClaimedBatch(ctx, { statuses: ['cancelling'] }, finishCancellation)],
     ['expire', () => withClaimedBatch(ctx, { statuses: ['validating', 'in_progress'], overdueAt: now }, expireOverdue)],
-    ['complete', () => withClaimedBatch(ctx, { statuses: ['in_progress'], allRequestsDone: true }, completeDone)],
+    ['complete', () => withClaimedBatch(ctx, { statuses: ['in_progress'], allChunksDone: true }, completeDone)],
     ['finalize', () => withClaimedBatch(ctx, { statuses: ['finalizing'] }, finalize)],
   ];
   let changed = false;

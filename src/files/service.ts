@@ -220,7 +220,7 @@ export class FileService {
     const file = await this.get(userId, fileId);
     const batchId = await findOpenBatchUsingFile(this.db, fileId);
     if (batchId) throw conflict(`File ${fileId} is the input of batch ${batchId}, which is still running. Cancel the batch first.`, 'file_in_use');
-    await deleteFileAndItsResults(this.db, file);
+    await deleteFileAndItsResults(this.db, file, this.blobs);
     if (file.blob_key) await this.blobs.delete(file.blob_key);
   }
 

@@ -53,7 +53,8 @@ import {
   insertRequests,
   pageBatchRequests,
 } from '../../src/store/sql/requests.ts';
-import type { ApiKeyRow, NewBatch, NewFile, NewRequest, RequestRow } from '../../src/store/sql/schema.ts';
+import type { ApiKeyRow, NewBatch, NewChunk, NewFile, NewRequest, RequestRow } from '../../src/store/sql/schema.ts';
+import { insertChunks } from '../../src/store/sql/chunks.ts';
 import { applyRequestOutcomes, claimRequests, type RequestOutcomeRecord } from '../../src/store/sql/request-claims.ts';
 import { getOrCreateSetting } from '../../src/store/sql/settings.ts';
 import { queryUsage } from '../../src/store/sql/usage.ts';
@@ -583,16 +584,41 @@ function contract(h: DialectHarness): void {
       assert.equal(await claimBatchLease(store.db, { statuses: ['validating'] }, 'c', 100, NOW + 1_000_000), undefined, 'status filter');
     });
 
-    it('claimBatchLease: allRequestsDone and overdueAt filters', async () => {
-      const unfinished = batchRow({ request_total: 3, request_completed: 1, request_failed: 1 });
-      const done = batchRow({ request_total: 3, request_completed: 2, request_failed: 1 });
+    it('claimBatchLease: allChunksDone and overdueAt filters', async () => {
+      const unfinished = batchRow({ request_total: 3 });
+      const done = batchRow({ request_total: 3 });
       await insertBatch(store.db, unfinished);
       await insertBatch(store.db, done);
-      const claim = await claimBatchLease(store.db, { statuses: ['in_progress'], allRequestsDone: true }, 'a', 100, NOW);
+      const chunk = (batchId: string, n: number, state: NewChunk['state']): NewChunk => ({
+        batch_id: batchId,
+        chunk: n,
+        line_start: n + 1,
+        line_count: 1,
+        byte_start: n * 10,
+        byte_end: n * 10 + 9,
+        models: '{}',
+        estimated_tokens: 1,
+        state,
+        claims: 0,
+        lease_owner: null,
+        lease_expires_at: null,
+        segments: 0,
+        succeeded: 0,
+        failed: 0,
+        input_tokens: 0,
+        output_tokens: 0,
+        cost_nanos: 0,
+        finished_at: null,
+      });
+      await insertChunks(store.db, [chunk(unfinished.id, 0, 'done'), chunk(unfinished.id, 1, 'running'), chunk(unfinished.id, 2, 'closed')]);
+      await insertChunks(store.db, [chunk(done.id, 0, 'done'), chunk(done.id, 1, 'closed')]);
+      const claim = await claimBatchLease(store.db, { statuses: ['in_progress'], allChunksDone: true }, 'a', 100, NOW);
       assert.equal(claim?.id, done.id);
-      assert.equal(await claimBatchLease(store.db, { statuses: ['in_progress'], allRequestsDone: true }, 'b', 100, NOW), undefined);
-      await updateBatch(store.db, unfinished.id, { request_failed: 2 });
-      assert.equal((await claimBatchLease(store.db, { statuses: ['in_progress'], allRequestsDone: true }, 'b', 100, NOW))?.id, unfinished.id);
+      assert.equal(await claimBatchLease(store.db, { statuses: ['in_progress'], allChunksDone: true }, 'b', 100, NOW), undefined);
+      await store.db.updateTable('chunks').set({ state: 'pending' }).where('batch_id', '=', unfinished.id).where('chunk', '=', 1).execute();
+      assert.equal(await claimBatchLease(store.db, { statuses: ['in_progress'], allChunksDone: true }, 'b', 100, NOW), undefined, 'a pending chunk is open too');
+      await store.db.updateTable('chunks').set({ state: 'done' }).where('batch_id', '=', unfinished.id).where('chunk', '=', 1).execute();
+      assert.equal((await claimBatchLease(store.db, { statuses: ['in_progress'], allChunksDone: true }, 'b', 100, NOW))?.id, unfinished.id);
 
       const due = batchRow({ status: 'cancelling', deadline_at: NOW });
       const notDue = batchRow({ status: 'cancelling', deadline_at: NOW + 1 });

@@ -1,10 +1,13 @@
 // A Message Batch's request_counts. The batch row says how many lines
 // succeeded and failed; Anthropic also wants the failed ones told apart
 // (canceled, expired, errored), and the requests of a batch that is still
-// validating (or failed validation) counted from its input file.
+// validating (or failed validation) counted from its input file. Of a batch
+// that ended cancelled or expired, the lines in no segment (their chunk was
+// closed first: finalization wrote them as batch_cancelled / batch_expired) are
+// its failed lines less those its chunks recorded as failed at run time.
 import type { Kysely } from 'kysely';
 import { findFile } from '../../store/sql/files.ts';
-import { countBatchFailuresByCode } from '../../store/sql/requests.ts';
+import { chunkFailuresOf } from '../../store/sql/chunks.ts';
 import type { BatchRow, Database } from '../../store/sql/schema.ts';
 import { countsFromRow, type RequestCounts } from './message-batch.ts';
 
@@ -17,11 +20,16 @@ export async function messageBatchCounts(db: Kysely<Database>, batch: BatchRow):
     else counts.processing = requests;
     return counts;
   }
-  if (batch.request_failed > 0) {
-    const byCode = await countBatchFailuresByCode(db, batch.id, ['batch_cancelled', 'batch_expired'] as const);
-    counts.canceled = byCode.batch_cancelled;
-    counts.expired = byCode.batch_expired;
-    counts.errored = Math.max(0, batch.request_failed - counts.canceled - counts.expired);
+  // Running: no line is cancelled or expired yet. Completed: every line ran.
+  if (batch.request_failed > 0 && (batch.status === 'cancelled' || batch.status === 'expired')) {
+    const chunks = await chunkFailuresOf(db, batch.id);
+    // No chunk rows left (retention deleted them with both files): the failures can no longer be told apart.
+    if (chunks.chunks > 0) {
+      const unrunLines = Math.max(0, batch.request_failed - chunks.failed);
+      if (batch.status === 'cancelled') counts.canceled = unrunLines;
+      else counts.expired = unrunLines;
+      counts.errored = batch.request_failed - unrunLines;
+    }
   }
   return counts;
 }

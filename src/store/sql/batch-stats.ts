@@ -1,7 +1,11 @@
 // What the dashboard charts of one batch: lines finished per time bucket, the
 // latency distribution of its upstream exchanges, and its errors by code.
-// Aggregated in SQL, so a 50,000-line batch comes back as a few hundred numbers.
-import { sql, type Kysely } from 'kysely';
+// Summed from its segment rows (each carries its lines' latency histogram,
+// errors by code and commit time), a page at a time, so a 50,000-line batch
+// comes back as a few hundred numbers; plus the lines finalization reported
+// as batch_cancelled / batch_expired (in no segment).
+import type { Kysely } from 'kysely';
+import { parseSegmentStats } from './queue-stats.ts';
 import type { Database } from './schema.ts';
 
 /** Upper bounds (ms) of the latency histogram's buckets; the last bucket is everything above. */
@@ -14,48 +18,61 @@ export interface BatchStats {
   errors: Array<{ code: string; count: number }>;
 }
 
+// Segment rows read per page.
+const PAGE = 1000;
+
 export async function batchStats(db: Kysely<Database>, batchId: string, startAt: number, bucketMs: number): Promise<BatchStats> {
-  const bucket = sql<number>`floor((finished_at - ${startAt}) / ${bucketMs})`;
-  const finishedRows = await db
-    .selectFrom('requests')
-    .select([bucket.as('bucket'), 'state', (eb) => eb.fn.countAll<number>().as('n')])
-    .where('batch_id', '=', batchId)
-    .where('state', 'in', ['succeeded', 'failed'])
-    .where('finished_at', 'is not', null)
-    // By position: the same expression with its own bound parameters is, to PostgreSQL, another expression.
-    .groupBy([sql`1`, 'state'])
-    .execute();
   const byBucket = new Map<number, { bucket: number; succeeded: number; failed: number }>();
-  for (const row of finishedRows) {
-    const index = Math.max(0, Number(row.bucket));
-    const entry = byBucket.get(index) ?? { bucket: index, succeeded: 0, failed: 0 };
-    if (row.state === 'succeeded') entry.succeeded += Number(row.n);
-    else entry.failed += Number(row.n);
-    byBucket.set(index, entry);
-  }
-
-  const cases = LATENCY_BOUNDS_MS.map((bound, i) => sql`when latency_ms <= ${bound} then ${i}`);
-  const latencyBucket = sql<number>`case ${sql.join(cases, sql` `)} else ${LATENCY_BOUNDS_MS.length} end`;
-  const latencyRows = await db
-    .selectFrom('requests')
-    .select([latencyBucket.as('bucket'), (eb) => eb.fn.countAll<number>().as('n')])
-    .where('batch_id', '=', batchId)
-    .where('latency_ms', 'is not', null)
-    .groupBy(sql`1`)
-    .execute();
+  const bucketAt = (at: number) => {
+    const index = Math.max(0, Math.floor((at - startAt) / bucketMs));
+    let entry = byBucket.get(index);
+    if (!entry) byBucket.set(index, (entry = { bucket: index, succeeded: 0, failed: 0 }));
+    return entry;
+  };
   const latency = new Array<number>(LATENCY_BOUNDS_MS.length + 1).fill(0);
-  for (const row of latencyRows) latency[Number(row.bucket)] += Number(row.n);
-
-  const errorRows = await db
-    .selectFrom('requests')
-    .select(['error_code', (eb) => eb.fn.countAll<number>().as('n')])
-    .where('batch_id', '=', batchId)
-    .where('state', '=', 'failed')
-    .groupBy('error_code')
-    .execute();
-  const errors = errorRows
-    .map((row) => ({ code: row.error_code ?? 'unknown', count: Number(row.n) }))
+  const errorCounts = new Map<string, number>();
+  let linesInSegments = 0;
+  let after: { chunk: number; seq: number } | undefined;
+  for (;;) {
+    let query = db.selectFrom('segments').select(['chunk', 'seq', 'created_at', 'output_lines', 'error_lines', 'stats']).where('batch_id', '=', batchId);
+    if (after) {
+      const at = after;
+      query = query.where((eb) => eb.or([eb('chunk', '>', at.chunk), eb.and([eb('chunk', '=', at.chunk), eb('seq', '>', at.seq)])]));
+    }
+    const rows = await query.orderBy('chunk').orderBy('seq').limit(PAGE).execute();
+    for (const row of rows) {
+      const entry = bucketAt(Number(row.created_at));
+      entry.succeeded += Number(row.output_lines);
+      entry.failed += Number(row.error_lines);
+      linesInSegments += Number(row.output_lines) + Number(row.error_lines);
+      const stats = parseSegmentStats(row.stats);
+      for (let i = 0; i < latency.length; i++) latency[i] += Number(stats.latency[i] ?? 0);
+      for (const [code, n] of Object.entries(stats.errors)) errorCounts.set(code, (errorCounts.get(code) ?? 0) + Number(n));
+    }
+    if (rows.length < PAGE) break;
+    const last = rows[rows.length - 1];
+    after = { chunk: last.chunk, seq: last.seq };
+  }
+  // Lines in no segment of a batch that ended cancelled or expired: finalization reported them with its reason.
+  const batch = await db
+    .selectFrom('batches')
+    .select(['status', 'request_total', 'cancelled_at', 'expired_at'])
+    .where('id', '=', batchId)
+    .executeTakeFirst();
+  const endedAt = batch?.status === 'cancelled' ? batch.cancelled_at : batch?.status === 'expired' ? batch.expired_at : null;
+  // Only while its chunk rows are there: retention deletes them (and the segments) with both files.
+  const hasChunks = endedAt !== null && endedAt !== undefined && (await db.selectFrom('chunks').select('chunk').where('batch_id', '=', batchId).limit(1).executeTakeFirst()) !== undefined;
+  if (batch && hasChunks) {
+    const unrun = Number(batch.request_total) - linesInSegments;
+    if (unrun > 0) {
+      bucketAt(Number(endedAt)).failed += unrun;
+      const code = batch.status === 'cancelled' ? 'batch_cancelled' : 'batch_expired';
+      errorCounts.set(code, (errorCounts.get(code) ?? 0) + unrun);
+    }
+  }
+  const errors = [...errorCounts]
+    .map(([code, count]) => ({ code, count }))
+    .filter((entry) => entry.count > 0)
     .sort((a, b) => b.count - a.count || (a.code < b.code ? -1 : 1));
-
   return { finished: [...byBucket.values()].sort((a, b) => a.bucket - b.bucket), latency, errors };
 }

@@ -3,6 +3,7 @@
 // UPDATE (owner + expiry), which both SQLite and PostgreSQL run atomically;
 // any process may sweep, and exactly one wins each batch at a time.
 import type { Kysely, Transaction } from 'kysely';
+import { chunkTotalsOf } from './chunks.ts';
 import type { BatchRow, BatchStatus, BatchUpdate, Database, NewBatch, WireDialect } from './schema.ts';
 
 type Db = Kysely<Database> | Transaction<Database>;
@@ -11,12 +12,43 @@ export async function insertBatch(db: Db, row: NewBatch): Promise<void> {
   await db.insertInto('batches').values(row).execute();
 }
 
+/** The batch, with live progress while it runs (withLiveCounts). */
 export async function findBatch(db: Db, id: string): Promise<BatchRow | undefined> {
-  return db.selectFrom('batches').selectAll().where('id', '=', id).executeTakeFirst();
+  const row = await db.selectFrom('batches').selectAll().where('id', '=', id).executeTakeFirst();
+  return row && (await withLiveCounts(db, [row]))[0];
 }
 
+/** The batch if it is the user's, with live progress while it runs (withLiveCounts). */
 export async function findUserBatch(db: Db, userId: string, id: string): Promise<BatchRow | undefined> {
-  return db.selectFrom('batches').selectAll().where('id', '=', id).where('user_id', '=', userId).executeTakeFirst();
+  const row = await db.selectFrom('batches').selectAll().where('id', '=', id).where('user_id', '=', userId).executeTakeFirst();
+  return row && (await withLiveCounts(db, [row]))[0];
+}
+
+/** Batches whose progress lives in their chunk rows until finalization writes it on the batch row. */
+const LIVE_STATUSES: readonly BatchStatus[] = ['in_progress', 'finalizing', 'cancelling'];
+
+/**
+ * The rows with the progress of those still running overlaid: request_completed, request_failed, tokens and cost
+ * summed from their chunks (one grouped query for all of them), since the batch row holds those only from
+ * finalization on. What the row itself holds is added, not replaced, so a row that counted lines itself (a batch
+ * of the per-line design) still shows them.
+ */
+export async function withLiveCounts(db: Db, rows: BatchRow[]): Promise<BatchRow[]> {
+  const live = rows.filter((row) => LIVE_STATUSES.includes(row.status)).map((row) => row.id);
+  if (live.length === 0) return rows;
+  const totals = await chunkTotalsOf(db, live);
+  return rows.map((row) => {
+    const sum = totals.get(row.id);
+    if (!sum || !LIVE_STATUSES.includes(row.status)) return row;
+    return {
+      ...row,
+      request_completed: Number(row.request_completed) + sum.succeeded,
+      request_failed: Number(row.request_failed) + sum.failed,
+      input_tokens: Number(row.input_tokens) + sum.inputTokens,
+      output_tokens: Number(row.output_tokens) + sum.outputTokens,
+      cost_nanos: Number(row.cost_nanos) + sum.costNanos,
+    };
+  });
 }
 
 export interface ListBatchesQuery {
@@ -39,9 +71,9 @@ export async function listBatches(db: Db, q: ListBatchesQuery): Promise<BatchRow
   if (q.before) {
     // The limit+1 batches nearest above the cursor, then newest first like every other page.
     const rows = await query.where('id', '>', q.before).orderBy('id', 'asc').limit(q.limit + 1).execute();
-    return rows.reverse();
+    return withLiveCounts(db, rows.reverse());
   }
-  return query.orderBy('id', 'desc').limit(q.limit + 1).execute();
+  return withLiveCounts(db, await query.orderBy('id', 'desc').limit(q.limit + 1).execute());
 }
 
 /** Applies `values` only while the batch is in one of `from`; true if this caller made the transition. */
@@ -71,8 +103,8 @@ export async function updateBatch(db: Db, id: string, values: BatchUpdate): Prom
 
 export interface BatchClaimFilter {
   statuses: readonly BatchStatus[];
-  /** Only batches whose every request has a recorded outcome (the counters are kept in the same transaction as results). */
-  allRequestsDone?: boolean;
+  /** Only batches with no chunk left to run (none pending or running): each is done or closed. */
+  allChunksDone?: boolean;
   /** Only batches whose deadline is at or before this time. */
   overdueAt?: number;
 }
@@ -95,8 +127,17 @@ export async function claimBatchLease(
     .selectAll()
     .where('status', 'in', [...filter.statuses])
     .where((eb) => eb.or([eb('lease_expires_at', 'is', null), eb('lease_expires_at', '<', now)]));
-  if (filter.allRequestsDone) {
-    query = query.where((eb) => eb(eb('request_completed', '+', eb.ref('request_failed')), '>=', eb.ref('request_total')));
+  if (filter.allChunksDone) {
+    query = query.where(({ not, exists, selectFrom }) =>
+      not(
+        exists(
+          selectFrom('chunks')
+            .select('chunks.chunk')
+            .whereRef('chunks.batch_id', '=', 'batches.id')
+            .where('chunks.state', 'in', ['pending', 'running']),
+        ),
+      ),
+    );
   }
   if (filter.overdueAt !== undefined) query = query.where('deadline_at', '<=', filter.overdueAt);
   const candidates = await query.orderBy('priority', 'desc').orderBy('id', 'asc').limit(16).execute();
@@ -144,11 +185,21 @@ export function updateLeasedBatch(
   return transitionBatch(db, id, from, values, owner);
 }
 
-/** Adds `failed` to the batch's failed-request counter (lines failed in bulk: a cancel, an expiry). */
-export async function countFailedRequests(db: Db, batchId: string, failed: number): Promise<void> {
-  await db
-    .updateTable('batches')
-    .set((eb) => ({ request_failed: eb('request_failed', '+', failed) }))
-    .where('id', '=', batchId)
-    .execute();
+/**
+ * `updateLeasedBatch`, and when it applied, `then` in the same transaction (a terminal state's webhook event, so
+ * the two commit together). True when the batch moved.
+ */
+export async function updateLeasedBatchThen(
+  db: Kysely<Database>,
+  id: string,
+  owner: string,
+  from: readonly BatchStatus[],
+  values: BatchUpdate,
+  then: (tx: Transaction<Database>) => Promise<unknown>,
+): Promise<boolean> {
+  return db.transaction().execute(async (tx) => {
+    const moved = await updateLeasedBatch(tx, id, owner, from, values);
+    if (moved) await then(tx);
+    return moved;
+  });
 }

@@ -254,3 +254,26 @@ export async function enqueuedTokensForModel(db: Db, userId: string, model: stri
   for (const row of rows) total += parseChunkModels(row.models)[model]?.[1] ?? 0;
   return total;
 }
+
+/** One page of a batch's chunks in chunk order after `afterChunk` (-1: from the start); `notDone`: only those not done. */
+export async function pageBatchChunks(db: Db, batchId: string, afterChunk: number, limit: number, options: { notDone?: boolean } = {}): Promise<ChunkRow[]> {
+  let query = db.selectFrom('chunks').selectAll().where('batch_id', '=', batchId).where('chunk', '>', afterChunk);
+  if (options.notDone) query = query.where('state', '!=', 'done');
+  return query.orderBy('chunk').limit(limit).execute();
+}
+
+/** Whether the batch has chunk rows, and its chunks' failed lines summed (segments' error lines). */
+export async function chunkFailuresOf(db: Db, batchId: string): Promise<{ chunks: number; failed: number }> {
+  const row = await db
+    .selectFrom('chunks')
+    .select((eb) => [eb.fn.countAll<number>().as('n'), eb.fn.sum<number>('failed').as('failed')])
+    .where('batch_id', '=', batchId)
+    .executeTakeFirst();
+  return { chunks: Number(row?.n ?? 0), failed: Number(row?.failed ?? 0) };
+}
+
+/** Whether a batch still has chunk rows (retention deletes them with both of its result files). */
+export async function hasChunks(db: Db, batchId: string): Promise<boolean> {
+  const row = await db.selectFrom('chunks').select('chunk').where('batch_id', '=', batchId).limit(1).executeTakeFirst();
+  return row !== undefined;
+}

@@ -111,3 +111,19 @@ export async function segmentBlobKeys(db: Db, batchId: string, limit: number): P
   const rows = await db.selectFrom('segments').select('blob_key').where('batch_id', '=', batchId).where('blob_key', 'is not', null).limit(limit).execute();
   return rows.map((row) => row.blob_key!);
 }
+
+/** Lines the batch's segments hold: output (succeeded) and error (failed) lines, summed. */
+export async function segmentLineTotals(db: Db, batchId: string): Promise<{ outputLines: number; errorLines: number }> {
+  const row = await db
+    .selectFrom('segments')
+    .select((eb) => [eb.fn.sum<number>('output_lines').as('output_lines'), eb.fn.sum<number>('error_lines').as('error_lines')])
+    .where('batch_id', '=', batchId)
+    .executeTakeFirst();
+  return { outputLines: Number(row?.output_lines ?? 0), errorLines: Number(row?.error_lines ?? 0) };
+}
+
+/** Forgets the given blobs of a batch's segments (deleted from the blob store by the caller). */
+export async function clearSegmentBlobKeys(db: Db, batchId: string, keys: readonly string[]): Promise<void> {
+  if (keys.length === 0) return;
+  await db.updateTable('segments').set({ blob_key: null }).where('batch_id', '=', batchId).where('blob_key', 'in', [...keys]).execute();
+}

@@ -142,13 +142,15 @@ export async function costSince(db: Kysely<Database>, userId: string, from: stri
 }
 
 /**
- * What a user's open batches may still spend: per batch, its estimated cost less what it has cost so far (never
- * below 0), in `currency`; `exceptBatchId` leaves one batch out (the one being validated).
+ * What a user's open batches may still spend: per batch, its estimated cost less what it has cost so far (its
+ * chunks' cost; never below 0), in `currency`; `exceptBatchId` leaves one batch out (the one being validated).
  */
 export async function committedCost(db: Kysely<Database>, userId: string, currency: string, exceptBatchId?: string): Promise<number> {
+  // What an open batch has cost so far is in its chunk rows (its own cost_nanos is written at finalization).
+  const spent = sql<number>`(cost_nanos + coalesce((select sum(chunks.cost_nanos) from chunks where chunks.batch_id = batches.id), 0))`;
   let query = db
     .selectFrom('batches')
-    .select(sql<number>`coalesce(sum(case when estimated_cost_nanos > cost_nanos then estimated_cost_nanos - cost_nanos else 0 end), 0)`.as('left'))
+    .select(sql<number>`coalesce(sum(case when estimated_cost_nanos > ${spent} then estimated_cost_nanos - ${spent} else 0 end), 0)`.as('left'))
     .where('user_id', '=', userId)
     .where('cost_currency', '=', currency)
     .where('status', 'in', ['in_progress', 'finalizing', 'cancelling']);

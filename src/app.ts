@@ -20,6 +20,7 @@ import { createSpoolMetrics } from './metrics/spool-metrics.ts';
 import { newWorkerId } from './ids.ts';
 import { openStore, type Store } from './store/index.ts';
 import { Runner } from './runner/runner.ts';
+import { upgradeV1Batches } from './batches/upgrade-v1.ts';
 import type { Engine } from './upstreams/engine/index.ts';
 import { RealtimeGateway } from './upstreams/realtime.ts';
 import { UpstreamCapacities } from './upstreams/capacity/upstream-capacity.ts';
@@ -139,6 +140,13 @@ async function startOnStore(config: Config, store: Store, engine: Engine | undef
     await Promise.all([closeServer(server), gateway.close()]);
     throw err;
   }
+  // Batches stored by the per-line design become chunks before anything runs or sweeps them (batches/upgrade-v1.ts).
+  await upgradeV1Batches(ctx).catch(async (err: unknown) => {
+    discovery.stop();
+    await Promise.all([closeServer(server), gateway.close()]);
+    await liveness.stop();
+    throw err;
+  });
   runner = config.worker.enabled ? new Runner(ctx, { engine, capacities, discovery }).start() : undefined;
   ctx.onRunnable = () => runner?.poke();
   const lifecycle = new LifecycleSweeper(ctx).start();
@@ -252,6 +260,12 @@ async function startWorkerOnStore(config: Config, store: Store, engine: Engine |
   const ctx: LifecycleContext = { store, config, workerId: newWorkerId(), presentBatch: presentBatchInItsDialect, log, metrics: metrics?.lifecycle };
   const liveness = await new WorkerLiveness(ctx, { role: 'worker', onReaped: () => wakeLoops(ctx) }).start().catch(async (err: unknown) => {
     if (ops) await closeServer(ops.server);
+    throw err;
+  });
+  // Batches stored by the per-line design become chunks before anything runs or sweeps them (batches/upgrade-v1.ts).
+  await upgradeV1Batches(ctx).catch(async (err: unknown) => {
+    if (ops) await closeServer(ops.server);
+    await liveness.stop();
     throw err;
   });
   const discovery = await new ModelDiscovery(config.upstreams, log).start();

@@ -16,8 +16,8 @@ import { findBatch, findUserBatch, insertBatch, listBatches, transitionBatch } f
 import { findFile, findUserFile, insertFile } from '../store/sql/files.ts';
 import { isMissingBlob, segmentParts } from './result-lines.ts';
 import { batchStats, type BatchStats } from '../store/sql/batch-stats.ts';
-import { enqueuedTokensForModel } from '../store/sql/requests.ts';
 import { hasChunks } from '../store/sql/chunks.ts';
+import { enqueuedTokensForModel } from '../store/sql/chunks.ts';
 import { TERMINAL_BATCH_STATUSES, type BatchRow, type Database, type WireDialect } from '../store/sql/schema.ts';
 import { parseWindow, type CreateBatchArgs } from './create-args.ts';
 import { writeRetryInput } from './retry-input.ts';

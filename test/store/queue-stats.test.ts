@@ -1,6 +1,7 @@
 // The admin status queries (src/store/sql/queue-stats.ts) on both dialects:
-// queue depth counts only open batches' pending and running rows; recent
-// outcomes count only rows finished inside the window, with their retries.
+// queue depth counts only open batches' pending and running chunks' lines (a
+// running chunk's by the share not finished); recent outcomes count only
+// segments committed inside the window, with their retries.
 // PostgreSQL in a fresh database (test/helpers/runner-harness.ts): SPOOL_TEST_POSTGRES_URL
 // or the local server on 127.0.0.1:5432; SPOOL_TEST_SKIP_POSTGRES=1 skips that half.
 import { batchRowAt } from '../helpers/request-rows.ts';
@@ -12,8 +13,8 @@ import { after, before, describe, it } from 'node:test';
 import { insertBatch } from '../../src/store/sql/batches.ts';
 import { openSqlStore, type SqlStore } from '../../src/store/sql/database.ts';
 import { queueDepthByModel, recentOutcomesByModel } from '../../src/store/sql/queue-stats.ts';
-import { insertRequests } from '../../src/store/sql/requests.ts';
-import type { BatchStatus, NewBatch, NewRequest, RequestState } from '../../src/store/sql/schema.ts';
+import { insertChunks } from '../../src/store/sql/chunks.ts';
+import type { BatchStatus, NewBatch, NewChunk } from '../../src/store/sql/schema.ts';
 import { cleanupAll, createPostgresDatabase, SKIP_POSTGRES } from '../helpers/runner-harness.ts';
 
 const NOW = 1_700_000_000_000;
@@ -23,26 +24,50 @@ function batchRow(status: BatchStatus, overrides: Partial<NewBatch> = {}): NewBa
   return batchRowAt(NOW - 3_600_000, { status, deadline_at: NOW + 86_400_000, ...overrides });
 }
 
-let nextLine = 1;
-function requests(batchId: string, model: string, state: RequestState, count: number, overrides: Partial<NewRequest> = {}): NewRequest[] {
-  return Array.from({ length: count }, () => {
-    const line = nextLine++;
-    return {
+function chunk(batchId: string, n: number, state: NewChunk['state'], models: Record<string, number>, counts: Partial<NewChunk> = {}): NewChunk {
+  const lines = Object.values(models).reduce((x, y) => x + y, 0);
+  return {
+    batch_id: batchId,
+    chunk: n,
+    line_start: n * 100 + 1,
+    line_count: lines,
+    byte_start: 0,
+    byte_end: 1,
+    models: JSON.stringify(Object.fromEntries(Object.entries(models).map(([model, count]) => [model, [count, count]]))),
+    estimated_tokens: lines,
+    state,
+    claims: state === 'pending' ? 0 : 1,
+    lease_owner: state === 'running' ? 'w' : null,
+    lease_expires_at: state === 'running' ? NOW + 10_000 : null,
+    segments: 0,
+    succeeded: 0,
+    failed: 0,
+    input_tokens: 0,
+    output_tokens: 0,
+    cost_nanos: 0,
+    finished_at: null,
+    ...counts,
+  };
+}
+
+async function segment(store: SqlStore, batchId: string, n: number, seq: number, createdAt: number, models: Record<string, [number, number, number]>): Promise<void> {
+  await store.db
+    .insertInto('segments')
+    .values({
       batch_id: batchId,
-      line,
-      custom_id: `req-${line}`,
-      model,
-      byte_offset: 0,
-      byte_length: 1,
-      estimated_tokens: 1,
-      state,
-      attempts: state === 'pending' ? 0 : 1,
-      not_before: 0,
-      input_tokens: 0,
-      output_tokens: 0,
-      ...overrides,
-    };
-  });
+      chunk: n,
+      seq,
+      blob_key: null,
+      output_bytes: 0,
+      error_bytes: 0,
+      output_lines: 0,
+      error_lines: 0,
+      done_bits: '',
+      failed_bits: '',
+      stats: JSON.stringify({ latency: [], errors: {}, models }),
+      created_at: createdAt,
+    })
+    .execute();
 }
 
 async function seed(store: SqlStore): Promise<void> {
@@ -50,19 +75,22 @@ async function seed(store: SqlStore): Promise<void> {
   const justDone = batchRow('completed', { completed_at: NOW - 60_000 });
   const longDone = batchRow('completed', { completed_at: NOW - 3 * WINDOW });
   for (const batch of [running, justDone, longDone]) await insertBatch(store.db, batch);
-  await insertRequests(store.db, [
-    ...requests(running.id, 'model-a', 'pending', 5),
-    ...requests(running.id, 'model-a', 'running', 2, { lease_owner: 'w', lease_expires_at: NOW + 10_000 }),
-    ...requests(running.id, 'model-b', 'pending', 1),
-    ...requests(running.id, 'model-a', 'succeeded', 3, { finished_at: NOW - 1000 }),
-    ...requests(running.id, 'model-a', 'failed', 1, { finished_at: NOW - 1000, attempts: 4 }),
-    // Finished before the window, in a batch still open: not recent.
-    ...requests(running.id, 'model-a', 'succeeded', 7, { finished_at: NOW - WINDOW - 1 }),
-    ...requests(justDone.id, 'model-b', 'succeeded', 2, { finished_at: NOW - 70_000, attempts: 2 }),
-    // A batch that ended long ago: its rows are neither queued nor recent, whatever they say.
-    ...requests(longDone.id, 'model-a', 'pending', 9),
-    ...requests(longDone.id, 'model-c', 'failed', 4, { finished_at: NOW - 3 * WINDOW }),
+  await insertChunks(store.db, [
+    chunk(running.id, 0, 'pending', { 'model-a': 5, 'model-b': 1 }),
+    // Running, half of it finished: half of its lines count as running.
+    chunk(running.id, 1, 'running', { 'model-a': 4 }, { succeeded: 1, failed: 1, segments: 1 }),
+    chunk(running.id, 2, 'done', { 'model-a': 9 }, { succeeded: 9, segments: 2 }),
+    chunk(justDone.id, 0, 'done', { 'model-b': 2 }, { succeeded: 2, segments: 1 }),
+    // A batch that ended long ago: its chunks are neither queued nor recent, whatever they say.
+    chunk(longDone.id, 0, 'pending', { 'model-a': 9 }),
+    chunk(longDone.id, 1, 'done', { 'model-c': 4 }, { failed: 4, segments: 1 }),
   ]);
+  await segment(store, running.id, 1, 0, NOW - 1000, { 'model-a': [1, 1, 2] });
+  await segment(store, running.id, 2, 0, NOW - 1000, { 'model-a': [2, 0, 1] });
+  // Committed before the window, in a batch still open: not recent.
+  await segment(store, running.id, 2, 1, NOW - WINDOW - 1, { 'model-a': [7, 0, 0] });
+  await segment(store, justDone.id, 0, 0, NOW - 70_000, { 'model-b': [2, 0, 2] });
+  await segment(store, longDone.id, 1, 0, NOW - 3 * WINDOW, { 'model-c': [0, 4, 0] });
 }
 
 function suite(open: () => Promise<SqlStore>): void {
@@ -73,14 +101,14 @@ function suite(open: () => Promise<SqlStore>): void {
   });
   after(() => store?.close());
 
-  it('queueDepthByModel: pending and running rows of open batches, per model', async () => {
+  it('queueDepthByModel: lines of pending and running chunks of open batches, per model', async () => {
     assert.deepEqual(await queueDepthByModel(store.db), [
       { model: 'model-a', pending: 5, running: 2 },
       { model: 'model-b', pending: 1, running: 0 },
     ]);
   });
 
-  it('recentOutcomesByModel: rows finished inside the window, with retries beyond the first attempt', async () => {
+  it('recentOutcomesByModel: segments committed inside the window, with retries beyond the first attempt', async () => {
     assert.deepEqual(await recentOutcomesByModel(store.db, NOW - WINDOW), [
       { model: 'model-a', succeeded: 3, failed: 1, retries: 3 },
       { model: 'model-b', succeeded: 2, failed: 0, retries: 2 },

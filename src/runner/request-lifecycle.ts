@@ -1,25 +1,58 @@
-// The life of one request line, and the only place that decides its next
-// state. The runner calls these transitions; each returns the record the
-// result writer commits (conditionally on this worker still holding the
-// claim, so a transition that lost its lease is a no-op).
+// The life of one request line while its chunk is held, and the only place
+// that decides its next state. The runner calls these transitions; each
+// returns the record it acts on: a final outcome goes to the segment writer
+// (segment-writer.ts), which commits it on the chunk only while this worker
+// still holds the chunk, so a transition after the chunk was lost is a no-op.
 //
-//                 claim (attempts += 1)
-//     pending ─────────────────────────────► running
-//       ▲  ▲                                  │ │ │
-//       │  └──── retryLater (not_before) ─────┘ │ ├── succeed ──► succeeded
-//       └─────── release (shutdown; the attempt  │ └── fail ─────► failed
-//                is handed back, not counted) ──┘
+//                      send (attempts += 1)
+//     queued ───────────────────────────────► in flight
+//       ▲  ▲                                    │ │ │
+//       │  └── retryLater (timer, in memory) ───┘ │ ├── succeed ──► in a segment (output line)
+//       └───── release (shutdown, cancel, expiry: │ └── fail ─────► in a segment (error line)
+//              the chunk goes back, the line is ──┘
+//              in no segment)
 //
-//     running, lease lapsed (worker died) ── reclaim by any worker ──► running
-//     pending/running ── batch cancelled / expired (lifecycle sweeps) ──► failed
+//     chunk lease lapsed or its worker reaped ── reclaim by any worker ──► queued (lines in no segment only)
+//     chunk closed (cancel / expiry sweeps) ── finalization ──► batch_cancelled / batch_expired error line
 //
 // `fail` covers: a non-retryable upstream answer, attempts exhausted, no
-// upstream for the model, an unreadable audio source, and the batch being
-// cancelled or expiring while the request was in flight. `failUnstorable`
-// covers a result the database refused to store.
-import type { RequestOutcomeRecord } from '../store/sql/request-claims.ts';
+// upstream for the model, an unreadable audio source or input.
 import type { Pricing } from '../usage/pricing.ts';
 import type { AttemptOutcome, Decision } from './retry-policy.ts';
+
+export type RequestOutcomeRecord =
+  | {
+      kind: 'succeeded';
+      batchId: string;
+      line: number;
+      status: number;
+      /** JSON text of the response body. */
+      body: string;
+      requestId: string | null;
+      inputTokens: number;
+      outputTokens: number;
+      /** Whose usage this is, of which model, and what it cost (billionths of the batch's currency). */
+      userId: string;
+      model: string;
+      costNanos: number;
+      /** The last attempt's upstream exchange, ms. */
+      latencyMs?: number;
+    }
+  | {
+      kind: 'failed';
+      batchId: string;
+      line: number;
+      code: string;
+      message: string;
+      status: number | null;
+      /** JSON text of the upstream's answer, or null when there was none. */
+      body: string | null;
+      requestId: string | null;
+      latencyMs?: number;
+    }
+  | { kind: 'retry'; batchId: string; line: number; notBefore: number; message: string }
+  /** Handed back unsent (shutdown, cancel, expiry): in no segment, so the chunk's next owner or finalization deals with it. */
+  | { kind: 'released'; batchId: string; line: number };
 
 export interface ClaimedRequest {
   batchId: string;
@@ -37,7 +70,8 @@ export function succeed(request: ClaimedRequest, outcome: Extract<AttemptOutcome
     batchId: request.batchId,
     line: request.line,
     status: outcome.status,
-    body: JSON.stringify(outcome.body ?? null),
+    // The upstream's own bytes where they can be spliced as they are (bytes out); else the parsed body, serialised.
+    body: outcome.bodyText ?? JSON.stringify(outcome.body ?? null),
     requestId: outcome.requestId,
     inputTokens: usage.input,
     outputTokens: usage.output,
@@ -62,23 +96,6 @@ export function fail(
     status: response?.status ?? null,
     body: response && response.status !== null ? JSON.stringify(response.body ?? null) : null,
     requestId: response?.requestId ?? null,
-  };
-}
-
-/**
- * The database refused to store `record` (a value it cannot hold): the line fails with no upstream content,
- * only the reason, which names the refusal and nothing taken from the input.
- */
-export function failUnstorable(record: RequestOutcomeRecord, reason: string): RequestOutcomeRecord {
-  return {
-    kind: 'failed',
-    batchId: record.batchId,
-    line: record.line,
-    code: 'result_not_stored',
-    message: `This request's result could not be stored (${reason}); it is reported without its content.`,
-    status: null,
-    body: null,
-    requestId: null,
   };
 }
 

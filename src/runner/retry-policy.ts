@@ -6,7 +6,7 @@ import { STATUS_CODES } from 'node:http';
 import { isOverload } from '../upstreams/capacity/overload.ts';
 
 export type AttemptOutcome =
-  | { kind: 'response'; status: number; body: unknown; requestId: string | null; retryAfterMs: number | null }
+  | { kind: 'response'; status: number; body: unknown; bodyText?: string; requestId: string | null; retryAfterMs: number | null }
   | { kind: 'timeout'; message: string }
   | { kind: 'network_error'; message: string };
 

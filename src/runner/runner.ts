@@ -1,26 +1,24 @@
-// The worker: claims request lines under a lease, sends each to the upstream
-// its model routes to, and records every outcome durably. Memory is bounded
-// by the claim buffer (a few times the upstreams' concurrency), never by
-// batch or file size.
+// The worker: claims chunks of input lines under a lease, sends each line to
+// the upstream its model routes to, and commits finished lines as result
+// segments on their chunk. Memory is bounded by the claim buffer (a few times
+// the upstreams' concurrency, plus lines waiting out a retry, capped), never
+// by batch or file size.
 //
-//   claim loop ──► admit (read lines by byte range, route to a pool) ──► pool queue
+//   claim loop ──► claim a chunk ──► admit (skip lines its committed segments hold; read its byte range once;
+//                                    route each line to a pool) ──► pool queue
 //   pump ──► place on a replica's lane (up, a concurrency slot, rate budget; prefix affinity) ──► execute
-//   execute ──► upstream ──► retry policy ──► request-lifecycle transition ──► result writer (group commit)
+//   execute ──► upstream ──► retry policy ──► request-lifecycle transition ──► segment writer (group commit)
+//                                         ├─► retryable: back to the pool queue after its backoff (chunk still held)
 //                                         └─► a retryable failure with another replica up: back to the pool queue
-//   heartbeat ──► renew leases; abort work of batches cancelled or expired meanwhile
+//   heartbeat ──► renew chunk leases; release chunks of batches cancelled or expired meanwhile
 import type { Kysely } from 'kysely';
 import type { LifecycleContext } from '../runtime/context.ts';
 import { leaseMs } from '../runtime/context.ts';
 import { findFile } from '../store/sql/files.ts';
-import {
-  batchStatuses,
-  claimRequests,
-  listRunnableBatches,
-  renewRequestLeases,
-  type RequestOutcomeRecord,
-  type RunnableBatch,
-} from '../store/sql/request-claims.ts';
-import type { Database, RequestRow } from '../store/sql/schema.ts';
+import { batchStatuses, claimChunk, finishChunk, listRunnableBatches, releaseChunk, renewChunkLeases, type RunnableBatch } from '../store/sql/chunks.ts';
+import { chunkSegments } from '../store/sql/segments.ts';
+import type { ChunkRow, Database } from '../store/sql/schema.ts';
+import { LineBitmap } from '../store/line-bitmap.ts';
 import { describeStoreFailure } from '../store/errors.ts';
 import { BlobNotFoundError } from '../store/blobs/types.ts';
 import { AudioSourceError, loadAudio, MAX_AUDIO_BYTES } from '../upstreams/audio-source.ts';
@@ -34,9 +32,10 @@ import type { UpstreamCapacities } from '../upstreams/capacity/upstream-capacity
 import type { LimitChange, LimitReason } from '../upstreams/capacity/adaptive-limiter.ts';
 import type { EngineReport } from '../upstreams/capacity/engine-probe.ts';
 import type { HealthStatus } from '../upstreams/capacity/upstream-health.ts';
-import { readLines } from '../store/blobs/line-ranges.ts';
-import { fail, release, retryLater, settle, type ClaimedRequest } from './request-lifecycle.ts';
-import { ResultWriter, type WriterStall } from './result-writer.ts';
+import { readChunkLines } from '../store/blobs/line-ranges.ts';
+import { fail, release, settle, type ClaimedRequest, type RequestOutcomeRecord } from './request-lifecycle.ts';
+import { SegmentWriter, type FinalRecord, type HeldChunkRef, type WriteOutcome, type WriterStall } from './segment-writer.ts';
+import { errorLineText, outputLineText } from './wire-lines.ts';
 import { Pricing } from '../usage/pricing.ts';
 import { bandOf, FairScheduler } from './scheduler.ts';
 import { decide, retryDelay, type RetryPolicyOptions } from './retry-policy.ts';
@@ -45,8 +44,51 @@ import { retryCauseOf, UpstreamTally, type UpstreamTotals } from './upstream-tal
 /** An attempt whose line goes back to its pool's queue instead of being recorded (see execute). */
 type Requeue = 'wait' | 'failover' | 'failover-overload';
 
+/** A chunk this worker holds, and what of it is still here. */
+class HeldChunk implements HeldChunkRef {
+  readonly batchId: string;
+  readonly chunk: number;
+  readonly claim: number;
+  readonly lineStart: number;
+  readonly lineCount: number;
+  readonly userId: string;
+  readonly currency: string;
+  open: number;
+  segmentsWritten = 0;
+  lost = false;
+  /** Lines here as jobs: queued, in flight or waiting out a retry. */
+  active = 0;
+  /** Final results handed to the writer and not yet committed. */
+  uncommitted = 0;
+  /** Whether any line of this claim was sent upstream (a chunk handed back unsent does not count the claim). */
+  sent = false;
+  /** Set when the chunk is to be handed back once nothing of it is active or uncommitted. */
+  releasing = false;
+  readonly retryTimers = new Set<NodeJS.Timeout>();
+  /** Lines of the chunk already in committed segments, once read at admission. */
+  done: LineBitmap | undefined;
+  /** Prompt + max_tokens estimate per line, for rate budgets (validation keeps it per chunk). */
+  readonly tokensPerLine: number;
+
+  constructor(
+    readonly row: ChunkRow,
+    readonly batch: RunnableBatch,
+  ) {
+    this.batchId = row.batch_id;
+    this.chunk = row.chunk;
+    this.claim = row.claims;
+    this.lineStart = row.line_start;
+    this.lineCount = row.line_count;
+    this.userId = batch.user_id;
+    this.currency = batch.cost_currency;
+    this.open = row.line_count;
+    this.tokensPerLine = Math.max(1, Math.ceil(row.estimated_tokens / Math.max(1, row.line_count)));
+  }
+}
+
 interface Job extends ClaimedRequest {
-  row: RequestRow;
+  held: HeldChunk;
+  customId: string;
   batch: RunnableBatch;
   pool: Pool<Job>;
   /** Where its current attempt runs; set when it is sent. */
@@ -110,13 +152,15 @@ const AUDIO_ENDPOINTS = new Set(['/v1/audio/transcriptions', '/v1/audio/translat
 const RUNNABLE_LIST_MS = 250;
 // How often in-flight work is checked against cancels and deadlines.
 const STATUS_CHECK_MS = 1000;
+// Lines held (queued, in flight, waiting out a retry) at most, in multiples of the claim buffer.
+const MAX_HELD_PER_BUFFER = 8;
 // How often shared ceiling slots are rebalanced when nothing asks sooner: idle slots go back within this.
 const CEILING_RECONCILE_MS = 250;
 
 export class Runner {
   private readonly lanes: Lanes<Job>;
   private readonly ceilings: GlobalCeilings | undefined;
-  private readonly writer: ResultWriter;
+  private readonly writer: SegmentWriter;
   private readonly policy: RetryPolicyOptions;
   private readonly pricing: Pricing;
   private readonly inFlight = new Set<Job>();
@@ -124,10 +168,9 @@ export class Runner {
   private readonly inputBlobKeys = new Map<string, string | null>();
   private readonly counters = { claimed: 0, succeeded: 0, failed: 0, retried: 0 };
   private readonly unrouted = new UpstreamTally();
-  /** Claimed lines of each batch not yet recorded; reaching zero may mean the batch is done. */
-  private readonly outstanding = new Map<string, number>();
-  /** Batches whose last claim came back short: nothing more was due when we looked. */
-  private readonly exhausted = new Set<string>();
+  /** Chunks held, per batch; a batch reaching none may be done. */
+  private readonly held = new Map<string, Set<HeldChunk>>();
+  private readonly handBacks = new Set<Promise<void>>();
   private stopping = false;
   private heartbeating = false;
   private readonly scheduler: FairScheduler;
@@ -154,7 +197,7 @@ export class Runner {
           onSlots: () => this.pump(),
         })
       : undefined;
-    this.writer = new ResultWriter(this.db, ctx.workerId, {
+    this.writer = new SegmentWriter(this.db, ctx.store.blobs, ctx.workerId, {
       onError: (err, failure) => {
         ctx.store.health.noteFailure('database', err);
         ctx.log.error({ err, failure }, 'recording results failed; claiming stops until they are recorded, and they are retried');
@@ -164,11 +207,8 @@ export class Runner {
         ctx.log.info({}, 'recording results works again; claiming resumes');
         this.wakeClaimLoop?.();
       },
-      onRefused: (record, err, replacement) =>
-        ctx.log.error(
-          { err, batchId: record.batchId, line: record.line, recordedAs: replacement?.kind },
-          replacement ? 'the database refused a result; the line is recorded as failed (result_not_stored)' : 'the database refused a result and its failure; the line is left to its lease',
-        ),
+      onRefused: (chunk, err) =>
+        ctx.log.error({ err, batchId: chunk.batchId, chunk: chunk.chunk }, 'the database refused a result segment; this worker gives the chunk up, and it reruns after its lease'),
     });
     this.scheduler = new FairScheduler(ctx.config.limits.priority);
     const { worker } = ctx.config;
@@ -237,9 +277,14 @@ export class Runner {
     this.stopping = true;
     this.wakeClaimLoop?.();
     await this.claimLoopDone;
-    for (const pool of this.lanes.allPools()) {
-      for (const job of pool.queue.splice(0)) void this.writer.write(release(job));
+    // Every held chunk goes back once its lines in flight have landed (or been aborted) and its results are committed.
+    for (const held of this.heldChunks()) {
+      held.releasing = true;
+      for (const timer of held.retryTimers) clearTimeout(timer);
+      held.active -= held.retryTimers.size;
+      held.retryTimers.clear();
     }
+    for (const pool of this.lanes.allPools()) for (const job of pool.queue.splice(0)) this.drop(job);
     const grace = this.options.shutdownGraceMs ?? this.ctx.config.worker.shutdownGraceSeconds * 1000;
     const deadline = Date.now() + grace;
     while (this.executions.size > 0 && Date.now() < deadline) await Promise.race([...this.executions, delay(50)]);
@@ -248,6 +293,8 @@ export class Runner {
     for (const timer of this.timers) clearInterval(timer);
     if (this.pumpTimer) clearTimeout(this.pumpTimer);
     await this.writer.drain();
+    for (const held of this.heldChunks()) this.maybeHandBack(held);
+    await Promise.all(this.handBacks);
     if (this.ceilings) {
       await this.ceilings.releaseAll(this.lanes.all()).catch((err: unknown) => this.ctx.log.warn({ err }, 'giving back shared concurrency slots failed; they lapse with their lease'));
     }
@@ -266,6 +313,13 @@ export class Runner {
     return this.queued() + this.inFlight.size + this.admitting;
   }
 
+  /** Lines of held chunks still here as jobs, including those waiting out a retry. */
+  private heldLines(): number {
+    let lines = 0;
+    for (const chunks of this.held.values()) for (const held of chunks) lines += held.active;
+    return lines;
+  }
+
   /** Claimed-but-unsent work is kept to about twice what the upstreams can take at once. */
   private bufferTarget(): number {
     const capacity = this.lanes.all().reduce((sum, lane) => sum + lane.limiter.limit, 0);
@@ -274,23 +328,26 @@ export class Runner {
 
   private async claimLoop(): Promise<void> {
     while (!this.stopping) {
-      const room = this.bufferTarget() - this.buffered();
+      const target = this.bufferTarget();
+      const room = target - this.buffered();
       let claimed = 0;
-      // Claim in chunks, not one line per completion: each claim is a write transaction of its own.
-      const worthClaiming = room >= Math.min(this.ctx.config.worker.claimBatchSize / 2, this.bufferTarget() / 2);
+      // A claim is a write transaction of its own, and a chunk is many lines: claim once there is room for a good part of one.
+      // Lines waiting out a retry are not counted as buffered (they wait, the upstream is free), but are bounded:
+      // an upstream failing every line must not make this worker claim chunk after chunk into memory.
+      const worthClaiming = room >= Math.min(this.ctx.config.worker.claimBatchSize / 2, target / 2) && this.heldLines() < target * MAX_HELD_PER_BUFFER;
       // While results cannot be recorded, claiming more only piles up results in memory and leases nobody works on.
       if (this.writer.stall) {
         await this.idle(this.ctx.config.worker.pollIntervalMs);
         continue;
       }
-      if (room > 0 && worthClaiming) {
+      if (worthClaiming) {
         try {
-          claimed = await this.claimOnce(Math.min(room, this.ctx.config.worker.claimBatchSize));
+          claimed = await this.claimOnce();
         } catch (err) {
-          this.ctx.log.error({ err }, 'claiming requests failed');
+          this.ctx.log.error({ err }, 'claiming a chunk failed');
         }
       }
-      if (claimed === 0 && !this.stopping) await this.idle(room > 0 && worthClaiming ? this.ctx.config.worker.pollIntervalMs : 1000);
+      if (claimed === 0 && !this.stopping) await this.idle(worthClaiming ? this.ctx.config.worker.pollIntervalMs : 1000);
     }
   }
 
@@ -308,7 +365,7 @@ export class Runner {
   }
 
   /**
-   * Every in-progress batch with lines left, read at most every RUNNABLE_LIST_MS (and at once after a poke):
+   * Every in-progress batch with a chunk to claim, read at most every RUNNABLE_LIST_MS (and at once after a poke):
    * claims come many times a second, and the list only changes when a batch starts or ends.
    */
   private async runnableBatches(now: number): Promise<RunnableBatch[]> {
@@ -319,28 +376,30 @@ export class Runner {
   }
 
   /**
-   * One claim, for the first batch in the scheduler's order (scheduler.ts: users take turns, then a user's
-   * batches) that has lines due; a batch with nothing due (all waiting to retry) passes the turn on.
+   * Claims one chunk, of the first batch in the scheduler's order (scheduler.ts: users take turns, then a user's
+   * batches) that has one to claim; returns its line count (0: nothing claimed).
    */
-  private async claimOnce(limit: number): Promise<number> {
+  private async claimOnce(): Promise<number> {
     const now = Date.now();
     const batches = await this.runnableBatches(now);
     if (batches.length === 0) return 0;
     for (const batch of this.scheduler.order(batches)) {
-      const rows = await claimRequests(this.db, this.ctx.store.sql.dialect, batch.id, this.ctx.workerId, leaseMs(this.ctx), now, limit);
-      if (rows.length === 0) continue;
+      const row = await claimChunk(this.db, this.ctx.store.sql.dialect, batch.id, this.ctx.workerId, leaseMs(this.ctx), now);
+      if (!row) continue;
       this.scheduler.served(batch);
-      this.counters.claimed += rows.length;
-      this.outstanding.set(batch.id, (this.outstanding.get(batch.id) ?? 0) + rows.length);
-      if (rows.length < limit) this.exhausted.add(batch.id);
-      this.admitting += rows.length;
+      this.counters.claimed += row.line_count;
+      const held = new HeldChunk(row, batch);
+      let chunks = this.held.get(batch.id);
+      if (!chunks) this.held.set(batch.id, (chunks = new Set()));
+      chunks.add(held);
+      this.admitting += row.line_count;
       try {
-        await this.admitOrHandBack(batch, rows);
+        await this.admitOrRetry(held, 1);
       } finally {
-        this.admitting -= rows.length;
+        this.admitting -= row.line_count;
       }
       this.pump();
-      return rows.length;
+      return row.line_count;
     }
     return 0;
   }
@@ -355,78 +414,121 @@ export class Runner {
   }
 
   /**
-   * Admits claimed lines; when admission itself fails (the input blob or the file row cannot be read: an S3
-   * reset, EMFILE, a database blip), the lines not yet queued go back at once as retries with the retry
-   * policy's backoff, instead of waiting under this worker's renewed lease until the batch expires. Each
-   * claim counted as an attempt, so a failure that repeats forever ends in attempts used up, not in a loop.
+   * Admits a claimed chunk. When admission itself fails (the input blob or the segment rows cannot be read: an S3
+   * reset, EMFILE, a database blip), it is tried again after the retry policy's backoff while the chunk stays held
+   * (its lease renewed), and after worker.maxAttempts failures its lines fail saying why: bounded, never a hot loop
+   * of claims and releases.
    */
-  private async admitOrHandBack(batch: RunnableBatch, rows: RequestRow[]): Promise<void> {
-    const queued = new Set<RequestRow>();
+  private async admitOrRetry(held: HeldChunk, attempt: number): Promise<void> {
     try {
-      await this.admit(batch, rows, queued);
+      await this.admit(held);
     } catch (err) {
-      const left = rows.filter((row) => !queued.has(row));
-      if (err instanceof BlobNotFoundError) {
-        // The input's bytes are gone from the blob store: no retry brings them back.
-        for (const row of left) this.record(fail(claimed(row, batch), 'missing_input', `The content of the batch's input file ${batch.input_file_id} is no longer in the blob store.`));
+      if (held.lost || held.releasing) return;
+      if (!held.done) {
+        // Not even its committed segments could be read, so which lines are done is unknown: hand it back (as a
+        // claim, so a chunk that can never be read ends in its lines given up) for a later claim to try.
+        this.ctx.log.warn({ err, batchId: held.batchId, chunk: held.chunk }, 'reading a claimed chunk\'s segments failed; it is handed back');
+        held.releasing = true;
+        held.sent = true;
+        this.maybeHandBack(held);
         return;
       }
-      this.ctx.log.warn({ err, batchId: batch.id, lines: left.length }, 'reading claimed lines failed; they are handed back to be retried');
-      this.inputBlobKeys.delete(batch.id);
-      const now = Date.now();
-      for (const row of left) {
-        const delayMs = retryDelay(row.attempts, null, this.policy);
-        this.record(retryLater(claimed(row, batch), delayMs, `reading the input line failed: ${describeStoreFailure(err)}`, now));
+      if (err instanceof BlobNotFoundError) {
+        // The input's bytes are gone from the blob store: no retry brings them back.
+        this.failUnread(held, 'missing_input', `The content of the batch's input file ${held.batch.input_file_id} is no longer in the blob store.`);
+        return;
       }
+      this.inputBlobKeys.delete(held.batchId);
+      if (attempt >= this.policy.maxAttempts) {
+        this.failUnread(held, 'upstream_error', `Reading this request from the input file failed ${attempt} times (${describeStoreFailure(err)}).`);
+        return;
+      }
+      const delayMs = retryDelay(attempt, null, this.policy);
+      this.ctx.log.warn({ err, batchId: held.batchId, chunk: held.chunk, retryInMs: delayMs }, 'reading a claimed chunk failed; it is tried again');
+      held.active += 1; // the pending admission keeps the chunk from being handed back as finished
+      const timer = setTimeout(() => {
+        held.retryTimers.delete(timer);
+        held.active -= 1;
+        if (this.stopping || held.lost || held.releasing) return this.maybeHandBack(held);
+        void this.admitOrRetry(held, attempt + 1).then(() => this.pump());
+      }, delayMs);
+      held.retryTimers.add(timer);
     }
   }
 
-  /** Reads the claimed lines and queues each on its lane; lines nobody can serve fail here. Queued rows go into `queued`. */
-  private async admit(batch: RunnableBatch, rows: RequestRow[], queued: Set<RequestRow>): Promise<void> {
-    // Lines whose attempts are used up fail before anything is read: a line whose reading fails forever ends here.
-    const runnable: RequestRow[] = [];
-    for (const row of rows) {
-      if (row.attempts > this.policy.maxAttempts) {
-        queued.add(row);
-        this.record(fail(claimed(row, batch), 'upstream_error', `Gave up after ${row.attempts - 1} attempts: the workers handling this request stopped before it finished.`));
-      } else runnable.push(row);
-    }
-    if (runnable.length === 0) return;
-    const blobKey = await this.inputBlobKey(batch);
-    if (!blobKey) {
-      for (const row of runnable) {
-        queued.add(row);
-        this.record(fail(claimed(row, batch), 'missing_input', `The batch's input file ${batch.input_file_id} was deleted.`));
-      }
+  /** Reads the chunk's lines its committed segments do not hold yet, and queues each on its pool; lines nobody can serve fail here. */
+  private async admit(held: HeldChunk): Promise<void> {
+    const { row, batch } = held;
+    const done = new LineBitmap(row.line_count);
+    if (row.segments > 0) for (const segment of await chunkSegments(this.db, row.batch_id, row.chunk)) done.addAll(LineBitmap.fromHex(segment.done_bits, row.line_count));
+    held.done = done;
+    held.open = row.line_count - done.count();
+    if (held.open === 0) {
+      // Every line is in a committed segment already (its last owner died between its last commit and marking it done).
+      await finishChunk(this.db, row.batch_id, row.chunk, this.ctx.workerId, Date.now());
+      this.forget(held);
       return;
     }
-    const lines = await readLines(this.ctx.store.blobs, blobKey, runnable);
-    // A model nobody serves may have just appeared on a `models: "auto"` upstream: ask before failing its lines.
-    if (this.lanes.discovers && runnable.some((row) => !this.lanes.forModel(row.model))) await this.lanes.refreshModels();
+    const blobKey = await this.inputBlobKey(batch);
+    if (!blobKey) {
+      this.failUnread(held, 'missing_input', `The batch's input file ${batch.input_file_id} was deleted.`);
+      return;
+    }
+    const lines = await readChunkLines(this.ctx.store.blobs, blobKey, row.byte_start, row.byte_end);
     const jobs: Job[] = [];
-    for (const row of runnable) {
-      const request = claimed(row, batch);
-      queued.add(row);
-      const pool = this.lanes.forModel(row.model);
+    const failures: { line: number; customId: string; model: string; code: string; message: string }[] = [];
+    // A chunk claimed again and again (its workers keep dying mid-chunk) gives up on its lines rather than loop.
+    const givenUp = row.claims > this.policy.maxAttempts;
+    for (let index = 0; index < row.line_count; index++) {
+      if (done.has(index)) continue;
+      const line = row.line_start + index;
+      const parsed = parseLine(lines[index]);
+      const customId = parsed?.customId ?? unreadableCustomId(line);
+      const model = typeof parsed?.body.model === 'string' ? parsed.body.model : '';
+      if (!parsed) {
+        failures.push({ line, customId, model, code: 'invalid_request', message: `Line ${line} of the input file no longer holds the JSON request it held when the batch was validated.` });
+        continue;
+      }
+      if (givenUp) {
+        failures.push({ line, customId, model, code: 'upstream_error', message: `Gave up after ${row.claims - 1} attempts: the workers handling this request stopped before it finished.` });
+        continue;
+      }
+      jobs.push({ batchId: batch.id, line, attempts: 1, userId: batch.user_id, model, customId, held, batch, pool: undefined as unknown as Pool<Job>, input: parsed.body, abort: new AbortController() });
+    }
+    // A model nobody serves may have just appeared on a `models: "auto"` upstream: ask before failing its lines.
+    if (this.lanes.discovers && jobs.some((job) => !this.lanes.forModel(job.model))) await this.lanes.refreshModels();
+    const routed: Job[] = [];
+    for (const job of jobs) {
+      const pool = this.lanes.forModel(job.model);
       if (!pool) {
-        this.record(
-          fail(request, 'invalid_model', `No upstream serves model "${row.model}". Configure an upstream whose "models" list matches it, or use model "echo".`),
-        );
+        failures.push({ line: job.line, customId: job.customId, model: job.model, code: 'invalid_model', message: `No upstream serves model "${job.model}". Configure an upstream whose "models" list matches it, or use model "echo".` });
         continue;
       }
-      const input = parseLineBody(lines.get(row.line));
-      if (!input) {
-        this.record(fail(request, 'invalid_request', `Line ${row.line} of the input file no longer holds the JSON request it held when the batch was validated.`));
-        continue;
-      }
-      if (typeof input.model !== 'string') input.model = row.model;
-      const prefixHash = pool.ring ? prefixHashOf(batch.endpoint, input) : undefined;
-      jobs.push({ ...request, row, batch, pool, prefixHash, input, abort: new AbortController() });
+      job.pool = pool;
+      job.prefixHash = pool.ring ? prefixHashOf(batch.endpoint, job.input) : undefined;
+      routed.push(job);
+    }
+    held.active += routed.length + failures.length;
+    for (const failure of failures) {
+      const request = { batchId: batch.id, line: failure.line, attempts: 0, userId: batch.user_id, model: failure.model };
+      this.recordFinal(held, failure.customId, failure.model, 0, fail(request, failure.code, failure.message) as FinalRecord);
     }
     // Lines that share a prefix are sent one after another, so the replica they go to sees a run of the same
     // prefix (its cache keeps it) rather than the input's interleaving. Stable: the input order stays within a prefix.
-    if (jobs.some((job) => job.prefixHash !== undefined)) jobs.sort((a, b) => (a.prefixHash ?? -1) - (b.prefixHash ?? -1));
-    for (const job of jobs) this.enqueue(job.pool.queue, job);
+    if (routed.some((job) => job.prefixHash !== undefined)) routed.sort((a, b) => (a.prefixHash ?? -1) - (b.prefixHash ?? -1));
+    for (const job of routed) this.enqueue(job.pool.queue, job);
+  }
+
+  /** Fails every line of a held chunk not in a committed segment, without its input (which could not be read). */
+  private failUnread(held: HeldChunk, code: string, message: string): void {
+    const done = held.done ?? new LineBitmap(held.lineCount);
+    for (let index = 0; index < held.lineCount; index++) {
+      if (done.has(index)) continue;
+      const line = held.lineStart + index;
+      held.active += 1;
+      const request = { batchId: held.batchId, line, attempts: 0, userId: held.userId, model: '' };
+      this.recordFinal(held, unreadableCustomId(line), '', 0, fail(request, code, message) as FinalRecord);
+    }
   }
 
   /**
@@ -471,9 +573,9 @@ export class Runner {
       return lane.limiter.available > 0;
     };
     const rateAllows = (lane: Lane<Job>, job: Job): boolean => {
-      if (lane.rate.tryTake(job.row.estimated_tokens)) return true;
+      if (lane.rate.tryTake(job.held.tokensPerLine)) return true;
       (rateShort ??= new Set()).add(lane);
-      wakeAt = Math.min(wakeAt, now + Math.max(1, lane.rate.waitMs(job.row.estimated_tokens)));
+      wakeAt = Math.min(wakeAt, now + Math.max(1, lane.rate.waitMs(job.held.tokensPerLine)));
       return false;
     };
     for (const pool of this.lanes.allPools()) {
@@ -550,6 +652,7 @@ export class Runner {
 
   private dispatch(job: Job, lane: Lane<Job>): void {
     lane.limiter.tryAcquire();
+    job.held.sent = true;
     job.lane = lane;
     this.track(this.execute(job, lane));
   }
@@ -565,7 +668,7 @@ export class Runner {
     try {
       record = await this.attempt(job, lane);
     } catch (err) {
-      this.ctx.log.error({ err, batchId: job.batchId, line: job.line, custom_id: job.row.custom_id }, 'unexpected error running a request; it will be retried');
+      this.ctx.log.error({ err, batchId: job.batchId, line: job.line, custom_id: job.customId }, 'unexpected error running a request; it will be retried');
       lane.tally.countRetry('internal');
       record = settle(job, { kind: 'network_error', message: `internal error: ${(err as Error).message}` }, { action: 'retry', delayMs: this.policy.baseDelayMs, overload: false, reason: 'internal error' }, Date.now());
     } finally {
@@ -582,8 +685,8 @@ export class Runner {
         if (record === 'failover') job.attempts += 1;
         (job.triedOn ??= new Set()).add(lane);
       }
-      // Stopping: the queues were handed back already, and nothing will send it; hand it back too.
-      if (this.stopping) void this.writer.write(release(job));
+      // Stopping, or its chunk is being handed back: nothing will send it; it is left for the chunk's next owner.
+      if (this.stopping || job.held.lost || job.held.releasing) this.drop(job);
       else {
         job.pool.queue.unshift(job);
         this.pump();
@@ -591,7 +694,7 @@ export class Runner {
       return;
     }
     this.pump();
-    this.record(record, lane.tally);
+    this.record(job, record, lane.tally);
     // Nothing else in flight or waiting here: no result is coming to share the commit, so do not linger for one.
     if (this.buffered() === 0) this.writer.commitNow();
     this.wakeClaimLoop?.();
@@ -666,9 +769,8 @@ export class Runner {
     return { bytes: Buffer.concat(chunks), fileName: file.filename };
   }
 
+  /** A line stopped by a cancel, an expiry, a shutdown or its chunk being lost: in no segment, so the chunk's next owner or finalization (batch_cancelled / batch_expired) accounts for it. */
   private abortedRecord(job: Job): RequestOutcomeRecord {
-    if (job.abortReason === 'cancelled') return fail(job, 'batch_cancelled', 'The batch was cancelled while this request was in flight.');
-    if (job.abortReason === 'expired') return fail(job, 'batch_expired', "The batch's completion window ended while this request was in flight.");
     return release(job);
   }
 
@@ -678,52 +780,143 @@ export class Runner {
     job.abort.abort();
   }
 
-  /** `tally`: the lane the line ran on; left out, the line never reached an upstream. */
-  private record(record: RequestOutcomeRecord, tally: UpstreamTally = this.unrouted): void {
+  /** `tally`: the lane the line ran on. */
+  private record(job: Job, record: RequestOutcomeRecord, tally: UpstreamTally): void {
     tally.countOutcome(record);
+    switch (record.kind) {
+      case 'succeeded':
+      case 'failed':
+        this.recordFinal(job.held, job.customId, job.model, job.attempts - 1, record);
+        return;
+      case 'retry':
+        this.counters.retried++;
+        this.retryLater(job, Math.max(0, record.notBefore - Date.now()));
+        return;
+      case 'released':
+        this.drop(job);
+    }
+  }
+
+  /** The line goes back to its pool's queue after its backoff, as one more attempt; its chunk stays held meanwhile. */
+  private retryLater(job: Job, delayMs: number): void {
+    const { held } = job;
+    if (this.stopping || held.lost || held.releasing) return this.drop(job);
+    const timer = setTimeout(() => {
+      held.retryTimers.delete(timer);
+      if (this.stopping || held.lost || held.releasing) return this.drop(job);
+      job.attempts += 1;
+      job.triedOn = undefined;
+      job.lane = undefined;
+      job.abort = new AbortController();
+      this.enqueue(job.pool.queue, job);
+      this.pump();
+    }, delayMs);
+    held.retryTimers.add(timer);
+  }
+
+  /** A line's final result, to its chunk's next segment. */
+  private recordFinal(held: HeldChunk, customId: string, model: string, retries: number, record: FinalRecord): void {
     if (record.kind === 'succeeded') this.counters.succeeded++;
-    else if (record.kind === 'failed') this.counters.failed++;
-    else if (record.kind === 'retry') this.counters.retried++;
-    void this.writer.write(record).then((applied) => {
-      // A retry is due again after not_before: make sure the claim loop looks then.
-      if (applied && record.kind === 'retry') setTimeout(() => this.wakeClaimLoop?.(), Math.max(0, record.notBefore - Date.now())).unref();
-      const left = (this.outstanding.get(record.batchId) ?? 1) - 1;
-      if (left > 0) this.outstanding.set(record.batchId, left);
-      else {
-        this.outstanding.delete(record.batchId);
-        // The last claim found nothing more to take and nothing of the batch is left here: it may be done, so
-        // finalize now rather than at the next poll. (Poking on every drain cost ~25% of throughput at 3k req/s.)
-        if (this.exhausted.delete(record.batchId)) this.ctx.onBatchDrained?.();
-      }
-    });
+    else this.counters.failed++;
+    held.open -= 1;
+    held.active -= 1;
+    held.uncommitted += 1;
+    const text =
+      record.kind === 'succeeded'
+        ? outputLineText(record.batchId, record.line, customId, { status: record.status, requestId: record.requestId, body: record.body })
+        : errorLineText(record.batchId, record.line, customId, record.code, record.message, record.status === null ? null : { status: record.status, requestId: record.requestId, body: record.body ?? 'null' });
+    void this.writer.write({ chunk: held, record, text, model, retries }).then((outcome) => this.committed(held, outcome));
+  }
+
+  private committed(held: HeldChunk, outcome: WriteOutcome): void {
+    held.uncommitted -= 1;
+    if (outcome === 'finished') {
+      this.forget(held);
+      this.wakeClaimLoop?.();
+    } else if (outcome === 'lost') this.lose(held);
+    else this.maybeHandBack(held);
+  }
+
+  /** A line that ends here without a result (handed back): its chunk may now be free to go back. */
+  private drop(job: Job): void {
+    job.held.active -= 1;
+    this.maybeHandBack(job.held);
+  }
+
+  /** The chunk was taken from this worker (reclaimed after a lapse, or closed): its remaining work stops. */
+  private lose(held: HeldChunk): void {
+    if (held.lost) return;
+    held.lost = true;
+    this.stopChunkWork(held, 'shutdown');
+    this.forget(held);
+  }
+
+  /** Stops what is left of a chunk here: retries waiting, queued lines, lines in flight (aborted, then dropped). */
+  private stopChunkWork(held: HeldChunk, reason: NonNullable<Job['abortReason']>): void {
+    for (const timer of held.retryTimers) clearTimeout(timer);
+    held.active -= held.retryTimers.size;
+    held.retryTimers.clear();
+    for (const pool of this.lanes.allPools()) {
+      if (!pool.queue.some((job) => job.held === held)) continue;
+      pool.queue = pool.queue.filter((job) => {
+        if (job.held !== held) return true;
+        held.active -= 1;
+        return false;
+      });
+    }
+    for (const job of this.inFlight) if (job.held === held) this.abortJob(job, reason);
+  }
+
+  /** Hands a chunk back once it is marked releasing and nothing of it is left here. */
+  private maybeHandBack(held: HeldChunk): void {
+    if (!held.releasing || held.lost || held.active > 0 || held.uncommitted > 0) return;
+    held.lost = true;
+    this.forget(held);
+    const handBack = releaseChunk(this.db, held.batchId, held.chunk, this.ctx.workerId, !held.sent).then(
+      () => this.ctx.onBatchDrained?.(),
+      (err: unknown) => this.ctx.log.warn({ err, batchId: held.batchId, chunk: held.chunk }, 'handing a chunk back failed; it goes back when its lease lapses'),
+    );
+    this.handBacks.add(handBack);
+    void handBack.finally(() => this.handBacks.delete(handBack));
+  }
+
+  private forget(held: HeldChunk): void {
+    const chunks = this.held.get(held.batchId);
+    if (!chunks?.delete(held)) return;
+    if (chunks.size > 0) return;
+    this.held.delete(held.batchId);
+    // Nothing of the batch is left here: it may be done, so look now rather than at the next sweep.
+    this.ctx.onBatchDrained?.();
+  }
+
+  private heldChunks(): HeldChunk[] {
+    return [...this.held.values()].flatMap((chunks) => [...chunks]);
   }
 
   // ------------------------------------------------------------------ leases and cancels
 
   private async heartbeat(): Promise<void> {
     // One at a time: on a slow database, overlapping renewals only queue up behind each other
-    // and take every pooled connection the result writer and the claims need.
+    // and take every pooled connection the segment writer and the claims need.
     if (this.heartbeating) return;
     this.heartbeating = true;
     try {
-      await renewRequestLeases(this.db, this.ctx.workerId, leaseMs(this.ctx), Date.now());
+      await renewChunkLeases(this.db, this.ctx.workerId, leaseMs(this.ctx), Date.now());
       await this.ceilings?.renew(this.lanes.all());
     } catch (err) {
-      this.ctx.log.warn({ err }, 'renewing request leases failed');
+      this.ctx.log.warn({ err }, 'renewing chunk leases failed');
     } finally {
       this.heartbeating = false;
     }
   }
 
-  /** Drops queued work and aborts requests in flight for batches no longer running. */
+  /** Stops the work of held chunks whose batch is no longer running, and hands those chunks back once their finished lines are committed. */
   private async abortStoppedBatches(): Promise<void> {
-    const batchIds = new Set<string>();
-    for (const job of this.inFlight) batchIds.add(job.batchId);
-    for (const pool of this.lanes.allPools()) for (const job of pool.queue) batchIds.add(job.batchId);
-    if (batchIds.size === 0) return;
+    const batchIds = [...this.held.keys()];
+    if (batchIds.length === 0) return;
     let statuses;
     try {
-      statuses = await batchStatuses(this.db, [...batchIds]);
+      statuses = await batchStatuses(this.db, batchIds);
     } catch (err) {
       this.ctx.log.warn({ err }, 'checking batch statuses failed');
       return;
@@ -735,38 +928,33 @@ export class Runner {
       if (batch.deadline_at <= now || batch.status === 'expired') return 'expired';
       return batch.status === 'in_progress' ? undefined : 'cancelled';
     };
-    for (const job of this.inFlight) {
-      const reason = reasonFor(job.batchId);
-      if (reason) this.abortJob(job, reason);
-    }
-    for (const pool of this.lanes.allPools()) {
-      pool.queue = pool.queue.filter((job) => {
-        const reason = reasonFor(job.batchId);
-        if (!reason) return true;
-        job.abortReason = reason;
-        // Counted on the replica it last ran on; a line never sent counts as never having reached an upstream.
-        this.record(this.abortedRecord(job), job.lane?.tally);
-        return false;
-      });
+    for (const held of this.heldChunks()) {
+      const reason = reasonFor(held.batchId);
+      if (!reason || held.releasing) continue;
+      held.releasing = true;
+      this.stopChunkWork(held, reason);
+      this.maybeHandBack(held);
     }
   }
 }
 
 
 
-/** The line's request body, parsed here so it is this job's own object (nothing else holds it); undefined when the bytes are no longer a request. */
-function parseLineBody(bytes: Buffer | undefined): Record<string, unknown> | undefined {
+/** The line's custom_id and request body, parsed here so the body is this job's own object; undefined when the bytes are no longer a request. */
+function parseLine(bytes: Buffer | undefined): { customId: string; body: Record<string, unknown> } | undefined {
   if (!bytes) return undefined;
   try {
-    const line = JSON.parse(bytes.toString('utf8')) as { body?: unknown };
-    return typeof line.body === 'object' && line.body !== null && !Array.isArray(line.body) ? (line.body as Record<string, unknown>) : undefined;
+    const line = JSON.parse(bytes.toString('utf8')) as { custom_id?: unknown; body?: unknown };
+    if (typeof line.custom_id !== 'string' || typeof line.body !== 'object' || line.body === null || Array.isArray(line.body)) return undefined;
+    return { customId: line.custom_id, body: line.body as Record<string, unknown> };
   } catch {
     return undefined;
   }
 }
 
-function claimed(row: RequestRow, batch: RunnableBatch): ClaimedRequest {
-  return { batchId: row.batch_id, line: row.line, attempts: row.attempts, userId: batch.user_id, model: row.model };
+/** Stands in for the custom_id of a line whose input could not be read (the file's bytes went missing). */
+function unreadableCustomId(line: number): string {
+  return `input-line-${line}`;
 }
 
 function delay(ms: number): Promise<void> {

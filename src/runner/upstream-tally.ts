@@ -3,7 +3,7 @@
 // fields and one preallocated array: recording a request costs a few
 // increments and never allocates (the runner handles thousands of requests
 // a second), and the metrics layer copies the totals out at scrape time.
-import type { RequestOutcomeRecord } from '../store/sql/request-claims.ts';
+import type { RequestOutcomeRecord } from './request-lifecycle.ts';
 import type { AttemptOutcome } from './retry-policy.ts';
 
 /** Upper bounds, in seconds, of the upstream latency buckets (+Inf is implied): from a cached echo to a long generation. */

@@ -36,6 +36,11 @@ export type UpstreamOutcome =
       status: number;
       /** Parsed JSON; the raw text when the response is not JSON. */
       body: unknown;
+      /**
+       * The body as received, when it is JSON on one line: results keep the upstream's own bytes instead of
+       * serialising the parsed body again. Absent for other bodies (and from the emulator and the engine).
+       */
+      bodyText?: string;
       /** x-request-id header, else the body's `id`. */
       requestId: string | null;
       /** retry-after-ms header, else retry-after (seconds or HTTP date). */
@@ -167,11 +172,13 @@ export function createHttpUpstreamClient(config: HttpUpstreamClientConfig): Upst
         chunks.push(chunk);
       }
       if (stoppedBy !== null) return stoppedOutcome(stoppedBy, call.timeoutMs);
-      const body = parseBody(Buffer.concat(chunks).toString('utf8'), headerValue(response.headers['content-type']));
+      const text = Buffer.concat(chunks).toString('utf8');
+      const body = parseBody(text, headerValue(response.headers['content-type']));
       return {
         kind: 'response',
         status: response.statusCode,
         body,
+        bodyText: typeof body === 'object' && body !== null && isOneLine(text) ? text : undefined,
         requestId: requestIdOf(headerValue(response.headers['x-request-id']), body),
         retryAfterMs: retryAfterOf(response.headers),
       };
@@ -305,6 +312,11 @@ function guessAudioType(fileName: string): string {
 
 function headerValue(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value[0] : value;
+}
+
+/** Whether JSON text can be spliced into a JSONL line as it is: no line break in it (pretty-printed JSON has some). */
+function isOneLine(text: string): boolean {
+  return text.indexOf('\n') < 0 && text.indexOf('\r') < 0;
 }
 
 /** JSON when it parses (text/plain is kept as text); otherwise the raw text. */

@@ -40,3 +40,21 @@ async function readRange(blobs: BlobStore, key: string, start: number, end: numb
   if (bytes.length !== end - start) throw new Error(`input blob ${key} is shorter than recorded (wanted bytes ${start}-${end})`);
   return bytes;
 }
+
+/**
+ * The lines of a chunk of the input, bytes [start, end): one ranged read, split on LF (a CR before it dropped).
+ * Validation starts a new chunk at any blank line, so the k-th line here is the chunk's k-th input line.
+ */
+export async function readChunkLines(blobs: BlobStore, blobKey: string, start: number, end: number): Promise<Buffer[]> {
+  const span = await readRange(blobs, blobKey, start, end);
+  const lines: Buffer[] = [];
+  let from = 0;
+  for (;;) {
+    const lf = span.indexOf(0x0a, from);
+    const stop = lf < 0 ? span.length : lf;
+    lines.push(span.subarray(from, stop > from && span[stop - 1] === 0x0d ? stop - 1 : stop));
+    if (lf < 0) break;
+    from = lf + 1;
+  }
+  return lines;
+}

@@ -28,6 +28,7 @@ export interface RunnableBatch {
   input_file_id: string;
   endpoint: string;
   deadline_at: number;
+  cost_currency: string;
 }
 
 /**
@@ -37,7 +38,7 @@ export interface RunnableBatch {
 export async function listRunnableBatches(db: Kysely<Database>, now: number): Promise<RunnableBatch[]> {
   return db
     .selectFrom('batches')
-    .select(['id', 'user_id', 'priority', 'input_file_id', 'endpoint', 'deadline_at'])
+    .select(['id', 'user_id', 'priority', 'input_file_id', 'endpoint', 'deadline_at', 'cost_currency'])
     .where('status', '=', 'in_progress')
     .where('deadline_at', '>', now)
     .where(({ exists, selectFrom }) =>
@@ -253,6 +254,13 @@ export async function enqueuedTokensForModel(db: Db, userId: string, model: stri
   let total = 0;
   for (const row of rows) total += parseChunkModels(row.models)[model]?.[1] ?? 0;
   return total;
+}
+
+/** Statuses of the given batches, so the runner can stop work of ones cancelled or expired meanwhile. */
+export async function batchStatuses(db: Kysely<Database>, ids: string[]): Promise<Map<string, { status: string; deadline_at: number }>> {
+  if (ids.length === 0) return new Map();
+  const rows = await db.selectFrom('batches').select(['id', 'status', 'deadline_at']).where('id', 'in', ids).execute();
+  return new Map(rows.map((row) => [row.id, { status: row.status, deadline_at: row.deadline_at }]));
 }
 
 /** One page of a batch's chunks in chunk order after `afterChunk` (-1: from the start); `notDone`: only those not done. */

@@ -81,6 +81,12 @@ export async function reapWorker(db: Kysely<Database>, id: string): Promise<Reap
       .where('lease_owner', '=', id)
       .where('state', '=', 'running')
       .executeTakeFirst();
+    const chunks = await trx
+      .updateTable('chunks')
+      .set({ lease_expires_at: 0 })
+      .where('lease_owner', '=', id)
+      .where('state', '=', 'running')
+      .executeTakeFirst();
     const slots = await trx.updateTable('upstream_slots').set({ owner: null, expires_at: null }).where('owner', '=', id).executeTakeFirst();
     const batches = await trx
       .updateTable('batches')
@@ -95,7 +101,7 @@ export async function reapWorker(db: Kysely<Database>, id: string): Promise<Reap
       .where('state', '=', 'pending')
       .executeTakeFirst();
     return {
-      requests: Number(requests.numUpdatedRows),
+      requests: Number(requests.numUpdatedRows) + Number(chunks.numUpdatedRows),
       slots: Number(slots.numUpdatedRows),
       batches: Number(batches.numUpdatedRows),
       webhookDeliveries: Number(webhookDeliveries.numUpdatedRows),

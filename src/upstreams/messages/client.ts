@@ -28,7 +28,7 @@ export function answeringMessages(client: UpstreamClient, mode: 'native' | 'tran
       const outcome = await client.send({ ...call, endpoint: CHAT_ENDPOINT, body: chatBody });
       if (outcome.kind !== 'response' || outcome.status < 200 || outcome.status >= 300) return outcome;
       try {
-        return { ...outcome, body: chatToMessage(outcome.body, call.body) };
+        return { ...outcome, body: chatToMessage(outcome.body, call.body), bodyText: undefined };
       } catch (err) {
         if (!(err instanceof TranslationError)) throw err;
         return { kind: 'response', status: 502, body: apiError(`The upstream's answer cannot be read as a message: ${err.message}.`), requestId: outcome.requestId, retryAfterMs: null };

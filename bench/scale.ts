@@ -2,17 +2,17 @@
 // and 1, 2 and 4 worker processes run the same batch against a zero-latency
 // upstream whose one global ceiling they share; end-to-end requests/s is
 // read from the database (in_progress_at -> completed_at, ms). Then the
-// claim query alone: 1, 2 and 4 claimers (separate connections) draining a
-// 20,000-line batch 64 rows at a time, each chunk marked done before the
-// next claim as a worker's results are, with nothing else running.
+// chunk claim alone: 1, 2 and 4 claimers (each its own store and connection
+// pool) draining a 20,000-line batch cut into 256-line chunks, one chunk a
+// claim, each marked done (finishChunk) before the next claim as a worker's
+// last segment commit does, with nothing else running.
 // Every run gets a fresh database, dropped afterwards.
 import { readdirSync, readFileSync } from 'node:fs';
 import { sql } from 'kysely';
 import pg from 'pg';
 import { openSqlStore } from '../src/store/sql/database.ts';
-import { claimRequests } from '../src/store/sql/request-claims.ts';
-import { insertRequests } from '../src/store/sql/requests.ts';
-import type { NewRequest } from '../src/store/sql/schema.ts';
+import { claimChunk, finishChunk, insertChunks } from '../src/store/sql/chunks.ts';
+import type { NewChunk } from '../src/store/sql/schema.ts';
 import { smallInput } from './inputs.ts';
 import { batchTimes, connectAdmin, createDatabase, dropDatabase } from './lib/postgres.ts';
 import { cpuSeconds } from './lib/proc.ts';
@@ -22,7 +22,8 @@ import { startSimChild } from './lib/upstream.ts';
 
 const WORKER_COUNTS = [1, 2, 4];
 const CEILING = 64;
-const CLAIM_CHUNK = 64;
+// Lines a chunk in the claim benchmark: validation's largest chunk (batches/chunking.ts), what a 20,000-line file gets.
+const CHUNK_LINES = 256;
 
 export async function benchScale(ctx: BenchContext): Promise<Row[]> {
   const admin = await connectAdmin();
@@ -74,12 +75,16 @@ export async function benchScale(ctx: BenchContext): Promise<Row[]> {
     for (const claimers of WORKER_COUNTS) {
       const databaseUrl = await createDatabase(admin);
       try {
-        const claim = await claimQueryRate(databaseUrl, ctx.quick ? 5_000 : 20_000, claimers);
-        ctx.log(`scale: claim query, ${claimers} claimer(s): ${fmt(claim.rows)} rows in ${fmt(claim.ms)} ms (${fmt(claim.claims)} claims, ${fmt(claim.meanClaimMs, 2)} ms each)`);
+        const claimLines = ctx.quick ? 5_000 : 20_000;
+        const claim = await chunkClaimRate(databaseUrl, claimLines, claimers);
+        ctx.log(
+          `scale: chunk claims, ${claimers} claimer(s): ${fmt(claim.chunks)} chunks (${fmt(claim.lines)} lines) in ${fmt(claim.ms)} ms ` +
+            `(claim ${fmt(claim.meanClaimMs, 2)} ms, finish ${fmt(claim.meanFinishMs, 2)} ms each)`,
+        );
         rows.push({
-          metric: `claim query on PostgreSQL, ${claimers} concurrent claimer${claimers > 1 ? 's' : ''} (${CLAIM_CHUNK} rows per claim, each chunk marked done before the next claim)`,
-          spool: `${fmt(claim.claims / (claim.ms / 1000))} claims/s (${fmt(claim.meanClaimMs, 2)} ms each)`,
-          reference: `${fmt(claim.rows / (claim.ms / 1000))} rows/s`,
+          metric: `chunk claim on PostgreSQL, ${claimers} concurrent claimer${claimers > 1 ? 's' : ''} (${fmt(claimLines)} lines in ${CHUNK_LINES}-line chunks, one a claim, each marked done before the next claim)`,
+          spool: `${fmt(claim.chunks / (claim.ms / 1000))} chunks/s (claim ${fmt(claim.meanClaimMs, 2)} ms each)`,
+          reference: `${fmt(claim.lines / (claim.ms / 1000))} lines/s`,
           ratio: '',
           target: '',
           pass: null,
@@ -172,57 +177,88 @@ async function rowWrites(databaseUrl: string): Promise<Map<string, number>> {
   }
 }
 
-/** Claims a batch of `lines` pending rows dry with `claimers` concurrent claimers; nothing else touches the database. */
-async function claimQueryRate(databaseUrl: string, lines: number, claimers: number): Promise<{ rows: number; claims: number; ms: number; meanClaimMs: number }> {
-  const store = await openSqlStore({ dataDir: '', databaseUrl });
+/**
+ * Drains a batch of `lines` lines in CHUNK_LINES-line pending chunks with `claimers` concurrent claimers, each on its
+ * own store (connection pool) as separate workers are: claimChunk, then finishChunk, until nothing is left to claim.
+ * Nothing else touches the database.
+ */
+async function chunkClaimRate(
+  databaseUrl: string,
+  lines: number,
+  claimers: number,
+): Promise<{ chunks: number; lines: number; ms: number; meanClaimMs: number; meanFinishMs: number }> {
+  const batchId = `batch-claim-bench-${claimers}`;
+  // Opened (and migrated) first, then the claimers' stores one after another: no two migrate at once.
+  const setup = await openSqlStore({ dataDir: '', databaseUrl });
+  const stores: Awaited<ReturnType<typeof openSqlStore>>[] = [];
   try {
-    const batchId = `batch-claim-bench-${claimers}`;
-    const rows: NewRequest[] = Array.from({ length: lines }, (_, i) => ({
-      batch_id: batchId,
-      line: i + 1,
-      custom_id: `r${i + 1}`,
-      model: 'bench-model',
-      byte_offset: i * 240,
-      byte_length: 240,
-      estimated_tokens: 10,
-      state: 'pending',
-      attempts: 0,
-      not_before: 0,
-      input_tokens: 0,
-      output_tokens: 0,
-    }));
-    await insertRequests(store.db, rows);
+    // Rows as validation writes them (batches/chunking.ts): consecutive lines, byte ranges, models JSON
+    // model -> [lines, estimated tokens], pending with nothing counted yet.
+    const LINE_BYTES = 240;
+    const TOKENS_A_LINE = 10;
+    const rows: NewChunk[] = [];
+    for (let chunk = 0, first = 1; first <= lines; chunk++, first += CHUNK_LINES) {
+      const count = Math.min(CHUNK_LINES, lines - first + 1);
+      rows.push({
+        batch_id: batchId,
+        chunk,
+        line_start: first,
+        line_count: count,
+        byte_start: (first - 1) * LINE_BYTES,
+        byte_end: (first - 1 + count) * LINE_BYTES,
+        models: JSON.stringify({ 'bench-model': [count, count * TOKENS_A_LINE] }),
+        estimated_tokens: count * TOKENS_A_LINE,
+        state: 'pending',
+        claims: 0,
+        lease_owner: null,
+        lease_expires_at: null,
+        segments: 0,
+        succeeded: 0,
+        failed: 0,
+        input_tokens: 0,
+        output_tokens: 0,
+        cost_nanos: 0,
+        finished_at: null,
+      });
+    }
+    await insertChunks(setup.db, rows);
     // Fresh statistics, as autovacuum would have after a real validation inserted the rows.
-    await sql`ANALYZE requests`.execute(store.db);
-    let claimed = 0;
-    let claims = 0;
+    await sql`ANALYZE chunks`.execute(setup.db);
+    for (let i = 0; i < claimers; i++) stores.push(await openSqlStore({ dataDir: '', databaseUrl }));
+    let chunks = 0;
+    let claimedLines = 0;
     let claimMs = 0;
+    let claimCalls = 0;
+    let finishMs = 0;
     const started = performance.now();
     await Promise.all(
-      Array.from({ length: claimers }, async (_, i) => {
+      stores.map(async (store, i) => {
+        const owner = `claimer-${i}`;
         for (;;) {
-          const at = performance.now();
-          const got = await claimRequests(store.db, 'postgres', batchId, `claimer-${i}`, 60_000, Date.now(), CLAIM_CHUNK);
+          let at = performance.now();
+          const got = await claimChunk(store.db, store.dialect, batchId, owner, 60_000, Date.now());
           claimMs += performance.now() - at;
-          if (got.length === 0) return;
-          claimed += got.length;
-          claims += 1;
-          // Done at once, as results are recorded in a real run: what a worker holds stays bounded, so the
-          // claim's scan for lapsed leases looks at a few in-flight rows, not at everything claimed so far.
-          await store.db
-            .updateTable('requests')
-            .set({ state: 'succeeded', lease_owner: null, lease_expires_at: null })
-            .where('batch_id', '=', batchId)
-            .where('line', 'in', got.map((row) => row.line))
-            .execute();
+          claimCalls += 1;
+          if (!got) return;
+          chunks += 1;
+          claimedLines += got.line_count;
+          // Done at once, as the chunk's last segment commit marks it in a real run: what a worker holds stays
+          // bounded, so the claim's scan for lapsed leases looks at a few running chunks, not at everything claimed.
+          at = performance.now();
+          const finished = await finishChunk(store.db, batchId, got.chunk, owner, Date.now());
+          finishMs += performance.now() - at;
+          if (!finished) throw new Error(`claimer ${owner} lost chunk ${got.chunk} before finishing it`);
         }
       }),
     );
     const ms = performance.now() - started;
-    if (claimed !== lines) throw new Error(`claimers took ${claimed} rows of ${lines}: a row was claimed twice or missed`);
-    return { rows: claimed, claims, ms, meanClaimMs: claimMs / (claims + claimers) };
+    if (chunks !== rows.length || claimedLines !== lines) {
+      throw new Error(`claimers took ${chunks} chunks (${claimedLines} lines) of ${rows.length} (${lines} lines): a chunk was claimed twice or missed`);
+    }
+    return { chunks, lines: claimedLines, ms, meanClaimMs: claimMs / claimCalls, meanFinishMs: finishMs / Math.max(chunks, 1) };
   } finally {
-    await store.close();
+    for (const store of stores) await store.close();
+    await setup.close();
   }
 }
 

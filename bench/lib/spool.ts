@@ -41,10 +41,13 @@ export interface BatchTimes {
   request_total: number;
   request_completed: number;
   request_failed: number;
-  /** Earliest and latest finished_at over the batch's requests (ms). */
+  /**
+   * Earliest and latest result commit of the batch (ms): created_at of its segments, or, when it has no segment
+   * rows left, finished_at of its chunks (the chunk's last segment commit, or the sweep that closed it).
+   */
   first_finished_at: number | null;
   last_finished_at: number | null;
-  /** Requests that needed more than one attempt. */
+  /** Retries of the batch's lines: the third number of every model in its segments' `stats` ([ok, failed, retries]), summed. */
   retried: number;
 }
 
@@ -147,17 +150,30 @@ export class SpoolChild {
       if (batchIds.length > 0) {
         const db = new BetterSqlite3(join(this.dataDir, 'spool.db'), { readonly: true, fileMustExist: true });
         try {
+          const batchRow = db.prepare(
+            `SELECT status, created_at, in_progress_at, finalizing_at, completed_at, failed_at, request_total, request_completed, request_failed
+             FROM batches WHERE id = ?`,
+          );
+          const segmentRows = db.prepare('SELECT created_at, stats FROM segments WHERE batch_id = ?');
+          const chunkSpan = db.prepare('SELECT MIN(finished_at) AS first, MAX(finished_at) AS last FROM chunks WHERE batch_id = ?');
           for (const id of batchIds) {
-            const row = db
-              .prepare(
-                `SELECT status, created_at, in_progress_at, finalizing_at, completed_at, failed_at, request_total, request_completed, request_failed,
-                   (SELECT MIN(finished_at) FROM requests WHERE batch_id = b.id) AS first_finished_at,
-                   (SELECT MAX(finished_at) FROM requests WHERE batch_id = b.id) AS last_finished_at,
-                   (SELECT COUNT(*) FROM requests WHERE batch_id = b.id AND attempts > 1) AS retried
-                 FROM batches b WHERE id = ?`,
-              )
-              .get(id) as BatchTimes | undefined;
-            if (row) times.set(id, row);
+            const row = batchRow.get(id) as Omit<BatchTimes, 'first_finished_at' | 'last_finished_at' | 'retried'> | undefined;
+            if (!row) continue;
+            let first: number | null = null;
+            let last: number | null = null;
+            let retried = 0;
+            for (const segment of segmentRows.iterate(id) as Iterable<{ created_at: number; stats: string }>) {
+              const at = Number(segment.created_at);
+              first = first === null ? at : Math.min(first, at);
+              last = last === null ? at : Math.max(last, at);
+              retried += segmentRetries(segment.stats);
+            }
+            if (first === null) {
+              const span = chunkSpan.get(id) as { first: number | null; last: number | null } | undefined;
+              first = span?.first ?? null;
+              last = span?.last ?? null;
+            }
+            times.set(id, { ...row, first_finished_at: first, last_finished_at: last, retried });
           }
         } finally {
           db.close();
@@ -263,6 +279,18 @@ export class SpoolChild {
       }
       await new Promise((resolve) => setTimeout(resolve, pollMs));
     }
+  }
+}
+
+/** Retries one segment recorded: the third number of each model's [ok, failed, retries] in its `stats` JSON. */
+function segmentRetries(stats: string): number {
+  try {
+    const models = (JSON.parse(stats) as { models?: Record<string, unknown> }).models;
+    let n = 0;
+    for (const counts of Object.values(models ?? {})) if (Array.isArray(counts)) n += Number(counts[2] ?? 0) || 0;
+    return n;
+  } catch {
+    return 0;
   }
 }
 

@@ -116,7 +116,7 @@ for (const dialect of ['sqlite', 'postgres'] as const) {
         assert.deepEqual([...got].sort((a, b) => a - b), Array.from({ length: 11 }, (_, i) => i + 1));
         assert.equal(await claimChunk(db, store.sql.dialect, batch.id, 'w99', LEASE, NOW), undefined);
         // Renewed leases hold; a lapsed one is claimed again, as one more claim.
-        assert.equal(await renewChunkLeases(db, 'w1', LEASE, NOW + 10), 1);
+        assert.equal(await renewChunkLeases(db, 'w1', LEASE, NOW + 5_000), 1);
         const again = await claimChunk(db, store.sql.dialect, batch.id, 'w99', LEASE, NOW + LEASE + 1_000);
         assert.ok(again && again.chunk !== 0, 'a chunk whose lease lapsed is reclaimed, not the renewed one');
         // Handed back unsent: pending again, the claim not counted.

@@ -484,7 +484,8 @@ export class Runner {
       const line = row.line_start + index;
       const parsed = parseLine(lines[index]);
       const customId = parsed?.customId ?? unreadableCustomId(line);
-      const model = typeof parsed?.body.model === 'string' ? parsed.body.model : '';
+      const model = typeof parsed?.body.model === 'string' ? parsed.body.model : (batch.model_id ?? '');
+      if (parsed && typeof parsed.body.model !== 'string' && batch.model_id !== null) parsed.body.model = batch.model_id;
       if (!parsed) {
         failures.push({ line, customId, model, code: 'invalid_request', message: `Line ${line} of the input file no longer holds the JSON request it held when the batch was validated.` });
         continue;

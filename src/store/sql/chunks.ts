@@ -29,6 +29,8 @@ export interface RunnableBatch {
   endpoint: string;
   deadline_at: number;
   cost_currency: string;
+  /** The model of lines whose body names none (validation allowed them only with it set). */
+  model_id: string | null;
 }
 
 /**
@@ -38,7 +40,7 @@ export interface RunnableBatch {
 export async function listRunnableBatches(db: Kysely<Database>, now: number): Promise<RunnableBatch[]> {
   return db
     .selectFrom('batches')
-    .select(['id', 'user_id', 'priority', 'input_file_id', 'endpoint', 'deadline_at', 'cost_currency'])
+    .select(['id', 'user_id', 'priority', 'input_file_id', 'endpoint', 'deadline_at', 'cost_currency', 'model_id'])
     .where('status', '=', 'in_progress')
     .where('deadline_at', '>', now)
     .where(({ exists, selectFrom }) =>

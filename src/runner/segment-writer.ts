@@ -170,16 +170,22 @@ export class SegmentWriter {
       else byChunk.set(chunk, [pending]);
     }
     if (byChunk.size === 0) return;
+    // Each chunk's segment is made and named once: a retry after a failure that may have committed (a connection
+    // cut during COMMIT) commits the same segment, which the store recognises by its blob key, so it never counts
+    // twice, and no blob a committed segment names is ever deleted here.
+    const commits = new Map<HeldChunkRef, SegmentCommit>();
+    for (const [chunk, list] of byChunk) commits.set(chunk, this.segmentOf(chunk, list));
+    const written = new Set<SegmentCommit>();
     for (let attempt = 0; ; attempt++) {
-      const written: SegmentCommit[] = [];
       try {
-        const commits = await this.writeBlobs(byChunk, written);
-        const applied = await this.commitIsolatingRefusals(commits);
+        await this.writeBlobs(byChunk, commits, written);
+        const applied = await this.commitIsolatingRefusals(commits, attempt > 0);
         for (const [chunk, list] of byChunk) {
           const commit = commits.get(chunk)!;
           const outcome: WriteOutcome = applied.has(commit) ? (commit.finishesChunk ? 'finished' : 'committed') : 'lost';
           if (outcome === 'lost') {
             chunk.lost = true;
+            // Known not committed (the store answered, and no row names it): garbage.
             void this.blobs.delete(commit.blobKey).catch(() => undefined);
           }
           for (const pending of list) pending.resolve(outcome);
@@ -193,7 +199,6 @@ export class SegmentWriter {
         // The store is unreachable, busy or full. The results stay here, in order, until it is back: dropping
         // them would lose work. The chunks' leases are renewed by the heartbeat meanwhile (or lapse, and the
         // chunks rerun elsewhere, whose segments then win: these commits are conditional on the lease).
-        for (const commit of written) void this.blobs.delete(commit.blobKey).catch(() => undefined);
         const failure = classifyStoreError(err) === 'full' ? 'full' : 'unavailable';
         this.stalled ??= { since: Date.now(), failure, reason: describeStoreFailure(err) };
         this.stalled.failure = failure;
@@ -215,21 +220,20 @@ export class SegmentWriter {
     return group;
   }
 
-  private async writeBlobs(byChunk: Map<HeldChunkRef, Pending[]>, written: SegmentCommit[]): Promise<Map<HeldChunkRef, SegmentCommit>> {
-    const commits = new Map<HeldChunkRef, SegmentCommit>();
-    const entries = [...byChunk];
+  /** Writes the segment blobs not written yet, a few at a time. */
+  private async writeBlobs(byChunk: Map<HeldChunkRef, Pending[]>, commits: Map<HeldChunkRef, SegmentCommit>, written: Set<SegmentCommit>): Promise<void> {
+    const entries = [...byChunk].filter(([chunk]) => !written.has(commits.get(chunk)!));
     for (let i = 0; i < entries.length; i += BLOB_WRITES_AT_ONCE) {
       await Promise.all(
         entries.slice(i, i + BLOB_WRITES_AT_ONCE).map(async ([chunk, list]) => {
-          const commit = this.segmentOf(chunk, list);
-          const bytes = Buffer.from(list.filter((p) => p.result.record.kind === 'succeeded').map((p) => p.result.text).join('') + list.filter((p) => p.result.record.kind === 'failed').map((p) => p.result.text).join(''));
-          await this.blobs.write(commit.blobKey, once(bytes));
-          written.push(commit);
-          commits.set(chunk, commit);
+          const commit = commits.get(chunk)!;
+          const output = list.filter((p) => p.result.record.kind === 'succeeded').map((p) => p.result.text);
+          const errors = list.filter((p) => p.result.record.kind === 'failed').map((p) => p.result.text);
+          await this.blobs.write(commit.blobKey, once(Buffer.from(output.join('') + errors.join(''))));
+          written.add(commit);
         }),
       );
     }
-    return commits;
   }
 
   private segmentOf(chunk: HeldChunkRef, list: Pending[]): SegmentCommit {
@@ -296,17 +300,17 @@ export class SegmentWriter {
   }
 
   /** Commits the group; a refused group is committed chunk by chunk, and a chunk refused alone is given up. */
-  private async commitIsolatingRefusals(commits: Map<HeldChunkRef, SegmentCommit>): Promise<Set<SegmentCommit>> {
+  private async commitIsolatingRefusals(commits: Map<HeldChunkRef, SegmentCommit>, recheck: boolean): Promise<Set<SegmentCommit>> {
     const currencies = new Map([...commits.keys()].map((chunk) => [chunk.batchId, chunk.currency]));
     try {
-      return await commitSegments(this.db, this.owner, [...commits.values()], currencies, Date.now());
+      return await commitSegments(this.db, this.owner, [...commits.values()], currencies, Date.now(), recheck);
     } catch (err) {
       if (classifyStoreError(err) !== 'refused' || commits.size === 0) throw err;
     }
     const applied = new Set<SegmentCommit>();
     for (const [chunk, commit] of commits) {
       try {
-        for (const one of await commitSegments(this.db, this.owner, [commit], currencies, Date.now())) applied.add(one);
+        for (const one of await commitSegments(this.db, this.owner, [commit], currencies, Date.now(), true)) applied.add(one);
       } catch (err) {
         if (classifyStoreError(err) !== 'refused') throw err;
         this.options.onRefused?.(chunk, err);

@@ -41,11 +41,29 @@ export async function commitSegments(
   commits: SegmentCommit[],
   currencies: Map<string, string>,
   now: number,
+  /**
+   * An earlier try of these very commits failed without saying whether it committed (a connection cut during
+   * COMMIT): a commit whose segment row is already there applied then, and must not apply twice.
+   */
+  recheck = false,
 ): Promise<Set<SegmentCommit>> {
   return db.transaction().execute(async (tx) => {
     const applied = new Set<SegmentCommit>();
     const usage: UsageDelta[] = [];
     for (const commit of commits) {
+      if (recheck) {
+        const earlier = await tx
+          .selectFrom('segments')
+          .select('seq')
+          .where('batch_id', '=', commit.batchId)
+          .where('chunk', '=', commit.chunk)
+          .where('blob_key', '=', commit.blobKey)
+          .executeTakeFirst();
+        if (earlier) {
+          applied.add(commit);
+          continue;
+        }
+      }
       const chunk = await tx
         .updateTable('chunks')
         .set((eb) => ({

@@ -12,9 +12,10 @@
 // down or full keeps the group here, in order, retried with backoff: the
 // writer reports itself stalled, so the runner stops claiming. Nothing of a
 // request or response goes into SQL, so no value of an answer can make the
-// database refuse a commit; one refused anyway (a bug) is isolated to its
-// chunk, which is given up and rerun elsewhere after its lease, never retried
-// here in a loop.
+// database refuse a commit; a refused group is retried chunk by chunk, then
+// without the stats (their model names are the only text from the input), and
+// a chunk refused even so is given up and rerun elsewhere after its lease,
+// never retried here in a loop.
 import type { Kysely } from 'kysely';
 import { blobKeyForSegment } from '../store/index.ts';
 import type { BlobStore } from '../store/blobs/types.ts';
@@ -311,6 +312,15 @@ export class SegmentWriter {
     for (const [chunk, commit] of commits) {
       try {
         for (const one of await commitSegments(this.db, this.owner, [commit], currencies, Date.now(), true)) applied.add(one);
+        continue;
+      } catch (err) {
+        if (classifyStoreError(err) !== 'refused') throw err;
+      }
+      // The only text of a segment row taken from the input is its stats (model names): without them, the lines
+      // still count (the dashboard's breakdown misses them). Refused even so, the chunk is given up.
+      try {
+        const bare = { ...commit, stats: '{}' };
+        if ((await commitSegments(this.db, this.owner, [bare], currencies, Date.now(), true)).has(bare)) applied.add(commit);
       } catch (err) {
         if (classifyStoreError(err) !== 'refused') throw err;
         this.options.onRefused?.(chunk, err);

@@ -512,7 +512,9 @@ export class Runner {
     held.active += routed.length + failures.length;
     for (const failure of failures) {
       const request = { batchId: batch.id, line: failure.line, attempts: 0, userId: batch.user_id, model: failure.model };
-      this.recordFinal(held, failure.customId, failure.model, 0, fail(request, failure.code, failure.message) as FinalRecord);
+      const record = fail(request, failure.code, failure.message) as FinalRecord;
+      this.unrouted.countOutcome(record);
+      this.recordFinal(held, failure.customId, failure.model, 0, record);
     }
     // Lines that share a prefix are sent one after another, so the replica they go to sees a run of the same
     // prefix (its cache keeps it) rather than the input's interleaving. Stable: the input order stays within a prefix.
@@ -528,7 +530,9 @@ export class Runner {
       const line = held.lineStart + index;
       held.active += 1;
       const request = { batchId: held.batchId, line, attempts: 0, userId: held.userId, model: '' };
-      this.recordFinal(held, unreadableCustomId(line), '', 0, fail(request, code, message) as FinalRecord);
+      const record = fail(request, code, message) as FinalRecord;
+      this.unrouted.countOutcome(record);
+      this.recordFinal(held, unreadableCustomId(line), '', 0, record);
     }
   }
 

@@ -100,20 +100,20 @@ describe('/metrics', () => {
   });
 
   it('shows queue depth by model while a batch waits, and counts an invalid file', async () => {
-    // One request at a time, 2 claimed at once: most lines stay pending for a while.
+    // One request at a time, one chunk (16 of the 40 lines) claimed at once: the other chunks stay pending for a while.
     const h: Harness = await startHarness({
-      upstreams: [{ name: 'slow', models: ['slow-*'], kind: 'slow', delayMs: 150, maxConcurrency: 1, initialConcurrency: 1 }],
+      upstreams: [{ name: 'slow', models: ['slow-*'], kind: 'slow', delayMs: 60, maxConcurrency: 1, initialConcurrency: 1 }],
       worker: { claimBatchSize: 2 },
       config: { metrics: { cacheSeconds: 0 } },
     });
     const ep = endpointOf(h);
-    const batch = await submitBatch(ep, chatLines(12, 'slow-q'));
+    const batch = await submitBatch(ep, chatLines(40, 'slow-q'));
     const seen = await pollUntil(
       () => scrape(h.url),
       (m) => m.all('spool_queue_depth', { model: 'slow-q' }).some((s) => s.value > 0) && m.all('spool_requests_running', { model: 'slow-q' }).some((s) => s.value > 0),
       { what: 'queue depth of slow-q above 0 with some running', intervalMs: 20 },
     );
-    assert.ok(seen.value('spool_queue_depth', { model: 'slow-q' }) + seen.value('spool_requests_running', { model: 'slow-q' }) <= 12);
+    assert.ok(seen.value('spool_queue_depth', { model: 'slow-q' }) + seen.value('spool_requests_running', { model: 'slow-q' }) <= 40);
     assert.equal(seen.value('spool_batches', { status: 'in_progress' }), 1);
     await waitForStatus(ep, batch.id, 'completed');
     const drained = await scrape(h.url);

@@ -34,7 +34,8 @@ describe('results so far', () => {
     });
     const ep = endpointOf(h);
     // 60 lines, 2 at a time, 80 ms each: about 2.4 s of run, long enough to be seen midway and for the CLI to start.
-    const lines = [...chatLines(60, 'slow-model', 'line'), chatLine('nobody', 'nobody-serves-this')];
+    // The unserved line comes first: its chunk (of 16 lines) is the first claimed, so it has failed by mid-run.
+    const lines = [chatLine('nobody', 'nobody-serves-this'), ...chatLines(60, 'slow-model', 'line')];
     const created = await submitBatch(ep, lines);
     await waitForStatus(ep, created.id, 'in_progress');
 

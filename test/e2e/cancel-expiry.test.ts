@@ -6,11 +6,11 @@
 // and committing, by two "processes" at once and twice over: same files, no
 // duplicate lines, no extra file rows.
 import assert from 'node:assert/strict';
-import { readdirSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { runLifecycleSweeps } from '../../src/batches/sweeps.ts';
-import { openStore } from '../../src/store/index.ts';
+import { CANCEL_GRACE_MS, runLifecycleSweeps } from '../../src/batches/sweeps.ts';
+import { blobKeyForSegment, openStore, type Store } from '../../src/store/index.ts';
 import type { BatchUpdate } from '../../src/store/sql/schema.ts';
 import {
   api,
@@ -22,9 +22,11 @@ import {
   chatLines,
   cleanupAll,
   createPostgresDatabase,
+  downloadText,
   endpointOf,
   getBatch,
   lifecycleContext,
+  parseJsonl,
   pollUntil,
   readResults,
   SKIP_POSTGRES,
@@ -54,6 +56,57 @@ before(async () => {
 });
 
 after(cleanupAll);
+
+/** The text of a stored file, read from the blob store (for batches finalized with no server running). */
+async function fileText(store: Store, fileId: string | null): Promise<string> {
+  const file = await store.sql.db.selectFrom('files').select('blob_key').where('id', '=', fileId!).executeTakeFirstOrThrow();
+  const pieces: Buffer[] = [];
+  for await (const piece of await store.blobs.read(file.blob_key!)) pieces.push(piece as Buffer);
+  return Buffer.concat(pieces).toString('utf8');
+}
+
+/** Paths of the files (not directories) under `dir`, relative to it, sorted; none when it does not exist. */
+function filesUnder(dir: string): string[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir, { recursive: true, withFileTypes: true })
+    .filter((entry) => entry.isFile())
+    .map((entry) => join(entry.parentPath ?? entry.path, entry.name).slice(dir.length + 1))
+    .sort();
+}
+
+/**
+ * Gives a finalized batch's segments their blobs back, as they were before finalization copied them into the
+ * batch's files and deleted them: what a finalizer that died before its commit, or whose best-effort delete of
+ * the segment blobs failed, leaves. Each segment blob is its output lines, then its error lines; the files hold
+ * the segments' output parts in (chunk, seq) order, and their error parts in that order followed by the
+ * batch_cancelled / batch_expired lines of lines in no segment, so each blob is cut back out of them.
+ */
+async function restoreSegmentBlobs(store: Pick<Store, 'sql' | 'blobs'>, batchId: string, outputText: string, errorText: string): Promise<number> {
+  const db = store.sql.db;
+  const segments = await db.selectFrom('segments').selectAll().where('batch_id', '=', batchId).orderBy('chunk').orderBy('seq').execute();
+  const output = Buffer.from(outputText);
+  const errors = Buffer.from(errorText);
+  let outputAt = 0;
+  let errorsAt = 0;
+  let restored = 0;
+  for (const segment of segments) {
+    const outputBytes = Number(segment.output_bytes);
+    const errorBytes = Number(segment.error_bytes);
+    const bytes = Buffer.concat([output.subarray(outputAt, outputAt + outputBytes), errors.subarray(errorsAt, errorsAt + errorBytes)]);
+    outputAt += outputBytes;
+    errorsAt += errorBytes;
+    if (segment.blob_key !== null) continue;
+    const key = blobKeyForSegment(batchId, segment.chunk, 1, segment.seq, 'restored');
+    await store.blobs.write(key, (async function* () {
+      yield bytes;
+    })());
+    await db.updateTable('segments').set({ blob_key: key }).where('batch_id', '=', batchId).where('chunk', '=', segment.chunk).where('seq', '=', segment.seq).execute();
+    restored += 1;
+  }
+  assert.equal(outputAt, output.length, `batch ${batchId}: every output line comes from a segment`);
+  assert.ok(errorsAt <= errors.length, `batch ${batchId}: the segments' error parts open its error file`);
+  return restored;
+}
 
 async function togetherStatus(id: string): Promise<string> {
   const res = await api(`${h.together}/batches/${id}`, h.apiKey);
@@ -86,12 +139,12 @@ describe('cancel and expiry mid-run', () => {
       assert.equal(line.response, null);
     }
     const open = await h.app.store.sql.db
-      .selectFrom('requests')
-      .select('line')
+      .selectFrom('chunks')
+      .select(['chunk', 'state', 'lease_owner'])
       .where('batch_id', '=', batch.id)
-      .where('state', 'in', ['pending', 'running'])
+      .where((eb) => eb.or([eb('state', 'in', ['pending', 'running']), eb('lease_owner', 'is not', null)]))
       .execute();
-    assert.equal(open.length, 0, 'no request is left open');
+    assert.deepEqual(open, [], 'no chunk is left open or held');
     finished.set('cancelled', results);
 
     // Cancelling again answers the cancelled batch.
@@ -199,29 +252,41 @@ describe('cancel and expiry mid-run', () => {
     await second.stop();
   });
 
-  it('a batch whose lines a worker failed as batch_expired before the expiry sweep came ends EXPIRED, not COMPLETED', async () => {
-    // The runner fails what it holds of a batch once its deadline passes. When it got there first, every line had
-    // an outcome by the time a sweep looked, and the batch used to be finalized as COMPLETED (webhooks.test.ts
-    // saw batch.completed for a batch whose window ended, now and then).
+  it('a batch whose chunk a worker handed back on noticing its deadline, before the expiry sweep came, ends EXPIRED, not COMPLETED', async () => {
+    // A worker that notices a batch's deadline has passed stops its lines and hands their chunk back (pending, no
+    // owner); those lines are in no segment. When it got there before a sweep, the batch must still be finalized
+    // as EXPIRED with batch_expired lines, never as COMPLETED (webhooks.test.ts saw batch.completed for a batch
+    // whose window ended, now and then, in the per-line design).
     const solo = await startHarness({ worker: { enabled: false } });
     const soloEp = endpointOf(solo);
-    const late = await submitBatch(soloEp, chatLines(3, 'echo', 'late'));
+    const lateLines = chatLines(3, 'echo', 'late');
+    const late = await submitBatch(soloEp, lateLines);
     await waitForStatus(soloEp, late.id, 'in_progress');
     await solo.stop();
     const store = await openStore({ dataDir: solo.dataDir });
     try {
       const db = store.sql.db;
       const now = Date.now();
-      await db
-        .updateTable('requests')
-        .set({ state: 'failed', error_code: 'batch_expired', error_message: 'expired in flight', finished_at: now })
+      // Claimed once, some of it sent, then handed back when the deadline was noticed.
+      const handedBack = await db
+        .updateTable('chunks')
+        .set({ state: 'pending', claims: 1, lease_owner: null, lease_expires_at: null })
         .where('batch_id', '=', late.id)
-        .execute();
-      await db.updateTable('batches').set({ request_failed: 3, deadline_at: now - 1000 }).where('id', '=', late.id).execute();
+        .executeTakeFirst();
+      assert.ok(Number(handedBack.numUpdatedRows) > 0, 'the batch has chunks');
+      await db.updateTable('batches').set({ deadline_at: now - 1000 }).where('id', '=', late.id).execute();
       await runLifecycleSweeps(lifecycleContext(store, solo.config));
-      const row = await db.selectFrom('batches').select(['status', 'expired_at']).where('id', '=', late.id).executeTakeFirstOrThrow();
+      const row = await db.selectFrom('batches').selectAll().where('id', '=', late.id).executeTakeFirstOrThrow();
       assert.equal(row.status, 'expired');
       assert.equal(typeof row.expired_at, 'number');
+      assert.equal(row.completed_at, null);
+      assert.equal(await fileText(store, row.output_file_id), '', 'nothing finished in time');
+      const errors = parseJsonl(await fileText(store, row.error_file_id));
+      assert.deepEqual(
+        errors.map((l) => [l.custom_id, l.error.code]),
+        lateLines.map((l) => [l.custom_id, 'batch_expired']),
+      );
+      assert.equal(row.request_failed, 3);
     } finally {
       await store.close();
     }
@@ -241,27 +306,51 @@ describe('cancel and expiry mid-run', () => {
     const store = await openStore({ dataDir: solo.dataDir });
     try {
       const db = store.sql.db;
-      // The only open request of `waiting` is held by a worker in another process under a live lease.
-      await db
-        .updateTable('requests')
-        .set({ state: 'running', lease_owner: 'worker-in-another-process', lease_expires_at: Date.now() + 600_000, attempts: 1 })
+      // The chunk of `waiting` (all 3 of its lines) is held by a worker in another process under a live lease.
+      const held = await db
+        .updateTable('chunks')
+        .set({ state: 'running', claims: 1, lease_owner: 'worker-in-another-process', lease_expires_at: Date.now() + 600_000 })
         .where('batch_id', '=', waiting.id)
-        .where('line', '=', 1)
-        .execute();
+        .executeTakeFirst();
+      assert.equal(Number(held.numUpdatedRows), 1, 'the 3 lines are one chunk');
       const now = Date.now();
       for (const id of [waiting.id, free.id]) {
         await db.updateTable('batches').set({ status: 'cancelling', cancelling_at: now, lease_owner: null, lease_expires_at: null }).where('id', '=', id).execute();
       }
       const ctx = lifecycleContext(store, solo.config);
-      // The first pass fails the pending lines of the older batch (progress, so the cancel sweep stops there);
-      // from then on that batch can only wait, and the second pass must go on past it to the free one.
+      // The older batch, claimed first, can only wait (its chunk is in flight, inside the grace period): each pass
+      // must go on past it, closing the free batch's pending chunk (progress, so the cancel sweep stops there),
+      // then finalizing that batch.
       await runLifecycleSweeps(ctx);
       await runLifecycleSweeps(ctx);
-      const status = async (id: string) => (await db.selectFrom('batches').select('status').where('id', '=', id).executeTakeFirstOrThrow()).status;
-      assert.equal(await status(free.id), 'cancelled', 'the batch that can be cancelled is, without waiting for the other');
-      assert.equal(await status(waiting.id), 'cancelling', 'the other waits for its request in flight (grace period)');
-      const failed = await db.selectFrom('requests').select('line').where('batch_id', '=', free.id).where('error_code', '=', 'batch_cancelled').execute();
-      assert.equal(failed.length, 3);
+      const row = (id: string) => db.selectFrom('batches').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
+      const chunkOf = (id: string) => db.selectFrom('chunks').select(['state', 'lease_owner']).where('batch_id', '=', id).executeTakeFirstOrThrow();
+      const cancelled = await row(free.id);
+      assert.equal(cancelled.status, 'cancelled', 'the batch that can be cancelled is, without waiting for the other');
+      assert.equal((await row(waiting.id)).status, 'cancelling', 'the other waits for its chunk in flight (grace period)');
+      assert.deepEqual(await chunkOf(waiting.id), { state: 'running', lease_owner: 'worker-in-another-process' }, 'its chunk is left to its worker');
+      assert.equal(await fileText(store, cancelled.output_file_id), '');
+      const failed = parseJsonl(await fileText(store, cancelled.error_file_id));
+      assert.deepEqual(
+        failed.map((l) => l.error.code),
+        ['batch_cancelled', 'batch_cancelled', 'batch_cancelled'],
+      );
+
+      // The grace period over, the chunk still in flight is closed too, and the waiting batch is cancelled.
+      await db
+        .updateTable('batches')
+        .set({ cancelling_at: Date.now() - CANCEL_GRACE_MS - 1000, lease_owner: null, lease_expires_at: null })
+        .where('id', '=', waiting.id)
+        .execute();
+      await runLifecycleSweeps(ctx);
+      await runLifecycleSweeps(ctx);
+      const late = await row(waiting.id);
+      assert.equal(late.status, 'cancelled', 'after the grace period the cancel no longer waits');
+      assert.deepEqual(await chunkOf(waiting.id), { state: 'closed', lease_owner: null }, 'its late segment commit would be refused');
+      assert.deepEqual(
+        parseJsonl(await fileText(store, late.error_file_id)).map((l) => l.error.code),
+        ['batch_cancelled', 'batch_cancelled', 'batch_cancelled'],
+      );
     } finally {
       await store.close();
     }
@@ -286,8 +375,9 @@ describe('cancel and expiry mid-run', () => {
       assert.equal(batch.error_file_id, results.batch.error_file_id);
     }
 
-    // Offline: put each batch back where a finalizer that died before its commit leaves it
-    // (result blobs written, no file rows, no terminal state), then sweep from two contexts at once, twice.
+    // Offline: put each batch back where a finalizer that died before its commit leaves it (result blobs
+    // written, segments and their blobs untouched, no file rows, no terminal state), then sweep from two
+    // contexts at once, twice.
     await h.stop();
     const store = await openStore({ dataDir: h.dataDir });
     try {
@@ -298,6 +388,8 @@ describe('cancel and expiry mid-run', () => {
         cancelled: { status: 'cancelling', cancelled_at: null },
       };
       for (const [status, results] of finished) {
+        // The committed finalization deleted the segment blobs; one that died before its commit had not.
+        await restoreSegmentBlobs(store, results.batch.id, results.outputText, results.errorText);
         await db.deleteFrom('files').where('batch_id', '=', results.batch.id).execute();
         await db
           .updateTable('batches')
@@ -332,6 +424,9 @@ describe('cancel and expiry mid-run', () => {
         assert.equal(await read(row.error_file_id), results.errorText, `the ${status} batch's errors are written again, unchanged`);
         assert.equal(row.request_completed, results.output.length);
         assert.equal(row.request_failed, results.errors.length);
+        const kept = await db.selectFrom('segments').select(['chunk', 'seq']).where('batch_id', '=', row.id).where('blob_key', 'is not', null).execute();
+        assert.deepEqual(kept, [], `the ${status} batch's segment blobs are deleted again once its files hold them`);
+        assert.deepEqual(filesUnder(join(h.dataDir, 'blobs', 'batches', row.id)), ['errors.jsonl', 'output.jsonl']);
       }
     } finally {
       await store.close();
@@ -371,14 +466,20 @@ describe('output retention', () => {
       assert.equal(file.json.expires_at, batch.created_at + 3600, 'anchored at the batch creation');
     }
     const blobs = join(own.dataDir, 'blobs', 'batches', created.id);
-    assert.deepEqual(readdirSync(blobs).sort(), ['errors.jsonl', 'output.jsonl']);
+    // Finalization deletes the segment blobs (copies of the files' lines) once the files are committed.
+    await pollUntil(
+      async () => filesUnder(blobs),
+      (files) => files.length === 2,
+      { what: 'the segment blobs to be deleted after finalization' },
+    );
+    assert.deepEqual(filesUnder(blobs), ['errors.jsonl', 'output.jsonl']);
 
     // An hour passes.
     await own.app.store.sql.db.updateTable('files').set({ expires_at: Date.now() - 1000 }).where('batch_id', '=', created.id).execute();
 
     // The sweep deletes each blob, then its row: wait for both, or the last row may still be there.
     await pollUntil(
-      async () => readdirSync(blobs).length + (await own.app.store.sql.db.selectFrom('files').select('id').where('batch_id', '=', created.id).execute()).length,
+      async () => filesUnder(blobs).length + (await own.app.store.sql.db.selectFrom('files').select('id').where('batch_id', '=', created.id).execute()).length,
       (left) => left === 0,
       { what: 'the retention sweep to delete the blobs and their rows' },
     );
@@ -387,8 +488,11 @@ describe('output retention', () => {
     }
     const rows = await own.app.store.sql.db.selectFrom('files').select('id').where('batch_id', '=', created.id).execute();
     assert.deepEqual(rows, [], 'the rows are gone too');
-    const requests = await own.app.store.sql.db.selectFrom('requests').select('line').where('batch_id', '=', created.id).execute();
-    assert.deepEqual(requests, [], 'and so are the request rows that held the same content');
+    // And so are the rows that said which of the batch's lines succeeded and failed.
+    const db = own.app.store.sql.db;
+    assert.deepEqual(await db.selectFrom('chunks').select('chunk').where('batch_id', '=', created.id).execute(), [], 'no chunk row is left');
+    assert.deepEqual(await db.selectFrom('segments').select('chunk').where('batch_id', '=', created.id).execute(), [], 'no segment row is left');
+    assert.deepEqual(await db.selectFrom('requests').select('line').where('batch_id', '=', created.id).execute(), []);
     // The input file has no expiry and stays.
     assert.equal((await api(`${ep.base}/files/${batch.input_file_id}`, ep.key)).status, 200);
     await own.stop();
@@ -404,23 +508,54 @@ describe('output retention', () => {
       const db = own.app.store.sql.db;
       const lines = [chatLine('ok', 'echo'), chatLine('bad', 'nobody-serves-this')];
       const batch = await waitForStatus(ep, (await submitBatch(ep, lines)).id, 'completed');
-      const rows = () =>
-        db.selectFrom('requests').select(['custom_id', 'state', 'response_body', 'error_code', 'error_message']).where('batch_id', '=', batch.id).orderBy('line').execute();
+      const results = await readResults(ep, batch);
+      assert.deepEqual([results.output.map((l) => l.custom_id), results.errors.map((l) => l.custom_id)], [['ok'], ['bad']]);
+      const response = results.output[0].response.body;
+      const message: string = results.errors[0].error.message;
+      assert.ok(response.id && message, 'the files hold a response and an error message');
+      const segmentDir = join(own.dataDir, 'blobs', 'batches', batch.id, 'segments');
+      // Rows of the batch in SQL, and whether any of them holds content of its result files.
+      const rows = async () => ({
+        chunks: await db.selectFrom('chunks').selectAll().where('batch_id', '=', batch.id).execute(),
+        segments: await db.selectFrom('segments').selectAll().where('batch_id', '=', batch.id).execute(),
+        requests: await db.selectFrom('requests').selectAll().where('batch_id', '=', batch.id).execute(),
+      });
+      const assertNoContent = (found: Awaited<ReturnType<typeof rows>>, when: string) => {
+        const text = JSON.stringify(found);
+        for (const content of [response.id, JSON.stringify(response), message]) {
+          assert.ok(!text.includes(content), `${when}: no SQL row holds ${JSON.stringify(content).slice(0, 80)}`);
+        }
+        assert.deepEqual(found.requests, [], `${when}: no per-line request row`);
+      };
       const before = await rows();
-      assert.ok(before[0].response_body?.includes('"ok"') || before[0].response_body?.includes('chat.completion'), 'the success body is in its row while the output file exists');
-      assert.ok(before[1].error_message, 'the failure says why while the error file exists');
+      assertNoContent(before, 'while both files exist');
+      assert.equal(before.chunks.reduce((n, c) => n + Number(c.succeeded), 0), 1, 'the chunks know which line succeeded');
+      assert.equal(before.chunks.reduce((n, c) => n + Number(c.failed), 0), 1, 'and which failed (what a retry reads)');
+
+      // A copy of the lines that a segment blob delete after finalization left behind (it failed, or the process died).
+      await pollUntil(
+        async () => (await db.selectFrom('segments').select('seq').where('batch_id', '=', batch.id).where('blob_key', 'is not', null).execute()).length,
+        (n) => n === 0,
+        { what: 'finalization to delete the segment blobs' },
+      );
+      assert.ok((await restoreSegmentBlobs(own.app.store, batch.id, results.outputText, results.errorText)) > 0);
+      assert.ok(filesUnder(segmentDir).length > 0);
 
       assert.equal((await api(`${ep.base}/files/${batch.output_file_id}`, ep.key, { method: 'DELETE' })).status, 200);
+      assert.equal((await api(`${ep.base}/files/${batch.output_file_id}/content`, ep.key)).status, 404);
+      assert.deepEqual(filesUnder(segmentDir), [], 'the output file is gone: so is every copy of its lines in segment blobs');
       const afterOutput = await rows();
-      assert.equal(afterOutput[0].response_body, null, 'the output file is gone: so is its content in the database');
-      assert.equal(afterOutput[1].error_message, before[1].error_message, 'the error file is still there: its content stays');
-      // The error file still tells which lines failed: a retry still works.
+      assert.deepEqual(afterOutput.segments.filter((s) => s.blob_key !== null), [], 'no segment row names a blob');
+      assertNoContent(afterOutput, 'after deleting the output file');
+      // The error file is still there, with its content; it still tells which lines failed: a retry still works.
+      assert.equal(JSON.parse((await downloadText(ep, batch.error_file_id)).trim()).error.message, message);
       const retried = await api(`${ep.base}/batches/${batch.id}/retry`, ep.key, { method: 'POST' });
       assert.equal(retried.status, 200, JSON.stringify(retried.json));
       await waitForStatus(ep, retried.json.id, 'completed');
 
       assert.equal((await api(`${ep.base}/files/${batch.error_file_id}`, ep.key, { method: 'DELETE' })).status, 200);
-      assert.deepEqual(await rows(), [], 'both files gone: no row of the batch holds any of it');
+      assert.deepEqual(await rows(), { chunks: [], segments: [], requests: [] }, 'both files gone: no row of the batch holds any of it');
+      assert.deepEqual(filesUnder(join(own.dataDir, 'blobs', 'batches', batch.id)), [], 'nor any blob');
       const refused = await api(`${ep.base}/batches/${batch.id}/retry`, ep.key, { method: 'POST' });
       assert.equal(refused.status, 409);
       assert.equal(refused.json.error.code, 'results_expired');

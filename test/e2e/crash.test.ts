@@ -48,10 +48,23 @@ function serverConfig(upstreamUrl: string, worker: Json = {}): Json {
 const endpoint = (child: ChildSpool): Endpoint => ({ base: child.openai, key: HARNESS_API_KEY });
 const doneOf = (batch: Json): number => batch.request_counts.completed + batch.request_counts.failed;
 
-async function requestStates(dataDir: string, batchId: string) {
+/** Where a batch's lines are once the server is down: its chunks (who holds them) and what their committed segments hold. */
+async function lineStates(dataDir: string, batchId: string) {
   const store = await openStore({ dataDir });
   try {
-    return await store.sql.db.selectFrom('requests').select(['custom_id', 'state', 'lease_owner']).where('batch_id', '=', batchId).execute();
+    const db = store.sql.db;
+    const chunks = await db.selectFrom('chunks').select(['chunk', 'state', 'lease_owner', 'line_count', 'succeeded', 'failed']).where('batch_id', '=', batchId).orderBy('chunk').execute();
+    const segments = await db.selectFrom('segments').select(['chunk', 'seq', 'output_lines', 'error_lines']).where('batch_id', '=', batchId).execute();
+    const sum = (rows: Record<string, unknown>[], key: string) => rows.reduce((n, row) => n + Number(row[key]), 0);
+    return {
+      chunks,
+      lines: sum(chunks, 'line_count'),
+      /** Lines recorded as finished (in a committed segment). */
+      succeeded: sum(segments, 'output_lines'),
+      failed: sum(segments, 'error_lines'),
+      /** Per-line rows of the first design: none for a batch of this one. */
+      requestRows: (await db.selectFrom('requests').select('line').where('batch_id', '=', batchId).execute()).length,
+    };
   } finally {
     await store.close();
   }
@@ -123,12 +136,17 @@ describe('crashes and stops of a spool serve process', () => {
     const exit = await waitForExit(child, 45_000);
     assert.deepEqual(exit, { code: 0, signal: null }, `a graceful stop exits 0; output: ${child.output()}`);
 
-    const states = await requestStates(dataDir, created.id);
-    assert.equal(states.filter((r) => r.state === 'running').length, 0, 'nothing is left running under a lease');
-    assert.equal(states.filter((r) => r.lease_owner !== null).length, 0);
-    assert.equal(states.filter((r) => r.state === 'failed').length, 0, 'a stop fails nothing');
-    assert.ok(states.some((r) => r.state === 'succeeded'), 'the requests in flight were let finish and recorded');
-    assert.ok(states.some((r) => r.state === 'pending'), 'the rest was handed back');
+    const states = await lineStates(dataDir, created.id);
+    assert.equal(states.lines, lines.length);
+    assert.equal(states.requestRows, 0);
+    assert.equal(states.chunks.filter((c) => c.state === 'running').length, 0, 'nothing is left running under a lease');
+    assert.equal(states.chunks.filter((c) => c.lease_owner !== null).length, 0);
+    assert.equal(states.failed, 0, 'a stop fails nothing');
+    assert.equal(states.chunks.reduce((n, c) => n + Number(c.failed), 0), 0);
+    assert.ok(states.succeeded > 0, `the requests in flight were let finish and recorded: ${JSON.stringify(states)}`);
+    assert.equal(states.chunks.reduce((n, c) => n + Number(c.succeeded), 0), states.succeeded, 'and counted on their chunks');
+    assert.ok(states.succeeded < lines.length, `the rest was not run: ${JSON.stringify(states)}`);
+    assert.ok(states.chunks.some((c) => c.state === 'pending'), `the rest was handed back: ${JSON.stringify(states)}`);
 
     const again = await startChildSpool({ dataDir, config });
     const batch = await waitForStatus(endpoint(again), created.id, 'completed');
@@ -159,13 +177,15 @@ describe('crashes and stops of a spool serve process', () => {
     // The runner's grace period for requests in flight is 10 s; the guard only turns a hang into a failure.
     const exit = await waitForExit(child, 45_000);
     assert.deepEqual(exit, { code: 0, signal: null }, `a graceful stop exits 0; output: ${child.output()}`);
-    const states = await requestStates(dataDir, created.id);
-    assert.equal(states.length, lines.length);
+    const states = await lineStates(dataDir, created.id);
+    assert.equal(states.lines, lines.length);
+    assert.equal(states.requestRows, 0);
     assert.deepEqual(
-      states.filter((r) => r.state !== 'pending' || r.lease_owner !== null),
+      states.chunks.filter((c) => c.state !== 'pending' || c.lease_owner !== null),
       [],
-      'every request is pending again, owned by nobody',
+      'every chunk is pending again, owned by nobody',
     );
+    assert.deepEqual([states.succeeded, states.failed], [0, 0], 'no line was recorded: each is handed back, none failed by the stop');
   });
 
   it('SIGTERM while a client holds a connection it never sent a request on: the stop still ends, exit 0', async () => {

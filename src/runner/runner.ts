@@ -658,6 +658,8 @@ export class Runner {
   private dispatch(job: Job, lane: Lane<Job>): void {
     lane.limiter.tryAcquire();
     job.held.sent = true;
+    // The client aborts the job's controller on a timeout (it shares it: buildCall); a failover sends it again.
+    if (job.abort.signal.aborted && !job.abortReason) job.abort = new AbortController();
     job.lane = lane;
     this.track(this.execute(job, lane));
   }
@@ -759,7 +761,7 @@ export class Runner {
       const { file: _file, ...rest } = job.input;
       body = rest;
     }
-    return { endpoint, body, audio, timeoutMs: this.ctx.config.worker.requestTimeoutMs, signal: job.abort.signal };
+    return { endpoint, body, audio, timeoutMs: this.ctx.config.worker.requestTimeoutMs, signal: job.abort.signal, controller: job.abort };
   }
 
   private async readUserFile(userId: string, fileId: string): Promise<AudioPayload | undefined> {
@@ -812,7 +814,6 @@ export class Runner {
       job.attempts += 1;
       job.triedOn = undefined;
       job.lane = undefined;
-      job.abort = new AbortController();
       this.enqueue(job.pool.queue, job);
       this.pump();
     }, delayMs);

@@ -1,22 +1,27 @@
-// Rows as validation stores them (a batch, its pending request lines), for
+// Rows as validation stores them (a batch, its pending chunks), for
 // store-level tests that need them without uploading and validating a file.
 import { newBatchId } from '../../src/ids.ts';
-import type { NewBatch, NewRequest } from '../../src/store/sql/schema.ts';
+import type { NewBatch, NewChunk } from '../../src/store/sql/schema.ts';
 
-export function pendingRequestRow(batchId: string, line: number, overrides: Partial<NewRequest> = {}): NewRequest {
+/** A pending chunk of one line (line chunk + 1), as validation stores it. */
+export function pendingChunkRow(batchId: string, chunk: number, overrides: Partial<NewChunk> = {}): NewChunk {
   return {
     batch_id: batchId,
-    line,
-    custom_id: `c${line}`,
-    model: 'm',
-    byte_offset: (line - 1) * 100,
-    byte_length: 100,
+    chunk,
+    line_start: chunk + 1,
+    line_count: 1,
+    byte_start: chunk * 100,
+    byte_end: chunk * 100 + 99,
+    models: '{"m":[1,1]}',
     estimated_tokens: 1,
     state: 'pending',
-    attempts: 0,
-    not_before: 0,
+    claims: 0,
+    segments: 0,
+    succeeded: 0,
+    failed: 0,
     input_tokens: 0,
     output_tokens: 0,
+    cost_nanos: 0,
     ...overrides,
   };
 }

@@ -16,7 +16,7 @@ import type { NewBatch } from '../../src/store/sql/schema.ts';
 import { ensureUpstreamSlots, acquireUpstreamSlots } from '../../src/store/sql/upstream-slots.ts';
 import { listWorkers, registerWorker } from '../../src/store/sql/workers.ts';
 import { cleanupAll, createPostgresDatabase, lifecycleContext, makeTempDir, pollUntil, SKIP_POSTGRES } from '../helpers/runner-harness.ts';
-import { batchRowAt, pendingRequestRow } from '../helpers/request-rows.ts';
+import { batchRowAt, pendingChunkRow } from '../helpers/request-rows.ts';
 
 after(cleanupAll);
 
@@ -26,17 +26,17 @@ function batchRow(overrides: Partial<NewBatch> = {}): NewBatch {
   return batchRowAt(Date.now(), { user_id: 'u', input_file_id: 'f', request_total: 4, ...overrides });
 }
 
-/** A process elsewhere that holds lines 1-2 of `batchId`, the batch lease, a webhook delivery and `slots` of 4 slots, for 10 minutes. */
+/** A process elsewhere that holds chunks 0-1 of `batchId`, the batch lease, a webhook delivery and `slots` of 4 slots, for 10 minutes. */
 async function holdWork(store: Store, owner: string, batchId: string, lockKey: number | null, slots = 3): Promise<void> {
   const db = store.sql.db;
   const now = Date.now();
   const lease = { lease_owner: owner, lease_expires_at: now + 600_000 };
   await registerWorker(db, { id: owner, host: ELSEWHERE, pid: 1, role: 'worker', started_at: now, heartbeat_at: now, lock_key: lockKey });
   await db
-    .updateTable('requests')
+    .updateTable('chunks')
     .set({ state: 'running', ...lease })
     .where('batch_id', '=', batchId)
-    .where('line', 'in', [1, 2])
+    .where('chunk', 'in', [0, 1])
     .execute();
   await db.updateTable('batches').set(lease).where('id', '=', batchId).execute();
   await db
@@ -63,7 +63,7 @@ async function holdWork(store: Store, owner: string, batchId: string, lockKey: n
 async function heldBy(store: Store, owner: string) {
   const db = store.sql.db;
   const now = Date.now();
-  const requests = await db.selectFrom('requests').select('line').where('lease_owner', '=', owner).where('lease_expires_at', '>', now).execute();
+  const requests = await db.selectFrom('chunks').select('chunk').where('lease_owner', '=', owner).where('lease_expires_at', '>', now).execute();
   const batches = await db.selectFrom('batches').select('id').where('lease_owner', '=', owner).where('lease_expires_at', '>', now).execute();
   const deliveries = await db.selectFrom('webhook_deliveries').select('id').where('lease_owner', '=', owner).where('lease_expires_at', '>', now).execute();
   const slots = await db.selectFrom('upstream_slots').select('slot').where('owner', '=', owner).execute();
@@ -84,8 +84,8 @@ for (const backend of ['sqlite', 'postgres'] as const) {
       const batch = batchRow();
       await store.sql.db.insertInto('batches').values(batch).execute();
       await store.sql.db
-        .insertInto('requests')
-        .values([1, 2, 3, 4].map((line) => pendingRequestRow(batch.id, line)))
+        .insertInto('chunks')
+        .values([0, 1, 2, 3].map((chunk) => pendingChunkRow(batch.id, chunk)))
         .execute();
       return { store, config, batch, databaseUrl };
     }
@@ -95,7 +95,7 @@ for (const backend of ['sqlite', 'postgres'] as const) {
       await holdWork(store, 'worker-dead', batch.id, null);
       const other = batchRow();
       await store.sql.db.insertInto('batches').values(other).execute();
-      await store.sql.db.insertInto('requests').values([pendingRequestRow(other.id, 1)]).execute();
+      await store.sql.db.insertInto('chunks').values([pendingChunkRow(other.id, 0)]).execute();
       const ctx = lifecycleContext(store, config);
       let reaped = 0;
       const liveness = await new WorkerLiveness(ctx, { role: 'worker', onReaped: () => reaped++ }).start();
@@ -106,15 +106,15 @@ for (const backend of ['sqlite', 'postgres'] as const) {
       await pollUntil(async () => !(await listWorkers(store.sql.db)).some((row) => row.id === 'worker-dead'), Boolean, { deadlineMs: 10_000, what: 'the dead row is reaped' });
       assert.deepEqual(await heldBy(store, 'worker-dead'), NOTHING);
       assert.equal(reaped, 1, 'the loops were woken once');
-      // The lines it held are claimable now: running with a lapsed lease.
-      const lines = await store.sql.db.selectFrom('requests').select(['line', 'state', 'lease_expires_at']).where('batch_id', '=', batch.id).orderBy('line').execute();
+      // The chunks it held are claimable now: running with a lapsed lease.
+      const chunks = await store.sql.db.selectFrom('chunks').select(['chunk', 'state', 'lease_expires_at']).where('batch_id', '=', batch.id).orderBy('chunk').execute();
       assert.deepEqual(
-        lines.map((row) => [row.line, row.state, Number(row.lease_expires_at ?? -1) < Date.now()]),
+        chunks.map((row) => [row.chunk, row.state, Number(row.lease_expires_at ?? -1) < Date.now()]),
         [
+          [0, 'running', true],
           [1, 'running', true],
-          [2, 'running', true],
+          [2, 'pending', true],
           [3, 'pending', true],
-          [4, 'pending', true],
         ],
       );
       // Our own row was never reaped.
@@ -142,7 +142,7 @@ for (const backend of ['sqlite', 'postgres'] as const) {
         await holdWork(store, 'worker-killed', batch.id, deadLock.key);
         const second = batchRow();
         await store.sql.db.insertInto('batches').values(second).execute();
-        await store.sql.db.insertInto('requests').values([1, 2].map((line) => pendingRequestRow(second.id, line))).execute();
+        await store.sql.db.insertInto('chunks').values([0, 1].map((chunk) => pendingChunkRow(second.id, chunk))).execute();
         // A live process elsewhere whose row does not move (a long pause): its session keeps it alive.
         await holdWork(store, 'worker-paused', second.id, liveLock.key, 1);
         const ctx = lifecycleContext(store, config);

@@ -45,20 +45,11 @@ import {
   transitionFileStatus,
 } from '../../src/store/sql/files.ts';
 import { countActiveKeys, findActiveKeyByHash, insertApiKey, listApiKeys, revokeApiKey } from '../../src/store/sql/keys.ts';
-import {
-  batchRequestTotals,
-  countBatchRequestsInStates,
-  enqueuedTokensForModel,
-  failOpenRequests,
-  insertRequests,
-  pageBatchRequests,
-} from '../../src/store/sql/requests.ts';
-import type { ApiKeyRow, NewBatch, NewChunk, NewFile, NewRequest, RequestRow } from '../../src/store/sql/schema.ts';
-import { insertChunks } from '../../src/store/sql/chunks.ts';
-import { applyRequestOutcomes, claimRequests, type RequestOutcomeRecord } from '../../src/store/sql/request-claims.ts';
+import type { ApiKeyRow, NewBatch, NewChunk, NewFile } from '../../src/store/sql/schema.ts';
+import { chunkTotalsOf, insertChunks } from '../../src/store/sql/chunks.ts';
 import { getOrCreateSetting } from '../../src/store/sql/settings.ts';
 import { queryUsage } from '../../src/store/sql/usage.ts';
-import { batchRowAt, pendingRequestRow } from '../helpers/request-rows.ts';
+import { batchRowAt } from '../helpers/request-rows.ts';
 
 /** A fixed clock: nothing here depends on how fast the machine is. */
 const NOW = 1_700_000_000_000;
@@ -222,9 +213,6 @@ function batchRow(overrides: Partial<NewBatch> = {}): NewBatch {
   return batchRowAt(NOW, overrides);
 }
 
-function requestRow(batchId: string, line: number, overrides: Partial<NewRequest> = {}): NewRequest {
-  return pendingRequestRow(batchId, line, { custom_id: `req-${line}`, model: 'model-x', estimated_tokens: 10, ...overrides });
-}
 
 function keyRow(overrides: Partial<ApiKeyRow> = {}): ApiKeyRow {
   const id = newKeyId();
@@ -687,250 +675,6 @@ function contract(h: DialectHarness): void {
     });
   });
 
-  describe('requests', () => {
-    it('insertRequests writes 1,200 rows (several chunks); pageBatchRequests walks them in line order', async () => {
-      const batch = batchRow();
-      await insertBatch(store.db, batch);
-      const rows: NewRequest[] = [];
-      for (let line = 1; line <= 1200; line++) {
-        rows.push(requestRow(batch.id, line, { state: line % 3 === 0 ? 'succeeded' : 'pending', byte_offset: BIG + line }));
-      }
-      // Shuffle so line order must come from the query, not insertion order.
-      for (let i = rows.length - 1; i > 0; i--) {
-        const j = (i * 7919) % (i + 1);
-        [rows[i], rows[j]] = [rows[j], rows[i]];
-      }
-      await insertRequests(store.db, rows);
-      await insertRequests(store.db, [requestRow('batch-other', 1)]);
-      await insertRequests(store.db, []);
-
-      const seen: RequestRow[] = [];
-      let afterLine = 0;
-      for (;;) {
-        const page = await pageBatchRequests(store.db, batch.id, afterLine, 500);
-        if (page.length === 0) break;
-        assert.ok(page.length <= 500);
-        seen.push(...page);
-        afterLine = page[page.length - 1].line;
-      }
-      assert.equal(seen.length, 1200);
-      assert.deepEqual(
-        seen.map((r) => r.line),
-        Array.from({ length: 1200 }, (_, i) => i + 1),
-      );
-      assert.equal(seen[41].custom_id, 'req-42');
-      assert.equal(seen[41].byte_offset, BIG + 42);
-      assertNumbers(seen[0], ['line', 'byte_offset', 'byte_length', 'estimated_tokens', 'attempts', 'not_before', 'input_tokens', 'output_tokens'], 'request');
-
-      const succeeded = await pageBatchRequests(store.db, batch.id, 0, 1000, ['succeeded']);
-      assert.equal(succeeded.length, 400);
-      assert.ok(succeeded.every((r) => r.state === 'succeeded' && r.line % 3 === 0));
-      const tail = await pageBatchRequests(store.db, batch.id, 1190, 100, ['pending', 'succeeded']);
-      assert.deepEqual(
-        tail.map((r) => r.line),
-        [1191, 1192, 1193, 1194, 1195, 1196, 1197, 1198, 1199, 1200],
-      );
-      assert.deepEqual(await pageBatchRequests(store.db, batch.id, 0, 10, []), [], 'no states: nothing');
-
-      assert.equal(await countBatchRequestsInStates(store.db, batch.id, ['pending']), 800);
-      assert.equal(await countBatchRequestsInStates(store.db, batch.id, ['pending', 'succeeded']), 1200);
-      assert.equal(await countBatchRequestsInStates(store.db, batch.id, ['running', 'failed']), 0);
-      assert.equal(await countBatchRequestsInStates(store.db, batch.id, []), 0);
-      assert.equal(await countBatchRequestsInStates(store.db, 'batch-none', ['pending']), 0);
-    });
-
-    it('insertRequests is all-or-nothing inside a transaction (a line stored twice)', async () => {
-      const batch = batchRow();
-      await insertBatch(store.db, batch);
-      const rows = Array.from({ length: 700 }, (_, i) => requestRow(batch.id, i + 1));
-      // Line 1 again, in the second chunk: the primary key (batch_id, line) refuses it after 500 rows went in.
-      rows[650] = requestRow(batch.id, 1);
-      await assert.rejects(store.db.transaction().execute((tx) => insertRequests(tx, rows)));
-      assert.equal(await countBatchRequestsInStates(store.db, batch.id, ['pending']), 0);
-    });
-
-    it('enqueuedTokensForModel sums pending and running requests of that model, for one user', async () => {
-      assert.equal(await enqueuedTokensForModel(store.db, 'user-a', 'model-x'), 0, 'no rows: zero, not null');
-      const b1 = batchRow({ user_id: 'user-a' });
-      const b2 = batchRow({ user_id: 'user-a' });
-      const other = batchRow({ user_id: 'user-b' });
-      for (const batch of [b1, b2, other]) await insertBatch(store.db, batch);
-      await insertRequests(store.db, [
-        requestRow(b1.id, 1, { estimated_tokens: BIG }),
-        requestRow(b1.id, 2, { estimated_tokens: 7, state: 'running', lease_owner: 'w', lease_expires_at: NOW }),
-        requestRow(b1.id, 3, { estimated_tokens: 1000, state: 'succeeded' }),
-        requestRow(b1.id, 4, { estimated_tokens: 1000, state: 'failed' }),
-        requestRow(b1.id, 5, { estimated_tokens: 1000, model: 'model-y' }),
-        requestRow(b2.id, 1, { estimated_tokens: 3 }),
-        requestRow(other.id, 1, { estimated_tokens: 50 }),
-      ]);
-      const total = await enqueuedTokensForModel(store.db, 'user-a', 'model-x');
-      assert.equal(typeof total, 'number');
-      assert.equal(total, BIG + 7 + 3);
-      assert.equal(await enqueuedTokensForModel(store.db, 'user-a', 'model-y'), 1000);
-      assert.equal(await enqueuedTokensForModel(store.db, 'user-a', 'model-z'), 0);
-      assert.equal(await enqueuedTokensForModel(store.db, 'user-b', 'model-x'), 50, "another user's queue is counted apart");
-    });
-
-    it('failOpenRequests: pending and lapsed running; live running only with includeInFlight', async () => {
-      const batch = batchRow();
-      await insertBatch(store.db, batch);
-      await insertRequests(store.db, [
-        requestRow(batch.id, 1, { state: 'pending' }),
-        requestRow(batch.id, 2, { state: 'running', lease_owner: 'w', lease_expires_at: NOW - 1 }),
-        requestRow(batch.id, 3, { state: 'running', lease_owner: 'w', lease_expires_at: NOW + 1000 }),
-        requestRow(batch.id, 4, { state: 'running', lease_owner: 'w', lease_expires_at: null }),
-        requestRow(batch.id, 5, { state: 'succeeded', response_status: 200, response_body: '{}', finished_at: NOW - 5 }),
-        requestRow(batch.id, 6, { state: 'failed', error_code: 'upstream_error', finished_at: NOW - 5 }),
-        requestRow('batch-other', 1, { state: 'pending' }),
-      ]);
-      const failed = await failOpenRequests(store.db, batch.id, 'batch_cancelled', 'cancelled', NOW);
-      assert.equal(failed, 3);
-      const rows = await pageBatchRequests(store.db, batch.id, 0, 100);
-      const byLine = new Map(rows.map((r) => [r.line, r]));
-      for (const line of [1, 2, 4]) {
-        const r = byLine.get(line)!;
-        assert.equal(r.state, 'failed', `line ${line}`);
-        assert.equal(r.error_code, 'batch_cancelled');
-        assert.equal(r.error_message, 'cancelled');
-        assert.equal(r.lease_owner, null);
-        assert.equal(r.lease_expires_at, null);
-        assert.equal(r.finished_at, NOW);
-      }
-      assert.equal(byLine.get(3)!.state, 'running', 'a live lease is left alone');
-      assert.equal(byLine.get(3)!.lease_owner, 'w');
-      assert.equal(byLine.get(5)!.state, 'succeeded');
-      assert.equal(byLine.get(5)!.response_body, '{}');
-      assert.equal(byLine.get(6)!.error_code, 'upstream_error');
-      assert.equal(byLine.get(6)!.finished_at, NOW - 5);
-      assert.equal(await countBatchRequestsInStates(store.db, 'batch-other', ['pending']), 1, 'other batches untouched');
-
-      assert.equal(await failOpenRequests(store.db, batch.id, 'batch_cancelled', 'cancelled', NOW), 0, 'idempotent');
-      assert.equal(await failOpenRequests(store.db, batch.id, 'batch_expired', 'expired', NOW + 1, true), 1);
-      const line3 = (await pageBatchRequests(store.db, batch.id, 2, 1))[0];
-      assert.equal(line3.line, 3);
-      assert.equal(line3.state, 'failed');
-      assert.equal(line3.error_code, 'batch_expired');
-      assert.equal(line3.lease_owner, null);
-      assert.equal(await countBatchRequestsInStates(store.db, batch.id, ['pending', 'running']), 0);
-    });
-
-    it('batchRequestTotals counts states and sums tokens', async () => {
-      const batch = batchRow();
-      await insertBatch(store.db, batch);
-      assert.deepEqual(await batchRequestTotals(store.db, batch.id), { succeeded: 0, failed: 0, open: 0, inputTokens: 0, outputTokens: 0 });
-      await insertRequests(store.db, [
-        requestRow(batch.id, 1, { state: 'succeeded', input_tokens: BIG, output_tokens: 20 }),
-        requestRow(batch.id, 2, { state: 'succeeded', input_tokens: 5, output_tokens: 6 }),
-        requestRow(batch.id, 3, { state: 'failed', input_tokens: 0, output_tokens: 0 }),
-        requestRow(batch.id, 4, { state: 'pending' }),
-        requestRow(batch.id, 5, { state: 'running', lease_owner: 'w', lease_expires_at: NOW }),
-        requestRow('batch-other', 1, { state: 'succeeded', input_tokens: 1000, output_tokens: 1000 }),
-      ]);
-      const totals = await batchRequestTotals(store.db, batch.id);
-      assert.deepEqual(totals, { succeeded: 2, failed: 1, open: 2, inputTokens: BIG + 5, outputTokens: 26 });
-      assertNumbers(totals, ['succeeded', 'failed', 'open', 'inputTokens', 'outputTokens'], 'totals');
-    });
-  });
-
-  describe('request claims and outcomes', () => {
-    const LEASE = 60_000;
-    const dialect = h.name;
-
-    it('claims due pending lines and lapsed running ones in line order, each an attempt; never a live lease or a future retry', async () => {
-      const batch = batchRow();
-      await insertBatch(store.db, batch);
-      await insertRequests(store.db, [
-        requestRow(batch.id, 1, { state: 'succeeded' }),
-        requestRow(batch.id, 2),
-        requestRow(batch.id, 3, { not_before: NOW + 1 }),
-        requestRow(batch.id, 4, { state: 'running', attempts: 1, lease_owner: 'dead', lease_expires_at: NOW - 1 }),
-        requestRow(batch.id, 5, { state: 'running', attempts: 1, lease_owner: 'alive', lease_expires_at: NOW + 1 }),
-        requestRow(batch.id, 6, { attempts: 2 }),
-        requestRow(batch.id, 7),
-        requestRow('batch-other', 1),
-      ]);
-      const first = await claimRequests(store.db, dialect, batch.id, 'me', LEASE, NOW, 2);
-      assert.deepEqual(first.map((r) => r.line), [2, 4]);
-      assert.ok(first.every((r) => r.state === 'running' && r.lease_owner === 'me' && r.lease_expires_at === NOW + LEASE));
-      assert.deepEqual(first.map((r) => r.attempts), [1, 2]);
-      const rest = await claimRequests(store.db, dialect, batch.id, 'me', LEASE, NOW, 10);
-      assert.deepEqual(rest.map((r) => r.line), [6, 7]);
-      assert.equal(rest[0].attempts, 3);
-      assert.deepEqual(await claimRequests(store.db, dialect, batch.id, 'me', LEASE, NOW, 10), [], 'nothing more is due');
-      assert.deepEqual((await claimRequests(store.db, dialect, batch.id, 'me', LEASE, NOW + 1, 10)).map((r) => r.line), [3], 'the retry once due');
-    });
-
-    it('claimers in two processes at once never get the same line, and none comes back empty while lines are due', async () => {
-      const batch = batchRow();
-      await insertBatch(store.db, batch);
-      const total = 600;
-      await insertRequests(store.db, Array.from({ length: total }, (_, i) => requestRow(batch.id, i + 1)));
-      const other = await target.open();
-      const claimAll = async (db: SqlStore['db'], owner: string) => {
-        const lines: number[] = [];
-        for (;;) {
-          const rows = await claimRequests(db, dialect, batch.id, owner, LEASE, NOW, 16);
-          if (rows.length === 0) return lines;
-          lines.push(...rows.map((r) => r.line));
-          // Paced like a worker sending what it claimed, so every claimer is still claiming while lines remain.
-          await new Promise((resolve) => setTimeout(resolve, 2));
-        }
-      };
-      const taken = await Promise.all([claimAll(store.db, 'a'), claimAll(other.db, 'b'), claimAll(store.db, 'c'), claimAll(other.db, 'd')]);
-      const all = taken.flat().sort((x, y) => x - y);
-      assert.deepEqual(all, Array.from({ length: total }, (_, i) => i + 1), 'every line claimed exactly once');
-      // A claimer that lost a race for the lines it picked used to come back empty and stop with 584 still due.
-      assert.ok(taken.every((lines) => lines.length > 0), `every claimer had a share: ${taken.map((lines) => lines.length).join(', ')}`);
-    });
-
-    it('outcomes apply only for the lease holder, in one transaction with the batch counters', async () => {
-      const batch = batchRow({ request_total: 5 });
-      await insertBatch(store.db, batch);
-      await insertRequests(store.db, Array.from({ length: 5 }, (_, i) => requestRow(batch.id, i + 1)));
-      await claimRequests(store.db, dialect, batch.id, 'me', LEASE, NOW, 4);
-      const ok = (line: number): RequestOutcomeRecord => ({
-        kind: 'succeeded',
-        batchId: batch.id,
-        line,
-        status: 200,
-        body: JSON.stringify({ id: `r${line}` }),
-        requestId: `r${line}`,
-        inputTokens: BIG,
-        outputTokens: line,
-        userId: batch.user_id,
-        model: 'model-x',
-        costNanos: line * 1000,
-      });
-      const records: RequestOutcomeRecord[] = [
-        ok(1),
-        ok(2),
-        { kind: 'failed', batchId: batch.id, line: 3, code: 'upstream_error', message: 'no', status: 400, body: '{}', requestId: null },
-        { kind: 'retry', batchId: batch.id, line: 4, notBefore: NOW + 500, message: 'attempt 1: 503' },
-        ok(5), // never claimed: not this worker's
-      ];
-      const applied = await applyRequestOutcomes(store.db, 'me', records, NOW);
-      assert.deepEqual(applied.map((r) => r.line).sort(), [1, 2, 3, 4]);
-      assert.deepEqual(await applyRequestOutcomes(store.db, 'someone-else', [ok(4)], NOW), [], 'another owner changes nothing');
-      assert.deepEqual(await applyRequestOutcomes(store.db, 'me', [ok(1)], NOW), [], 'a line already finished is not finished twice');
-      const stored = await findBatch(store.db, batch.id);
-      assert.equal(stored?.request_completed, 2);
-      assert.equal(stored?.request_failed, 1);
-      assert.equal(stored?.input_tokens, 2 * BIG);
-      assert.equal(stored?.output_tokens, 3);
-      assert.equal(stored?.cost_nanos, 3000, 'the cost of the lines that applied, once each');
-      const day = new Date(NOW).toISOString().slice(0, 10);
-      assert.deepEqual(await queryUsage(store.db, { userId: batch.user_id, from: day, to: day, groupByUser: false }), [
-        { day, model: 'model-x', currency: 'USD', requests: 2, input_tokens: 2 * BIG, output_tokens: 3, cost_nanos: 3000 },
-      ]);
-      const rows = await pageBatchRequests(store.db, batch.id, 0, 10);
-      assert.deepEqual(rows.map((r) => r.state), ['succeeded', 'succeeded', 'failed', 'pending', 'pending']);
-      assert.equal(rows[0].response_body, JSON.stringify({ id: 'r1' }));
-      assert.equal(rows[0].lease_owner, null);
-      assert.equal(rows[3].not_before, NOW + 500);
-    });
-  });
-
   describe('number types', () => {
     it('bigint and integer columns come back as JS numbers, exactly', async () => {
       const file = fileRow({ bytes: BIG, line_count: BIG + 1, created_at: NOW, expires_at: NOW + BIG });
@@ -971,25 +715,37 @@ function contract(h: DialectHarness): void {
       // Through listBatches and claimBatchLease too (other code paths, same parsing).
       assertNumbers((await listBatches(store.db, { userId: 'user-a', limit: 1 }))[0], batchNumbers, 'listBatches');
 
-      await insertRequests(store.db, [
-        requestRow(batch.id, 1, {
-          byte_offset: BIG,
+      await insertChunks(store.db, [
+        {
+          batch_id: batch.id,
+          chunk: 0,
+          line_start: 1,
+          line_count: 2,
+          byte_start: BIG,
+          byte_end: BIG + 1,
+          models: '{}',
           estimated_tokens: BIG,
-          not_before: NOW,
+          state: 'running',
+          claims: 1,
+          lease_owner: 'w',
           lease_expires_at: NOW,
-          response_status: 200,
+          segments: 0,
+          succeeded: 1,
+          failed: 1,
           input_tokens: BIG,
           output_tokens: BIG,
+          cost_nanos: BIG,
           finished_at: NOW,
-        }),
+        },
       ]);
-      const request = (await pageBatchRequests(store.db, batch.id, 0, 1))[0];
+      const chunk = await store.db.selectFrom('chunks').selectAll().where('batch_id', '=', batch.id).executeTakeFirstOrThrow();
       assertNumbers(
-        request,
-        ['line', 'byte_offset', 'byte_length', 'estimated_tokens', 'attempts', 'not_before', 'lease_expires_at', 'response_status', 'input_tokens', 'output_tokens', 'finished_at'],
-        'requests',
+        chunk,
+        ['chunk', 'line_start', 'line_count', 'byte_start', 'byte_end', 'estimated_tokens', 'claims', 'lease_expires_at', 'segments', 'succeeded', 'failed', 'input_tokens', 'output_tokens', 'cost_nanos', 'finished_at'],
+        'chunks',
       );
-      assert.equal(request.byte_offset, BIG);
+      assert.equal(chunk.byte_start, BIG);
+      assert.equal((await chunkTotalsOf(store.db, [batch.id])).get(batch.id)?.inputTokens, BIG);
 
       const key = keyRow({ is_admin: 1, created_at: NOW, revoked_at: NOW + 1 });
       await insertApiKey(store.db, key);

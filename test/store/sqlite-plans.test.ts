@@ -1,10 +1,10 @@
-// The runner's two hottest SQLite statements must find each row by primary
-// key. Both once did not: the claim's UPDATE ... WHERE line IN (<compound
-// select>) ran at ~35 µs a row, and the group commit's UPDATE ... FROM
-// (VALUES ...) was planned through the partial index of running lines by
-// lease_owner, walking every line the worker held once per result (105 µs a
-// row with 400 held). Nothing here is timed: the statements the store's
-// functions send are captured and SQLite's own EXPLAIN QUERY PLAN is checked.
+// The runner's hottest SQLite statements must find their chunk by primary
+// key. Under the per-line design both once did not: a claim's UPDATE ... WHERE
+// line IN (<compound select>) ran at ~35 µs a row, and the group commit was
+// planned through the partial index of running rows by lease_owner, walking
+// every row the worker held once per result. Nothing here is timed: the
+// statements the store's functions send are captured and SQLite's own
+// EXPLAIN QUERY PLAN is checked.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -13,10 +13,9 @@ import { join } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import { Kysely, SqliteDialect } from 'kysely';
 import { openSqlStore } from '../../src/store/sql/database.ts';
-import { applyRequestOutcomes, claimRequests, type RequestOutcomeRecord } from '../../src/store/sql/request-claims.ts';
-import { insertRequests } from '../../src/store/sql/requests.ts';
+import { claimChunk, insertChunks } from '../../src/store/sql/chunks.ts';
+import { commitSegments } from '../../src/store/sql/segments.ts';
 import type { Database } from '../../src/store/sql/schema.ts';
-import { pendingRequestRow } from '../helpers/request-rows.ts';
 
 describe('sqlite query plans of the runner hot path', () => {
   let dir: string;
@@ -52,35 +51,59 @@ describe('sqlite query plans of the runner hot path', () => {
     return rows.map((row) => row.detail);
   }
 
-  it('claims and group commits look rows up by primary key', async () => {
-    const rows = Array.from({ length: 300 }, (_, i) => pendingRequestRow('b1', i + 1));
-    await insertRequests(db, rows);
-    const claimed = await claimRequests(db, 'sqlite', 'b1', 'w', 60_000, Date.now(), 200);
-    assert.equal(claimed.length, 200);
-    const records: RequestOutcomeRecord[] = claimed.slice(0, 100).map((row) => ({
-      kind: 'succeeded',
-      batchId: row.batch_id,
-      line: row.line,
-      status: 200,
-      body: '{}',
-      requestId: null,
+  it('chunk claims and segment commits look their chunk up by primary key', async () => {
+    await insertChunks(
+      db,
+      Array.from({ length: 300 }, (_, i) => ({
+        batch_id: 'b1',
+        chunk: i,
+        line_start: i * 10 + 1,
+        line_count: 10,
+        byte_start: i * 1000,
+        byte_end: i * 1000 + 999,
+        models: '{"m":[10,10]}',
+        estimated_tokens: 10,
+        state: 'pending' as const,
+        claims: 0,
+        segments: 0,
+        succeeded: 0,
+        failed: 0,
+        input_tokens: 0,
+        output_tokens: 0,
+        cost_nanos: 0,
+      })),
+    );
+    const held = [];
+    for (let i = 0; i < 200; i++) held.push((await claimChunk(db, 'sqlite', 'b1', 'w', 60_000, Date.now()))!);
+    assert.equal(held.length, 200);
+    const commit = (chunk: number) => ({
+      batchId: 'b1',
+      chunk,
+      blobKey: `k${chunk}`,
+      outputBytes: 1,
+      errorBytes: 0,
+      outputLines: 1,
+      errorLines: 0,
+      doneBits: '0100',
+      failedBits: '0000',
+      stats: '{}',
       inputTokens: 1,
       outputTokens: 1,
-      userId: 'u',
-      model: 'm',
       costNanos: 0,
-    }));
-    assert.equal((await applyRequestOutcomes(db, 'w', records, Date.now())).length, 100);
+      finishesChunk: false,
+      usage: [],
+    });
+    assert.equal((await commitSegments(db, 'w', held.slice(0, 100).map((row) => commit(row.chunk)), new Map(), Date.now())).size, 100);
 
-    const claimPlan = planOf(/^update "requests" set "state" = \?, "lease_owner"/);
+    const claimPlan = planOf(/^update "chunks" set "state" = \?, "lease_owner"/);
     assert.ok(
-      claimPlan.some((step) => /SEARCH requests USING (COVERING )?INDEX sqlite_autoindex_requests_1 \(batch_id=\? AND line=\?\)/.test(step)),
+      claimPlan.some((step) => /SEARCH chunks USING (COVERING )?INDEX sqlite_autoindex_chunks_1 \(batch_id=\? AND chunk=\?\)/.test(step)),
       `claim: ${claimPlan.join(' | ')}`,
     );
-    assert.ok(!claimPlan.some((step) => /SUBQUERY|CO-ROUTINE/.test(step)), `claim updates an explicit list of lines: ${claimPlan.join(' | ')}`);
-
-    const commitPlan = planOf(/^\s*update requests set\s+state = 'succeeded'/);
-    assert.match(commitPlan[0], /SCAN \d+-ROW VALUES CLAUSE/, `group commit walks its VALUES first: ${commitPlan.join(' | ')}`);
-    assert.match(commitPlan[1], /SEARCH requests USING INDEX sqlite_autoindex_requests_1 \(batch_id=\? AND line=\?\)/, `group commit: ${commitPlan.join(' | ')}`);
+    const commitPlan = planOf(/^update "chunks" set "segments" = "segments" \+/);
+    assert.ok(
+      commitPlan.some((step) => /SEARCH chunks USING (COVERING )?INDEX sqlite_autoindex_chunks_1 \(batch_id=\? AND chunk=\?\)/.test(step)),
+      `segment commit: ${commitPlan.join(' | ')}`,
+    );
   });
 });

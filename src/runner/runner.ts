@@ -475,7 +475,7 @@ export class Runner {
       return;
     }
     const lines = await readChunkLines(this.ctx.store.blobs, blobKey, row.byte_start, row.byte_end);
-    const jobs: Job[] = [];
+    const runnable: { line: number; customId: string; model: string; input: Record<string, unknown> }[] = [];
     const failures: { line: number; customId: string; model: string; code: string; message: string }[] = [];
     // A chunk claimed again and again (its workers keep dying mid-chunk) gives up on its lines rather than loop.
     const givenUp = row.claims > this.policy.maxAttempts;
@@ -483,31 +483,33 @@ export class Runner {
       if (done.has(index)) continue;
       const line = row.line_start + index;
       const parsed = parseLine(lines[index]);
-      const customId = parsed?.customId ?? unreadableCustomId(line);
-      const model = typeof parsed?.body.model === 'string' ? parsed.body.model : (batch.model_id ?? '');
-      if (parsed && typeof parsed.body.model !== 'string' && batch.model_id !== null) parsed.body.model = batch.model_id;
       if (!parsed) {
-        failures.push({ line, customId, model, code: 'invalid_request', message: `Line ${line} of the input file no longer holds the JSON request it held when the batch was validated.` });
+        const message = `Line ${line} of the input file no longer holds the JSON request it held when the batch was validated.`;
+        failures.push({ line, customId: unreadableCustomId(line), model: batch.model_id ?? '', code: 'invalid_request', message });
         continue;
       }
+      // Validation let a line name no model only when the batch has a model_id: the line runs on that.
+      if (typeof parsed.body.model !== 'string' && batch.model_id !== null) parsed.body.model = batch.model_id;
+      const model = typeof parsed.body.model === 'string' ? parsed.body.model : '';
       if (givenUp) {
-        failures.push({ line, customId, model, code: 'upstream_error', message: `Gave up after ${row.claims - 1} attempts: the workers handling this request stopped before it finished.` });
+        const message = `Gave up after ${row.claims - 1} attempts: the workers handling this request stopped before it finished.`;
+        failures.push({ line, customId: parsed.customId, model, code: 'upstream_error', message });
         continue;
       }
-      jobs.push({ batchId: batch.id, line, attempts: 1, userId: batch.user_id, model, customId, held, batch, pool: undefined as unknown as Pool<Job>, input: parsed.body, abort: new AbortController() });
+      runnable.push({ line, customId: parsed.customId, model, input: parsed.body });
     }
     // A model nobody serves may have just appeared on a `models: "auto"` upstream: ask before failing its lines.
-    if (this.lanes.discovers && jobs.some((job) => !this.lanes.forModel(job.model))) await this.lanes.refreshModels();
+    if (this.lanes.discovers && runnable.some((line) => !this.lanes.forModel(line.model))) await this.lanes.refreshModels();
     const routed: Job[] = [];
-    for (const job of jobs) {
-      const pool = this.lanes.forModel(job.model);
+    for (const { line, customId, model, input } of runnable) {
+      const pool = this.lanes.forModel(model);
       if (!pool) {
-        failures.push({ line: job.line, customId: job.customId, model: job.model, code: 'invalid_model', message: `No upstream serves model "${job.model}". Configure an upstream whose "models" list matches it, or use model "echo".` });
+        const message = `No upstream serves model "${model}". Configure an upstream whose "models" list matches it, or use model "echo".`;
+        failures.push({ line, customId, model, code: 'invalid_model', message });
         continue;
       }
-      job.pool = pool;
-      job.prefixHash = pool.ring ? prefixHashOf(batch.endpoint, job.input) : undefined;
-      routed.push(job);
+      const prefixHash = pool.ring ? prefixHashOf(batch.endpoint, input) : undefined;
+      routed.push({ batchId: batch.id, line, attempts: 1, userId: batch.user_id, model, customId, held, batch, pool, prefixHash, input, abort: new AbortController() });
     }
     held.active += routed.length + failures.length;
     for (const failure of failures) {

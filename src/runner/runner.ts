@@ -36,6 +36,7 @@ import { readChunkLines } from '../store/blobs/line-ranges.ts';
 import { fail, release, settle, type ClaimedRequest, type RequestOutcomeRecord } from './request-lifecycle.ts';
 import { SegmentWriter, type FinalRecord, type HeldChunkRef, type WriteOutcome, type WriterStall } from './segment-writer.ts';
 import { errorLineText, outputLineText } from './wire-lines.ts';
+import { bodyBytesOf } from './body-span.ts';
 import { Pricing } from '../usage/pricing.ts';
 import { bandOf, FairScheduler } from './scheduler.ts';
 import { decide, retryDelay, type RetryPolicyOptions } from './retry-policy.ts';
@@ -99,6 +100,8 @@ interface Job extends ClaimedRequest {
   prefixHash?: number;
   ringOrder?: number[];
   input: Record<string, unknown>;
+  /** `input` as the line's own bytes, when the line names its model (nothing to fill in): sent as they are. */
+  inputBytes?: Buffer;
   abort: AbortController;
   abortReason?: 'cancelled' | 'expired' | 'shutdown';
 }
@@ -475,7 +478,7 @@ export class Runner {
       return;
     }
     const lines = await readChunkLines(this.ctx.store.blobs, blobKey, row.byte_start, row.byte_end);
-    const runnable: { line: number; customId: string; model: string; input: Record<string, unknown> }[] = [];
+    const runnable: { line: number; customId: string; model: string; input: Record<string, unknown>; inputBytes?: Buffer }[] = [];
     const failures: { line: number; customId: string; model: string; code: string; message: string }[] = [];
     // A chunk claimed again and again (its workers keep dying mid-chunk) gives up on its lines rather than loop.
     const givenUp = row.claims > this.policy.maxAttempts;
@@ -489,19 +492,20 @@ export class Runner {
         continue;
       }
       // Validation let a line name no model only when the batch has a model_id: the line runs on that.
-      if (typeof parsed.body.model !== 'string' && batch.model_id !== null) parsed.body.model = batch.model_id;
+      const namesModel = typeof parsed.body.model === 'string';
+      if (!namesModel && batch.model_id !== null) parsed.body.model = batch.model_id;
       const model = typeof parsed.body.model === 'string' ? parsed.body.model : '';
       if (givenUp) {
         const message = `Gave up after ${row.claims - 1} attempts: the workers handling this request stopped before it finished.`;
         failures.push({ line, customId: parsed.customId, model, code: 'upstream_error', message });
         continue;
       }
-      runnable.push({ line, customId: parsed.customId, model, input: parsed.body });
+      runnable.push({ line, customId: parsed.customId, model, input: parsed.body, inputBytes: namesModel ? bodyBytesOf(lines[index]) : undefined });
     }
     // A model nobody serves may have just appeared on a `models: "auto"` upstream: ask before failing its lines.
     if (this.lanes.discovers && runnable.some((line) => !this.lanes.forModel(line.model))) await this.lanes.refreshModels();
     const routed: Job[] = [];
-    for (const { line, customId, model, input } of runnable) {
+    for (const { line, customId, model, input, inputBytes } of runnable) {
       const pool = this.lanes.forModel(model);
       if (!pool) {
         const message = `No upstream serves model "${model}". Configure an upstream whose "models" list matches it, or use model "echo".`;
@@ -509,7 +513,7 @@ export class Runner {
         continue;
       }
       const prefixHash = pool.ring ? prefixHashOf(batch.endpoint, input) : undefined;
-      routed.push({ batchId: batch.id, line, attempts: 1, userId: batch.user_id, model, customId, held, batch, pool, prefixHash, input, abort: new AbortController() });
+      routed.push({ batchId: batch.id, line, attempts: 1, userId: batch.user_id, model, customId, held, batch, pool, prefixHash, input, inputBytes, abort: new AbortController() });
     }
     held.active += routed.length + failures.length;
     for (const failure of failures) {
@@ -756,14 +760,19 @@ export class Runner {
     const endpoint = job.batch.endpoint;
     let audio: AudioPayload | undefined;
     let body = job.input;
+    let bodyBytes = job.inputBytes;
     // vLLM's priority scheduling serves lower values first; Spool's priorities rank higher first.
-    if (lane.replica?.sendPriority && body.priority === undefined && !AUDIO_ENDPOINTS.has(endpoint)) body = { ...body, priority: -job.batch.priority };
+    if (lane.replica?.sendPriority && body.priority === undefined && !AUDIO_ENDPOINTS.has(endpoint)) {
+      body = { ...body, priority: -job.batch.priority };
+      bodyBytes = undefined;
+    }
     if (AUDIO_ENDPOINTS.has(endpoint)) {
       audio = await loadAudio(job.input.file, (fileId) => this.readUserFile(job.batch.user_id, fileId), { ...this.ctx.config.audio, signal: job.abort.signal });
       const { file: _file, ...rest } = job.input;
       body = rest;
     }
-    return { endpoint, body, audio, timeoutMs: this.ctx.config.worker.requestTimeoutMs, signal: job.abort.signal, controller: job.abort };
+    if (AUDIO_ENDPOINTS.has(endpoint)) bodyBytes = undefined;
+    return { endpoint, body, bodyBytes, audio, timeoutMs: this.ctx.config.worker.requestTimeoutMs, signal: job.abort.signal, controller: job.abort };
   }
 
   private async readUserFile(userId: string, fileId: string): Promise<AudioPayload | undefined> {

@@ -17,6 +17,11 @@ export interface UpstreamCall {
   /** '/v1/chat/completions', '/v1/audio/transcriptions'...; joined onto the upstream's baseUrl by `joinUpstreamUrl`. */
   endpoint: string;
   body: Record<string, unknown>;
+  /**
+   * `body` exactly as the input file holds it, when nothing rewrote it: sent as it is instead of serialising
+   * `body` again (bytes in). Whoever changes `body` drops this.
+   */
+  bodyBytes?: Buffer;
   /** Audio endpoints: sent as multipart/form-data, `body`'s fields as text parts plus this as the `file` part. */
   audio?: AudioPayload;
   /** Covers the whole exchange: connecting, sending, the headers and the whole body. */
@@ -124,7 +129,7 @@ export function createHttpUpstreamClient(config: HttpUpstreamClientConfig): Upst
     let payload: { body: Buffer; contentType: string };
     try {
       url = new URL(joinUpstreamUrl(config.baseUrl, call.endpoint));
-      payload = call.audio ? encodeMultipart(call.body, call.audio) : { body: Buffer.from(JSON.stringify(call.body)), contentType: 'application/json' };
+      payload = call.audio ? encodeMultipart(call.body, call.audio) : { body: call.bodyBytes ?? Buffer.from(JSON.stringify(call.body)), contentType: 'application/json' };
     } catch (err) {
       return { kind: 'network_error', message: `cannot build request: ${errorMessage(err)}` };
     }

@@ -25,7 +25,7 @@ export function answeringMessages(client: UpstreamClient, mode: 'native' | 'tran
         // Requests are checked before they get here; one that still cannot be said in chat completions fails as the client's.
         return invalidRequest(400, `This Messages request cannot be translated to chat completions: ${(err as Error).message}`);
       }
-      const outcome = await client.send({ ...call, endpoint: CHAT_ENDPOINT, body: chatBody });
+      const outcome = await client.send({ ...call, endpoint: CHAT_ENDPOINT, body: chatBody, bodyBytes: undefined });
       if (outcome.kind !== 'response' || outcome.status < 200 || outcome.status >= 300) return outcome;
       try {
         return { ...outcome, body: chatToMessage(outcome.body, call.body), bodyText: undefined };

@@ -28,6 +28,7 @@ import {
   uploadFile,
   waitForStatus,
   type Harness,
+  type HarnessOptions,
   type Json,
 } from '../helpers/runner-harness.ts';
 
@@ -39,10 +40,14 @@ const BACKENDS = [
 ];
 
 /** One test spool on `backend`, with a loopback upstream for `slow-*` models (one request at a time, `delayMs` each). */
-async function spoolOn(backend: 'sqlite' | 'postgres', options: { delayMs?: number; concurrency?: number } = {}): Promise<Harness & { databaseUrl?: string }> {
+async function spoolOn(
+  backend: 'sqlite' | 'postgres',
+  options: { delayMs?: number; concurrency?: number; worker?: HarnessOptions['worker'] } = {},
+): Promise<Harness & { databaseUrl?: string }> {
   const databaseUrl = backend === 'postgres' ? await createPostgresDatabase() : undefined;
   const harness = await startHarness({
     config: { databaseUrl },
+    worker: options.worker,
     upstreams: [
       {
         name: 'slow',
@@ -127,10 +132,13 @@ for (const backend of BACKENDS) {
       await h.stop();
     });
 
-    it('a result the database refuses fails only its own line; every other result is recorded and the batch completes', async () => {
+    it('a result segment the database refuses is recorded without its stats: every line once, and the batch completes', async () => {
       // Before: the result writer retried the group forever, recorded nothing more, and kept renewing its leases.
+      // No request or response is in SQL any more: the only input-derived text of a segment row is its `stats` (model
+      // names). A refused segment is retried per chunk, then without its stats, so its lines still count.
       const h = await spoolOn(backend.name);
-      await refuseValues(h.app.store.sql.db, backend.name, { table: 'requests', event: 'update', column: 'response_body', needle: 'echo-poison' });
+      const { db } = h.app.store.sql;
+      await refuseValues(db, backend.name, { table: 'segments', event: 'insert', column: 'stats', needle: 'echo-poison' });
       const ep = endpointOf(h);
       const lines = [...chatLines(20, 'echo', 'fine'), chatLine('poisoned', 'echo-poison')];
       const batch = await submitBatch(ep, lines);
@@ -138,29 +146,57 @@ for (const backend of BACKENDS) {
       assert.equal(done.status, 'completed');
       const results = await readResults(ep, done);
       assertExactlyOnce(lines.map((line) => line.custom_id), results);
-      assert.equal(results.output.length, 20);
-      assert.deepEqual(results.errors.map((line: Json) => [line.custom_id, line.error.code]), [['poisoned', 'result_not_stored']]);
+      assert.equal(results.output.length, 21);
+      assert.deepEqual(results.errors, []);
+      // The database did refuse: no stored stats name the poisoned model, and its segment went in without stats.
+      const segments = await db.selectFrom('segments').select(['stats', 'output_lines']).where('batch_id', '=', batch.id).execute();
+      assert.equal(segments.reduce((sum, segment) => sum + Number(segment.output_lines), 0), 21);
+      assert.ok(segments.every((segment) => !segment.stats.includes('echo-poison')), 'no segment row holds the refused value');
+      assert.ok(segments.some((segment) => segment.stats === '{}'), 'the refused segment was committed without its stats');
       await h.stop();
     });
 
-    it('lines whose input cannot be read after they were claimed are handed back at once and run once it reads again', async () => {
-      // Before: they stayed `running` under this worker's renewed lease until the batch expired.
-      const h = await spoolOn(backend.name, { delayMs: 20 });
+    it('a chunk whose input cannot be read after it was claimed stays held, sends nothing, and runs once it reads again', async () => {
+      // Before (one row per line): the claimed lines stayed `running` under this worker's renewed lease until the batch
+      // expired. Now the chunk stays held (lease renewed) and its admission is retried with backoff, up to
+      // worker.maxAttempts: enough attempts here that the input reads again well before they run out.
+      const h = await spoolOn(backend.name, { delayMs: 20, worker: { maxAttempts: 20, retryBaseDelayMs: 50, retryMaxDelayMs: 500 } });
+      const { db } = h.app.store.sql;
+      const upstream = h.upstreams.slow.stats;
       const ep = endpointOf(h);
       const lines = chatLines(150, 'slow-model', 'admit');
       const batch = await submitBatch(ep, lines);
       await pollUntil(() => getBatch(ep, batch.id), (b) => b.request_counts.completed >= 1, { what: 'the first result' });
       const restore = breakBlob(blobPath(h, batch.input_file_id));
-      // Lines claimed now fail admission: they go back as retries, with the reason, instead of staying claimed.
-      await pollUntil(
-        async () => Number((await h.app.store.sql.db.selectFrom('requests').select((eb) => eb.fn.countAll<number>().as('n')).where('batch_id', '=', batch.id).where('error_message', 'like', '%reading the input line failed%').executeTakeFirstOrThrow()).n),
-        (n) => n > 0,
-        { what: 'claimed lines handed back after a failed read' },
+      const runningChunks = () =>
+        db.selectFrom('chunks').select(['chunk', 'claims']).where('batch_id', '=', batch.id).where('state', '=', 'running').orderBy('chunk').execute();
+      // The lines admitted before the break run out; then a chunk claimed since is held, unread, and nothing is sent.
+      const quiet = await pollUntil(
+        async () => {
+          const sent = upstream.requests;
+          await new Promise((resolve) => setTimeout(resolve, 300));
+          return { idle: upstream.requests === sent && upstream.inFlight === 0, held: await runningChunks() };
+        },
+        (state) => state.idle && state.held.length > 0,
+        { what: 'a claimed chunk held unread while nothing is sent upstream' },
       );
+      const sentWhileBroken = upstream.requests;
+      assert.ok(sentWhileBroken < lines.length, 'the break came before every line was sent');
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      assert.equal(upstream.requests, sentWhileBroken, 'nothing is sent upstream while the input cannot be read');
+      // (More chunks may be claimed meanwhile; those held stay held under the same claim, not handed back and claimed again.)
+      const stillHeld = await runningChunks();
+      for (const chunk of quiet.held) assert.ok(stillHeld.some((other) => other.chunk === chunk.chunk && other.claims === chunk.claims), `chunk ${chunk.chunk} stays held`);
+      assert.equal((await getBatch(ep, batch.id)).request_counts.failed, 0, 'no line is failed while admission is retried');
       restore();
       const done = await waitForStatus(ep, batch.id, ['completed', 'failed', 'expired']);
       assert.equal(done.status, 'completed');
-      assertExactlyOnce(lines.map((line) => line.custom_id), await readResults(ep, done));
+      const results = await readResults(ep, done);
+      assertExactlyOnce(lines.map((line) => line.custom_id), results);
+      assert.equal(results.output.length, lines.length);
+      assert.equal(upstream.requests, lines.length, 'each line was sent upstream once');
+      const claims = await db.selectFrom('chunks').select('claims').where('batch_id', '=', batch.id).execute();
+      assert.deepEqual(new Set(claims.map((row) => Number(row.claims))), new Set([1]), 'every chunk was claimed once');
       await h.stop();
     });
   });
@@ -169,34 +205,39 @@ for (const backend of BACKENDS) {
 describe('the database runs out of space (SQLite)', () => {
   it('pauses result recording without losing anything, says so on /readyz and in the admin status, and resumes when space returns', async () => {
     const h = await spoolOn('sqlite', { delayMs: 5, concurrency: 4 });
-    const ep = endpointOf(h);
-    const lines = chatLines(400, 'slow-model', 'full');
-    const batch = await submitBatch(ep, lines);
-    await pollUntil(() => getBatch(ep, batch.id), (b) => b.request_counts.completed >= 10, { what: 'some results' });
-    await fillSqlite(h.app.store.sql.db);
+    try {
+      const ep = endpointOf(h);
+      const lines = chatLines(400, 'slow-model', 'full');
+      const batch = await submitBatch(ep, lines);
+      await pollUntil(() => getBatch(ep, batch.id), (b) => b.request_counts.completed >= 10, { what: 'some results' });
+      await fillSqlite(h.app.store.sql.db);
 
-    const notReady = await pollUntil(
-      () => api(`${h.url}/readyz`, null),
-      (r) => r.status === 503 && r.json?.checks?.results !== undefined,
-      { what: '/readyz to report the stalled results' },
-    );
-    assert.equal(notReady.json.checks.results, 'RESULTS_STALLED');
-    assert.match(notReady.json.message, /results/);
-    const status = await api(`${h.url}/v1/admin/status`, h.apiKey);
-    assert.equal(status.status, 200);
-    assert.match(status.json.worker.results_stalled.reason, /out of space \(SQLITE_FULL\)/);
+      const notReady = await pollUntil(
+        () => api(`${h.url}/readyz`, null),
+        (r) => r.status === 503 && r.json?.checks?.results !== undefined,
+        { what: '/readyz to report the stalled results' },
+      );
+      assert.equal(notReady.json.checks.results, 'RESULTS_STALLED');
+      assert.match(notReady.json.message, /results/);
+      const status = await api(`${h.url}/v1/admin/status`, h.apiKey);
+      assert.equal(status.status, 200);
+      assert.match(status.json.worker.results_stalled.reason, /out of space \(SQLITE_FULL\)/);
 
-    // Nothing is claimed while results wait: the progress stands still (reads still work on a full database).
-    const stalledAt = (await getBatch(ep, batch.id)).request_counts.completed;
-    await new Promise((resolve) => setTimeout(resolve, 300));
-    assert.equal((await getBatch(ep, batch.id)).request_counts.completed, stalledAt);
+      // Nothing is claimed while results wait: the progress stands still (reads still work on a full database).
+      const stalledAt = (await getBatch(ep, batch.id)).request_counts.completed;
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      assert.equal((await getBatch(ep, batch.id)).request_counts.completed, stalledAt);
 
-    await unfillSqlite(h.app.store.sql.db);
-    const done = await waitForStatus(ep, batch.id, ['completed', 'failed', 'expired']);
-    assert.equal(done.status, 'completed');
-    assertExactlyOnce(lines.map((line) => line.custom_id), await readResults(ep, done));
-    await pollUntil(() => api(`${h.url}/readyz`, null), (r) => r.status === 200, { what: '/readyz to be ready again' });
-    await h.stop();
+      await unfillSqlite(h.app.store.sql.db);
+      const done = await waitForStatus(ep, batch.id, ['completed', 'failed', 'expired']);
+      assert.equal(done.status, 'completed');
+      assertExactlyOnce(lines.map((line) => line.custom_id), await readResults(ep, done));
+      await pollUntil(() => api(`${h.url}/readyz`, null), (r) => r.status === 200, { what: '/readyz to be ready again' });
+    } finally {
+      // Space again even after a failed assertion: a stopping worker waits for its results to be recorded.
+      await unfillSqlite(h.app.store.sql.db);
+      await h.stop();
+    }
   });
 });
 
@@ -250,36 +291,44 @@ describe('the disk under the data directory fills up (tmpfs)', { skip: TMPFS_SKI
   it('uploads answer 507 and readiness says so, results wait, and all of it recovers when space returns', async () => {
     const mountPoint = mkdtempSync(join(tmpdir(), 'spool-tmpfs-'));
     execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=6m', 'tmpfs', mountPoint]);
+    const filler = join(mountPoint, 'filler');
+    let h: Harness | undefined;
     try {
-      const h = await startHarness({
+      h = await startHarness({
         dataDir: join(mountPoint, 'data'),
         upstreams: [{ name: 'slow', kind: 'slow', delayMs: 5, models: ['slow-*'], maxConcurrency: 4, initialConcurrency: 4 }],
       });
+      const app = h.app;
       const ep = endpointOf(h);
       const lines = chatLines(300, 'slow-model', 'disk');
       const batch = await submitBatch(ep, lines);
       await pollUntil(() => getBatch(ep, batch.id), (b) => b.request_counts.completed >= 5, { what: 'some results' });
-      const filler = join(mountPoint, 'filler');
       fillDisk(filler);
 
+      // Results wait. The writer stalls once its group fails on the full disk: by then the segment blob writes begun
+      // before the disk filled have settled (one that lands after the upload below would clear its mark, as any blob
+      // write that goes through does), so the mark the upload leaves stays until space returns.
+      await pollUntil(() => Promise.resolve(app.runner?.stats().resultsStalled), (stall) => stall !== undefined, { what: 'the result writer to stall' });
       const upload = await api(`${h.openai}/files`, h.apiKey, { method: 'POST', body: uploadForm('x'.repeat(64 * 1024)) });
       assert.equal(upload.status, 507, upload.text);
       assert.equal(upload.json.error.code, 'insufficient_storage');
       assert.match(upload.json.message, /out of storage space/);
-      const notReady = await pollUntil(() => api(`${h.url}/readyz`, null), (r) => r.status === 503, { what: '/readyz to say not ready' });
+      const notReady = await pollUntil(() => api(`${h!.url}/readyz`, null), (r) => r.status === 503, { what: '/readyz to say not ready' });
       assert.match(JSON.stringify(notReady.json.checks), /ENOSPC|SQLITE_FULL|RESULTS_STALLED/);
       const status = await api(`${h.url}/v1/admin/status`, h.apiKey);
       assert.equal(status.json.storage.blob_store.problem, 'out of space (ENOSPC)');
 
       rmSync(filler);
-      await pollUntil(() => api(`${h.url}/readyz`, null), (r) => r.status === 200, { what: '/readyz to be ready again' });
+      await pollUntil(() => api(`${h!.url}/readyz`, null), (r) => r.status === 200, { what: '/readyz to be ready again' });
       const retried = await api(`${h.openai}/files`, h.apiKey, { method: 'POST', body: uploadForm('{"custom_id":"a","body":{}}\n') });
       assert.equal(retried.status, 200, retried.text);
       const done = await waitForStatus(ep, batch.id, ['completed', 'failed', 'expired']);
       assert.equal(done.status, 'completed');
       assertExactlyOnce(lines.map((line) => line.custom_id), await readResults(ep, done));
-      await h.stop();
     } finally {
+      // Space first, even after a failed assertion: a stopping worker waits for its results to be recorded.
+      rmSync(filler, { force: true });
+      await h?.stop();
       execFileSync('umount', ['-l', mountPoint]);
       rmSync(mountPoint, { recursive: true, force: true });
     }

@@ -201,12 +201,12 @@ export class Runner {
         })
       : undefined;
     this.writer = new SegmentWriter(this.db, ctx.store.blobs, ctx.workerId, {
-      onError: (err, failure) => {
-        ctx.store.health.noteFailure('database', err);
-        ctx.log.error({ err, failure }, 'recording results failed; claiming stops until they are recorded, and they are retried');
+      onError: (err, failure, part) => {
+        ctx.store.health.noteFailure(part, err);
+        ctx.log.error({ err, failure, part }, 'recording results failed; claiming stops until they are recorded, and they are retried');
       },
-      onRecovered: () => {
-        ctx.store.health.noteSuccess('database');
+      onRecovered: (part) => {
+        ctx.store.health.noteSuccess(part);
         ctx.log.info({}, 'recording results works again; claiming resumes');
         this.wakeClaimLoop?.();
       },

@@ -20,6 +20,7 @@ import type { Kysely } from 'kysely';
 import { blobKeyForSegment } from '../store/index.ts';
 import type { BlobStore } from '../store/blobs/types.ts';
 import { classifyStoreError, describeStoreFailure, type StoreFailure } from '../store/errors.ts';
+import type { StorePart } from '../store/health.ts';
 import { LineBitmap } from '../store/line-bitmap.ts';
 import { LATENCY_BOUNDS_MS } from '../store/sql/batch-stats.ts';
 import type { Database } from '../store/sql/schema.ts';
@@ -66,10 +67,10 @@ export interface SegmentWriterOptions {
   lingerMs?: number;
   /** Most results per group. */
   maxGroup?: number;
-  /** A commit failed and will be retried (the database or blob store is down, busy or full). */
-  onError?: (err: unknown, failure: Exclude<StoreFailure, 'refused'>) => void;
-  /** The first commit after a stall went through. */
-  onRecovered?: () => void;
+  /** A commit failed and will be retried (the database or blob store is down, busy or full); `part` is the one that failed. */
+  onError?: (err: unknown, failure: Exclude<StoreFailure, 'refused'>, part: StorePart) => void;
+  /** The first commit after a stall went through; `part` is the one that had failed. */
+  onRecovered?: (part: StorePart) => void;
   /** The database refused a chunk's segment; the chunk is given up by this worker. */
   onRefused?: (chunk: HeldChunkRef, err: unknown) => void;
 }
@@ -80,6 +81,8 @@ export interface WriterStall {
   failure: Exclude<StoreFailure, 'refused'>;
   /** Short, safe to show: the error code, no paths or addresses. */
   reason: string;
+  /** Which store refused: the segment blobs or the commit. */
+  part: StorePart;
 }
 
 interface Pending {
@@ -178,8 +181,10 @@ export class SegmentWriter {
     for (const [chunk, list] of byChunk) commits.set(chunk, this.segmentOf(chunk, list));
     const written = new Set<SegmentCommit>();
     for (let attempt = 0; ; attempt++) {
+      let part: StorePart = 'blob_store';
       try {
         await this.writeBlobs(byChunk, commits, written);
+        part = 'database';
         const applied = await this.commitIsolatingRefusals(commits, attempt > 0);
         for (const [chunk, list] of byChunk) {
           const commit = commits.get(chunk)!;
@@ -192,8 +197,9 @@ export class SegmentWriter {
           for (const pending of list) pending.resolve(outcome);
         }
         if (this.stalled) {
+          const { part: failed } = this.stalled;
           this.stalled = undefined;
-          this.options.onRecovered?.();
+          this.options.onRecovered?.(failed);
         }
         return;
       } catch (err) {
@@ -201,10 +207,11 @@ export class SegmentWriter {
         // them would lose work. The chunks' leases are renewed by the heartbeat meanwhile (or lapse, and the
         // chunks rerun elsewhere, whose segments then win: these commits are conditional on the lease).
         const failure = classifyStoreError(err) === 'full' ? 'full' : 'unavailable';
-        this.stalled ??= { since: Date.now(), failure, reason: describeStoreFailure(err) };
+        this.stalled ??= { since: Date.now(), failure, reason: describeStoreFailure(err), part };
         this.stalled.failure = failure;
         this.stalled.reason = describeStoreFailure(err);
-        this.options.onError?.(err, failure);
+        this.stalled.part = part;
+        this.options.onError?.(err, failure, part);
         await new Promise((r) => setTimeout(r, RETRY_DELAYS_MS[Math.min(attempt, RETRY_DELAYS_MS.length - 1)]));
       }
     }

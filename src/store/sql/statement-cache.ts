@@ -20,7 +20,8 @@ export function withStatementCache(database: BetterSqlite3.Database, capacity = 
         // Map order doubles as recency: re-insert on a hit, evict the first key when full.
         cache.delete(sql);
       } else {
-        statement = database.prepare(sql) as unknown as SqliteStatement;
+        const prepared = database.prepare(sql) as unknown as SqliteStatement;
+        statement = /^\s*rollback\s*$/i.test(sql) ? rollbackIfActive(database, prepared) : prepared;
         if (cache.size >= capacity) cache.delete(cache.keys().next().value as string);
       }
       cache.set(sql, statement);
@@ -31,4 +32,19 @@ export function withStatementCache(database: BetterSqlite3.Database, capacity = 
       database.close();
     },
   };
+}
+
+/**
+ * A ROLLBACK that is a no-op when no transaction is active. SQLite rolls a transaction back by itself on some
+ * errors (SQLITE_FULL at COMMIT among them); Kysely then sends its own ROLLBACK, which failed with "cannot
+ * rollback - no transaction is active", and that error replaced the real one: a full database was reported as
+ * SQLITE_ERROR, "unavailable" rather than "full" (faults.test.ts, the database runs out of space).
+ */
+function rollbackIfActive(database: BetterSqlite3.Database, rollback: SqliteStatement): SqliteStatement {
+  return {
+    reader: false,
+    all: (parameters) => rollback.all(parameters),
+    run: (parameters) => (database.inTransaction ? rollback.run(parameters) : { changes: 0, lastInsertRowid: 0 }),
+    iterate: (parameters) => rollback.iterate(parameters),
+  } as SqliteStatement;
 }

@@ -11,7 +11,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { sql } from 'kysely';
 import pg from 'pg';
 import { openSqlStore } from '../src/store/sql/database.ts';
-import { claimChunk, finishChunk, insertChunks } from '../src/store/sql/chunks.ts';
+import { claimChunk, finishChunk, insertChunks, newChunk } from '../src/store/sql/chunks.ts';
 import type { NewChunk } from '../src/store/sql/schema.ts';
 import { smallInput } from './inputs.ts';
 import { batchTimes, connectAdmin, createDatabase, dropDatabase } from './lib/postgres.ts';
@@ -199,27 +199,18 @@ async function chunkClaimRate(
     const rows: NewChunk[] = [];
     for (let chunk = 0, first = 1; first <= lines; chunk++, first += CHUNK_LINES) {
       const count = Math.min(CHUNK_LINES, lines - first + 1);
-      rows.push({
-        batch_id: batchId,
-        chunk,
-        line_start: first,
-        line_count: count,
-        byte_start: (first - 1) * LINE_BYTES,
-        byte_end: (first - 1 + count) * LINE_BYTES,
-        models: JSON.stringify({ 'bench-model': [count, count * TOKENS_A_LINE] }),
-        estimated_tokens: count * TOKENS_A_LINE,
-        state: 'pending',
-        claims: 0,
-        lease_owner: null,
-        lease_expires_at: null,
-        segments: 0,
-        succeeded: 0,
-        failed: 0,
-        input_tokens: 0,
-        output_tokens: 0,
-        cost_nanos: 0,
-        finished_at: null,
-      });
+      rows.push(
+        newChunk({
+          batch_id: batchId,
+          chunk,
+          line_start: first,
+          line_count: count,
+          byte_start: (first - 1) * LINE_BYTES,
+          byte_end: (first - 1 + count) * LINE_BYTES,
+          models: JSON.stringify({ 'bench-model': [count, count * TOKENS_A_LINE] }),
+          estimated_tokens: count * TOKENS_A_LINE,
+        }),
+      );
     }
     await insertChunks(setup.db, rows);
     // Fresh statistics, as autovacuum would have after a real validation inserted the rows.

@@ -12,6 +12,7 @@
 // worth more rows than lines) nor more than 256 (a 50,000-line batch costs
 // ~200 rows, not 50,000, and one chunk's bitmap stays 64 hex characters).
 import type { NewChunk } from '../store/sql/schema.ts';
+import { newChunk } from '../store/sql/chunks.ts';
 
 /** Chunks a file is cut into, roughly, between the line bounds below. */
 export const CHUNKS_PER_FILE = 16;
@@ -102,7 +103,7 @@ export class ChunkBuilder {
 
   private close(open: OpenChunk): NewChunk {
     this.current = undefined;
-    return {
+    return newChunk({
       batch_id: this.batchId,
       chunk: this.next++,
       line_start: open.lineStart,
@@ -111,18 +112,7 @@ export class ChunkBuilder {
       byte_end: open.byteEnd,
       models: JSON.stringify(open.models),
       estimated_tokens: open.estimatedTokens,
-      state: 'pending',
-      claims: 0,
-      lease_owner: null,
-      lease_expires_at: null,
-      segments: 0,
-      succeeded: 0,
-      failed: 0,
-      input_tokens: 0,
-      output_tokens: 0,
-      cost_nanos: 0,
-      finished_at: null,
-    };
+    });
   }
 }
 

@@ -2,10 +2,11 @@
 // store-level tests that need them without uploading and validating a file.
 import { newBatchId } from '../../src/ids.ts';
 import type { NewBatch, NewChunk } from '../../src/store/sql/schema.ts';
+import { newChunk } from '../../src/store/sql/chunks.ts';
 
 /** A pending chunk of one line (line chunk + 1), as validation stores it. */
 export function pendingChunkRow(batchId: string, chunk: number, overrides: Partial<NewChunk> = {}): NewChunk {
-  return {
+  const row = newChunk({
     batch_id: batchId,
     chunk,
     line_start: chunk + 1,
@@ -14,16 +15,8 @@ export function pendingChunkRow(batchId: string, chunk: number, overrides: Parti
     byte_end: chunk * 100 + 99,
     models: '{"m":[1,1]}',
     estimated_tokens: 1,
-    state: 'pending',
-    claims: 0,
-    segments: 0,
-    succeeded: 0,
-    failed: 0,
-    input_tokens: 0,
-    output_tokens: 0,
-    cost_nanos: 0,
-    ...overrides,
-  };
+  });
+  return { ...row, ...overrides };
 }
 
 /** An in-progress batch row of user-a, created at `now`, due a day later. */

@@ -14,6 +14,7 @@ import {
   enqueuedTokensForModel,
   insertChunks,
   listRunnableBatches,
+  newChunk,
   releaseChunk,
   renewChunkLeases,
 } from '../../src/store/sql/chunks.ts';
@@ -31,7 +32,7 @@ const LEASE = 60_000;
 after(cleanupAll);
 
 function chunkRow(batchId: string, chunk: number, lines = 4): NewChunk {
-  return {
+  return newChunk({
     batch_id: batchId,
     chunk,
     line_start: chunk * lines + 1,
@@ -40,15 +41,7 @@ function chunkRow(batchId: string, chunk: number, lines = 4): NewChunk {
     byte_end: (chunk + 1) * lines * 10 - 1,
     models: JSON.stringify({ m: [lines, lines * 5] }),
     estimated_tokens: lines * 5,
-    state: 'pending',
-    claims: 0,
-    segments: 0,
-    succeeded: 0,
-    failed: 0,
-    input_tokens: 0,
-    output_tokens: 0,
-    cost_nanos: 0,
-  };
+  });
 }
 
 async function openBackend(dialect: 'sqlite' | 'postgres'): Promise<Store> {

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import { Kysely, SqliteDialect } from 'kysely';
 import { openSqlStore } from '../../src/store/sql/database.ts';
-import { claimChunk, insertChunks } from '../../src/store/sql/chunks.ts';
+import { claimChunk, insertChunks, newChunk } from '../../src/store/sql/chunks.ts';
 import { commitSegments } from '../../src/store/sql/segments.ts';
 import type { Database } from '../../src/store/sql/schema.ts';
 
@@ -54,24 +54,18 @@ describe('sqlite query plans of the runner hot path', () => {
   it('chunk claims and segment commits look their chunk up by primary key', async () => {
     await insertChunks(
       db,
-      Array.from({ length: 300 }, (_, i) => ({
-        batch_id: 'b1',
-        chunk: i,
-        line_start: i * 10 + 1,
-        line_count: 10,
-        byte_start: i * 1000,
-        byte_end: i * 1000 + 999,
-        models: '{"m":[10,10]}',
-        estimated_tokens: 10,
-        state: 'pending' as const,
-        claims: 0,
-        segments: 0,
-        succeeded: 0,
-        failed: 0,
-        input_tokens: 0,
-        output_tokens: 0,
-        cost_nanos: 0,
-      })),
+      Array.from({ length: 300 }, (_, i) =>
+        newChunk({
+          batch_id: 'b1',
+          chunk: i,
+          line_start: i * 10 + 1,
+          line_count: 10,
+          byte_start: i * 1000,
+          byte_end: i * 1000 + 999,
+          models: '{"m":[10,10]}',
+          estimated_tokens: 10,
+        }),
+      ),
     );
     const held = [];
     for (let i = 0; i < 200; i++) held.push((await claimChunk(db, 'sqlite', 'b1', 'w', 60_000, Date.now()))!);

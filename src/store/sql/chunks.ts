@@ -8,6 +8,27 @@ import type { ChunkRow, Database, NewChunk } from './schema.ts';
 
 type Db = Kysely<Database> | Transaction<Database>;
 
+/** Where a chunk lies in its input and what it holds: what validation knows of it. */
+export type ChunkPlace = Pick<NewChunk, 'batch_id' | 'chunk' | 'line_start' | 'line_count' | 'byte_start' | 'byte_end' | 'models' | 'estimated_tokens'>;
+
+/** A chunk row as validation writes it: pending, never claimed, nothing recorded. */
+export function newChunk(place: ChunkPlace): NewChunk {
+  return {
+    ...place,
+    state: 'pending',
+    claims: 0,
+    lease_owner: null,
+    lease_expires_at: null,
+    segments: 0,
+    succeeded: 0,
+    failed: 0,
+    input_tokens: 0,
+    output_tokens: 0,
+    cost_nanos: 0,
+    finished_at: null,
+  };
+}
+
 // Rows per INSERT: 19 columns a row stays far inside both dialects' bound-parameter caps.
 const INSERT_ROWS = 100;
 

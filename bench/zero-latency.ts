@@ -11,7 +11,9 @@ import { fmt, mib, ratio, type BenchContext, type Row } from './lib/report.ts';
 import { SpoolChild, type BatchTimes } from './lib/spool.ts';
 import { startSimChild, type SimChild } from './lib/upstream.ts';
 
-const RATIO_TARGET = 0.8;
+// Data plane v2's target (0.8 stays the goal beyond it), and its bound on CPU per request against the loop's.
+const RATIO_TARGET = 0.7;
+const CPU_RATIO_TARGET = 2;
 const ABSOLUTE_TARGET = 3_000;
 const MAX_CONCURRENCY = 64;
 
@@ -50,6 +52,8 @@ export async function benchZeroLatency(ctx: BenchContext): Promise<Row[]> {
   const best = spoolRuns.reduce((a, b) => (b.rps > a.rps ? b : a));
   const baseline = baselines.reduce((a, b) => (b.rps > a.rps ? b : a));
   const of = rounds > 1 ? `, best of ${rounds}` : '';
+  const spoolCpuUs = ((best.memory.cpuSeconds ?? NaN) * 1e6) / best.row.request_completed;
+  const loopCpuUs = (baseline.cpuS * 1e6) / baseline.ok;
   return [
     {
       metric: `zero-latency Spool vs plain client loop (${fmt(lines)} lines, concurrency ${best.limit}${of})`,
@@ -76,12 +80,12 @@ export async function benchZeroLatency(ctx: BenchContext): Promise<Row[]> {
       pass: null,
     },
     {
-      metric: 'zero-latency CPU per request (whole Spool process) / Spool peak RSS',
-      spool: `${fmt(((best.memory.cpuSeconds ?? NaN) * 1e6) / best.row.request_completed)} µs; ${mib(best.memory.peakBytes)}`,
-      reference: `${fmt((baseline.cpuS * 1e6) / baseline.ok)} µs plain loop`,
-      ratio: '',
-      target: '',
-      pass: null,
+      metric: 'zero-latency CPU per request (whole Spool process) vs the plain loop (harness) / Spool peak RSS',
+      spool: `${fmt(spoolCpuUs)} µs; ${mib(best.memory.peakBytes)}`,
+      reference: `${fmt(loopCpuUs)} µs plain loop`,
+      ratio: ratio(spoolCpuUs, loopCpuUs),
+      target: `<= ${CPU_RATIO_TARGET}`,
+      pass: spoolCpuUs / loopCpuUs <= CPU_RATIO_TARGET,
     },
   ];
 }

@@ -3,8 +3,11 @@
 // from the harness's. The config (already in config-file shape) comes in
 // SPOOL_BENCH_CONFIG; the parent talks to it over IPC (see lib/child.ts).
 // SPOOL_BENCH_ROLE=worker runs a worker only, as `spool worker` does.
-// With SPOOL_BENCH_SQL_PROFILE=1 every SQLite statement is timed (prepare and
-// execution, per SQL text) and the totals are answered to 'sqlStats'.
+// Every SQLite statement is counted and timed (prepare and execution, per SQL
+// text; two clock reads a statement, nothing next to a statement's own cost)
+// and the totals are answered to 'sqlStats': the zero-latency bench reports
+// statements per request from them, and with --sql-profile the harness logs
+// the heaviest.
 import BetterSqlite3 from 'better-sqlite3';
 import { startSpool, startWorker } from '../src/app.ts';
 import { parseConfig } from '../src/config.ts';
@@ -51,7 +54,7 @@ function profileSql(): void {
   };
 }
 
-if (process.env.SPOOL_BENCH_SQL_PROFILE === '1') profileSql();
+profileSql();
 
 const config = parseConfig(JSON.parse(process.env.SPOOL_BENCH_CONFIG ?? '{}'));
 if (process.env.SPOOL_BENCH_ROLE === 'worker') {

@@ -80,6 +80,15 @@ export async function benchZeroLatency(ctx: BenchContext): Promise<Row[]> {
       pass: null,
     },
     {
+      metric: `SQLite statements per request (whole Spool process, upload through finalization, ${fmt(lines)} lines)`,
+      spool: fmt(best.sqlStatements / best.row.request_completed, 3),
+      reference: `${fmt(best.sqlStatements)} statements`,
+      ratio: '',
+      // Data plane v2's target for PostgreSQL row writes (bench --only scale), applied to SQLite's statements.
+      target: '<= 0.1',
+      pass: best.sqlStatements / best.row.request_completed <= 0.1,
+    },
+    {
       metric: 'zero-latency CPU per request (whole Spool process) vs the plain loop (harness) / Spool peak RSS',
       spool: `${fmt(spoolCpuUs)} µs; ${mib(best.memory.peakBytes)}`,
       reference: `${fmt(loopCpuUs)} µs plain loop`,
@@ -101,6 +110,8 @@ interface SpoolRun {
   moves: Record<string, number>;
   memory: ReturnType<RssSampler['stop']>;
   upstreamCpuS: number;
+  /** SQLite statements the Spool child ran, from start-up to the batch's completion (upload, validation, run, finalization). */
+  sqlStatements: number;
 }
 
 /** One batch through a fresh Spool child; times from its database. */
@@ -115,6 +126,7 @@ async function runSpool(ctx: BenchContext, sim: SimChild, inputPath: string): Pr
   let upstreamCpuS = NaN;
   let limit = MAX_CONCURRENCY;
   let moves: Record<string, number> = {};
+  let sqlStatements = NaN;
   try {
     const { fileId } = await spool.upload(inputPath);
     const upstreamCpuBefore = cpuSeconds(sim.pid) ?? NaN;
@@ -126,6 +138,7 @@ async function runSpool(ctx: BenchContext, sim: SimChild, inputPath: string): Pr
     const lane = (await spool.stats()).runner?.lanes[0];
     limit = lane?.limit ?? MAX_CONCURRENCY;
     moves = (lane?.changes ?? {}) as Record<string, number>;
+    sqlStatements = await spool.sqlStatements();
   } finally {
     times = await spool.stop(batchId ? [batchId] : []);
   }
@@ -143,6 +156,7 @@ async function runSpool(ctx: BenchContext, sim: SimChild, inputPath: string): Pr
     moves,
     memory,
     upstreamCpuS,
+    sqlStatements,
   };
 }
 

@@ -189,6 +189,12 @@ export class SpoolChild {
     return times;
   }
 
+  /** SQLite statements run so far (prepares not counted), over every SQL text. */
+  async sqlStatements(): Promise<number> {
+    const stats = await this.child.call<SqlStat[]>('sqlStats');
+    return stats.reduce((n, stat) => n + stat.runs, 0);
+  }
+
   private async reportSql(): Promise<void> {
     const stats = await this.child.call<SqlStat[]>('sqlStats');
     const total = (stat: SqlStat) => stat.prepareMs + stat.runMs;

@@ -329,15 +329,21 @@ export class Runner {
     return Math.max(this.ctx.config.worker.claimBatchSize, capacity * 2);
   }
 
+  /**
+   * A claim is a write transaction of its own, and a chunk is many lines: claim once there is room for a good part
+   * of one. Lines waiting out a retry are not counted as buffered (they wait, the upstream is free), but are bounded:
+   * an upstream failing every line must not make this worker claim chunk after chunk into memory.
+   */
+  private worthClaiming(): boolean {
+    const target = this.bufferTarget();
+    const room = target - this.buffered();
+    return room >= Math.min(this.ctx.config.worker.claimBatchSize / 2, target / 2) && this.heldLines() < target * MAX_HELD_PER_BUFFER;
+  }
+
   private async claimLoop(): Promise<void> {
     while (!this.stopping) {
-      const target = this.bufferTarget();
-      const room = target - this.buffered();
       let claimed = 0;
-      // A claim is a write transaction of its own, and a chunk is many lines: claim once there is room for a good part of one.
-      // Lines waiting out a retry are not counted as buffered (they wait, the upstream is free), but are bounded:
-      // an upstream failing every line must not make this worker claim chunk after chunk into memory.
-      const worthClaiming = room >= Math.min(this.ctx.config.worker.claimBatchSize / 2, target / 2) && this.heldLines() < target * MAX_HELD_PER_BUFFER;
+      const worthClaiming = this.worthClaiming();
       // While results cannot be recorded, claiming more only piles up results in memory and leases nobody works on.
       if (this.writer.stall) {
         await this.idle(this.ctx.config.worker.pollIntervalMs);
@@ -710,7 +716,9 @@ export class Runner {
     this.record(job, record, lane.tally);
     // Nothing else in flight or waiting here: no result is coming to share the commit, so do not linger for one.
     if (this.buffered() === 0) this.writer.commitNow();
-    this.wakeClaimLoop?.();
+    // Only when a claim is due: at thousands of completions a second, waking the loop for each cost a timer and a
+    // promise apiece, and the loop went back to sleep.
+    if (this.wakeClaimLoop && this.worthClaiming()) this.wakeClaimLoop();
   }
 
   private async attempt(job: Job, lane: Lane<Job>): Promise<RequestOutcomeRecord | Requeue> {

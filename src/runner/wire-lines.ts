@@ -5,8 +5,16 @@
 
 /** Stable per-line id: the batch id's unique part plus the line number. */
 export function requestLineId(batchId: string, line: number): string {
-  return `batch_req_${batchId.replace(/^batch-/, '').replace(/-/g, '')}_${line}`;
+  // The prefix of the batch last asked for is kept: every line of a segment, and most in a row, are of one batch.
+  if (batchId !== lastBatchId) {
+    lastBatchId = batchId;
+    lastPrefix = `batch_req_${batchId.replace(/^batch-/, '').replace(/-/g, '')}_`;
+  }
+  return lastPrefix + line;
 }
+
+let lastBatchId = '';
+let lastPrefix = '';
 
 export interface ResponsePart {
   status: number;

@@ -408,7 +408,8 @@ export class Runner {
         this.admitting -= row.line_count;
       }
       this.pump();
-      return row.line_count;
+      // Handed straight back (its segments could not be read): let the loop idle rather than claim it again at once.
+      return held.lost && held.releasing ? 0 : row.line_count;
     }
     return 0;
   }
@@ -474,7 +475,7 @@ export class Runner {
     held.open = row.line_count - done.count();
     if (held.open === 0) {
       // Every line is in a committed segment already (its last owner died between its last commit and marking it done).
-      await finishChunk(this.db, row.batch_id, row.chunk, this.ctx.workerId, Date.now());
+      await finishChunk(this.db, row.batch_id, row.chunk, this.ctx.workerId, Date.now(), row.claims);
       this.forget(held);
       return;
     }
@@ -874,6 +875,12 @@ export class Runner {
     held.lost = true;
     this.stopChunkWork(held, 'shutdown');
     this.forget(held);
+    // Taken away (reclaimed, closed): this changes nothing, being conditional on this very claim. Given up after a
+    // refused segment: it goes back to pending for a later claim, instead of being renewed by this worker's
+    // heartbeat for as long as it lives. Each claim counts, so a chunk refused every time ends in its lines given up.
+    void releaseChunk(this.db, held.batchId, held.chunk, this.ctx.workerId, false, held.claim).catch((err: unknown) =>
+      this.ctx.log.warn({ err, batchId: held.batchId, chunk: held.chunk }, 'handing a given-up chunk back failed'),
+    );
   }
 
   /** Stops what is left of a chunk here: retries waiting, queued lines, lines in flight (aborted, then dropped). */
@@ -897,7 +904,7 @@ export class Runner {
     if (!held.releasing || held.lost || held.active > 0 || held.uncommitted > 0) return;
     held.lost = true;
     this.forget(held);
-    const handBack = releaseChunk(this.db, held.batchId, held.chunk, this.ctx.workerId, !held.sent).then(
+    const handBack = releaseChunk(this.db, held.batchId, held.chunk, this.ctx.workerId, !held.sent, held.claim).then(
       () => this.ctx.onBatchDrained?.(),
       (err: unknown) => this.ctx.log.warn({ err, batchId: held.batchId, chunk: held.chunk }, 'handing a chunk back failed; it goes back when its lease lapses'),
     );

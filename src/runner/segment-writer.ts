@@ -303,6 +303,7 @@ export class SegmentWriter {
       outputTokens,
       costNanos,
       finishesChunk: chunk.open === 0,
+      claim: chunk.claim,
       usage: [...usage.values()],
     };
   }

@@ -176,6 +176,30 @@ for (const dialect of ['sqlite', 'postgres'] as const) {
       }
     });
 
+    it("a worker that claims its own lapsed chunk again: the earlier claim's segments no longer apply", async () => {
+      const store = await openBackend(dialect);
+      try {
+        const db = store.sql.db;
+        const batch = batchRowAt(NOW);
+        await insertBatch(db, batch);
+        await insertChunks(db, [chunkRow(batch.id, 0)]);
+        const first = await claimChunk(db, store.sql.dialect, batch.id, 'w1', 1_000, Date.now() - 10_000);
+        const second = await claimChunk(db, store.sql.dialect, batch.id, 'w1', LEASE, Date.now());
+        assert.ok(first && second && second.claims === first.claims + 1, 'the lapsed chunk is claimed again by its own worker');
+        const writer = new SegmentWriter(db, store.blobs, 'w1', { lingerMs: 10_000 });
+        const earlier = ref(batch.id, 0, first.claims, 4);
+        const later = ref(batch.id, 0, second.claims, 4);
+        const writes = [writer.write(succeeded(earlier, 1)), writer.write(succeeded(later, 2))];
+        writer.commitNow();
+        assert.deepEqual(await Promise.all(writes), ['lost', 'committed']);
+        const segments = await chunkSegments(db, batch.id, 0);
+        assert.equal(segments.length, 1, 'only the current claim committed');
+        assert.equal(LineBitmap.fromHex(segments[0].done_bits, 4).count(), 1);
+      } finally {
+        await store.close();
+      }
+    });
+
     it('counts enqueued tokens per model from open chunks only', async () => {
       const store = await openBackend(dialect);
       try {

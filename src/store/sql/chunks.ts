@@ -172,7 +172,7 @@ export async function renewChunkLeases(db: Kysely<Database>, owner: string, leas
  * Hands a held chunk back (shutdown, a cancel or expiry noticed, input unreadable): pending again for any worker.
  * `unsent`: nothing of this claim reached an upstream, so it does not count as a claim. False when it was not held.
  */
-export async function releaseChunk(db: Db, batchId: string, chunk: number, owner: string, unsent: boolean): Promise<boolean> {
+export async function releaseChunk(db: Db, batchId: string, chunk: number, owner: string, unsent: boolean, claim?: number): Promise<boolean> {
   const result = await db
     .updateTable('chunks')
     .set((eb) => ({ state: 'pending', lease_owner: null, lease_expires_at: null, ...(unsent ? { claims: eb('claims', '-', 1) } : {}) }))
@@ -180,12 +180,13 @@ export async function releaseChunk(db: Db, batchId: string, chunk: number, owner
     .where('chunk', '=', chunk)
     .where('lease_owner', '=', owner)
     .where('state', '=', 'running')
+    .$if(claim !== undefined, (q) => q.where('claims', '=', claim!))
     .executeTakeFirst();
   return Number(result.numUpdatedRows) === 1;
 }
 
 /** Marks a held chunk done without a new segment (a reclaimed chunk whose committed segments already hold every line). */
-export async function finishChunk(db: Db, batchId: string, chunk: number, owner: string, now: number): Promise<boolean> {
+export async function finishChunk(db: Db, batchId: string, chunk: number, owner: string, now: number, claim?: number): Promise<boolean> {
   const result = await db
     .updateTable('chunks')
     .set({ state: 'done', lease_owner: null, lease_expires_at: null, finished_at: now })
@@ -193,6 +194,7 @@ export async function finishChunk(db: Db, batchId: string, chunk: number, owner:
     .where('chunk', '=', chunk)
     .where('lease_owner', '=', owner)
     .where('state', '=', 'running')
+    .$if(claim !== undefined, (q) => q.where('claims', '=', claim!))
     .executeTakeFirst();
   return Number(result.numUpdatedRows) === 1;
 }

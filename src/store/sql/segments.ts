@@ -26,6 +26,11 @@ export interface SegmentCommit {
   costNanos: number;
   /** It holds the chunk's last unfinished line: the chunk is done with it. */
   finishesChunk: boolean;
+  /**
+   * The chunk's claim count when its writer claimed it: the commit applies only to that very claim. A worker whose
+   * lease lapsed under a stall may claim its own chunk again; the earlier tenure's commits must then not apply.
+   */
+  claim?: number;
   /** Usage of its successes, per model. */
   usage: UsageDelta[];
 }
@@ -79,6 +84,7 @@ export async function commitSegments(
         .where('chunk', '=', commit.chunk)
         .where('lease_owner', '=', owner)
         .where('state', '=', 'running')
+        .$if(commit.claim !== undefined, (q) => q.where('claims', '=', commit.claim!))
         .returning('segments')
         .executeTakeFirst();
       if (!chunk) continue;

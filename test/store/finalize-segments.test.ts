@@ -8,12 +8,10 @@
 // PostgreSQL: SPOOL_TEST_POSTGRES_URL or the local server on 127.0.0.1:5432;
 // SPOOL_TEST_SKIP_POSTGRES=1 skips that half.
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir, userInfo } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, describe, it } from 'node:test';
-import pg from 'pg';
 import { runLifecycleSweeps } from '../../src/batches/sweeps.ts';
 import { writeRetryInput } from '../../src/batches/retry-input.ts';
 import { parseConfig } from '../../src/config.ts';
@@ -23,7 +21,8 @@ import { errorLineText, outputLineText } from '../../src/runner/wire-lines.ts';
 import { blobKeyForSegment, blobKeyForUpload, openStore, type Store } from '../../src/store/index.ts';
 import { LineBitmap } from '../../src/store/line-bitmap.ts';
 import { findBatch, insertBatch } from '../../src/store/sql/batches.ts';
-import { insertChunks } from '../../src/store/sql/chunks.ts';
+import { insertChunks, newChunk } from '../../src/store/sql/chunks.ts';
+import { cleanupAll, createPostgresDatabase } from '../helpers/runner-harness.ts';
 import { findFile, insertFile } from '../../src/store/sql/files.ts';
 import { deleteFileAndItsResults } from '../../src/store/sql/result-retention.ts';
 import { queueDepthByModel, recentOutcomesByModel } from '../../src/store/sql/queue-stats.ts';
@@ -44,45 +43,10 @@ async function sqliteStore(): Promise<Store> {
 }
 
 async function postgresStore(): Promise<Store> {
-  const users = [process.env.PGUSER, safeUser(), 'postgres'].filter((u): u is string => Boolean(u));
-  const adminUrls = process.env.SPOOL_TEST_POSTGRES_URL
-    ? [process.env.SPOOL_TEST_POSTGRES_URL]
-    : [...new Set(users)].map((user) => `postgres://${encodeURIComponent(user)}@127.0.0.1:5432/postgres`);
-  const failures: string[] = [];
-  for (const adminUrl of adminUrls) {
-    const admin = new pg.Client({ connectionString: adminUrl, connectionTimeoutMillis: 5000 });
-    try {
-      await admin.connect();
-    } catch (err) {
-      failures.push(`${adminUrl}: ${(err as Error).message}`);
-      await admin.end().catch(() => undefined);
-      continue;
-    }
-    const name = `spool_fin_${randomBytes(8).toString('hex')}`;
-    await admin.query(`CREATE DATABASE ${name}`);
-    const url = new URL(adminUrl);
-    url.pathname = `/${name}`;
-    const dataDir = await mkdtemp(join(tmpdir(), 'spool-finalize-pg-'));
-    const store = await openStore({ dataDir, databaseUrl: url.toString() });
-    cleanups.push(
-      async () => {
-        await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).catch(() => undefined);
-        await admin.end().catch(() => undefined);
-      },
-      () => rm(dataDir, { recursive: true, force: true }),
-      () => store.close(),
-    );
-    return store;
-  }
-  return assert.fail(`PostgreSQL is unreachable:\n  ${failures.join('\n  ')}\nSet SPOOL_TEST_SKIP_POSTGRES=1 to skip.`);
-}
-
-function safeUser(): string | undefined {
-  try {
-    return userInfo().username;
-  } catch {
-    return undefined;
-  }
+  const dataDir = await mkdtemp(join(tmpdir(), 'spool-finalize-pg-'));
+  const store = await openStore({ dataDir, databaseUrl: await createPostgresDatabase() });
+  cleanups.push(() => rm(dataDir, { recursive: true, force: true }), () => store.close());
+  return store;
 }
 
 function context(store: Store): LifecycleContext {
@@ -173,24 +137,20 @@ async function seed(store: Store, status: BatchStatus, openState: NewChunk['stat
     ...overrides,
   });
   const chunk = (n: number, first: number, last: number, state: NewChunk['state'], counts: Partial<NewChunk>): NewChunk => ({
-    batch_id: batchId,
-    chunk: n,
-    line_start: first,
-    line_count: last - first + 1,
-    byte_start: offsets.get(first)![0],
-    byte_end: offsets.get(last)![1],
-    models: JSON.stringify({ [MODEL]: [last - first + 1, last - first + 1] }),
-    estimated_tokens: last - first + 1,
+    ...newChunk({
+      batch_id: batchId,
+      chunk: n,
+      line_start: first,
+      line_count: last - first + 1,
+      byte_start: offsets.get(first)![0],
+      byte_end: offsets.get(last)![1],
+      models: JSON.stringify({ [MODEL]: [last - first + 1, last - first + 1] }),
+      estimated_tokens: last - first + 1,
+    }),
     state,
     claims: 1,
     lease_owner: state === 'running' ? 'worker-gone' : null,
     lease_expires_at: state === 'running' ? NOW + 600_000 : null,
-    segments: 0,
-    succeeded: 0,
-    failed: 0,
-    input_tokens: 0,
-    output_tokens: 0,
-    cost_nanos: 0,
     finished_at: state === 'done' ? NOW - 1000 : null,
     ...counts,
   });
@@ -388,4 +348,6 @@ if (!SKIP_POSTGRES) suite('postgres', postgresStore);
 
 after(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
+  // The PostgreSQL databases createPostgresDatabase made, dropped once their stores are closed.
+  await cleanupAll();
 });

@@ -13,7 +13,7 @@ import { after, before, describe, it } from 'node:test';
 import { insertBatch } from '../../src/store/sql/batches.ts';
 import { openSqlStore, type SqlStore } from '../../src/store/sql/database.ts';
 import { queueDepthByModel, recentOutcomesByModel } from '../../src/store/sql/queue-stats.ts';
-import { insertChunks } from '../../src/store/sql/chunks.ts';
+import { insertChunks, newChunk } from '../../src/store/sql/chunks.ts';
 import type { BatchStatus, NewBatch, NewChunk } from '../../src/store/sql/schema.ts';
 import { cleanupAll, createPostgresDatabase, SKIP_POSTGRES } from '../helpers/runner-harness.ts';
 
@@ -27,25 +27,20 @@ function batchRow(status: BatchStatus, overrides: Partial<NewBatch> = {}): NewBa
 function chunk(batchId: string, n: number, state: NewChunk['state'], models: Record<string, number>, counts: Partial<NewChunk> = {}): NewChunk {
   const lines = Object.values(models).reduce((x, y) => x + y, 0);
   return {
-    batch_id: batchId,
-    chunk: n,
-    line_start: n * 100 + 1,
-    line_count: lines,
-    byte_start: 0,
-    byte_end: 1,
-    models: JSON.stringify(Object.fromEntries(Object.entries(models).map(([model, count]) => [model, [count, count]]))),
-    estimated_tokens: lines,
+    ...newChunk({
+      batch_id: batchId,
+      chunk: n,
+      line_start: n * 100 + 1,
+      line_count: lines,
+      byte_start: 0,
+      byte_end: 1,
+      models: JSON.stringify(Object.fromEntries(Object.entries(models).map(([model, count]) => [model, [count, count]]))),
+      estimated_tokens: lines,
+    }),
     state,
     claims: state === 'pending' ? 0 : 1,
     lease_owner: state === 'running' ? 'w' : null,
     lease_expires_at: state === 'running' ? NOW + 10_000 : null,
-    segments: 0,
-    succeeded: 0,
-    failed: 0,
-    input_tokens: 0,
-    output_tokens: 0,
-    cost_nanos: 0,
-    finished_at: null,
     ...counts,
   };
 }

@@ -46,7 +46,7 @@ import {
 } from '../../src/store/sql/files.ts';
 import { countActiveKeys, findActiveKeyByHash, insertApiKey, listApiKeys, revokeApiKey } from '../../src/store/sql/keys.ts';
 import type { ApiKeyRow, NewBatch, NewChunk, NewFile } from '../../src/store/sql/schema.ts';
-import { chunkTotalsOf, insertChunks } from '../../src/store/sql/chunks.ts';
+import { chunkTotalsOf, insertChunks, newChunk } from '../../src/store/sql/chunks.ts';
 import { getOrCreateSetting } from '../../src/store/sql/settings.ts';
 import { queryUsage } from '../../src/store/sql/usage.ts';
 import { batchRowAt } from '../helpers/request-rows.ts';
@@ -578,25 +578,8 @@ function contract(h: DialectHarness): void {
       await insertBatch(store.db, unfinished);
       await insertBatch(store.db, done);
       const chunk = (batchId: string, n: number, state: NewChunk['state']): NewChunk => ({
-        batch_id: batchId,
-        chunk: n,
-        line_start: n + 1,
-        line_count: 1,
-        byte_start: n * 10,
-        byte_end: n * 10 + 9,
-        models: '{}',
-        estimated_tokens: 1,
+        ...newChunk({ batch_id: batchId, chunk: n, line_start: n + 1, line_count: 1, byte_start: n * 10, byte_end: n * 10 + 9, models: '{}', estimated_tokens: 1 }),
         state,
-        claims: 0,
-        lease_owner: null,
-        lease_expires_at: null,
-        segments: 0,
-        succeeded: 0,
-        failed: 0,
-        input_tokens: 0,
-        output_tokens: 0,
-        cost_nanos: 0,
-        finished_at: null,
       });
       await insertChunks(store.db, [chunk(unfinished.id, 0, 'done'), chunk(unfinished.id, 1, 'running'), chunk(unfinished.id, 2, 'closed')]);
       await insertChunks(store.db, [chunk(done.id, 0, 'done'), chunk(done.id, 1, 'closed')]);
